@@ -1,0 +1,76 @@
+"""Mini-batches of an in-memory :class:`~lpfast.datasets.ImageDataset`, with sample indices.
+
+The batch order of epoch ``e`` is a function of ``(seed, e)`` alone, so every worker of a run,
+and a run resumed from a checkpoint, sees exactly the same batches without sharing any state.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from lpfast.augment import normalise, random_crop_flip
+from lpfast.datasets import ImageDataset
+
+
+@dataclass
+class Batch:
+    """Normalised images ``x``, labels ``y`` and the samples' indices ``idx`` in their split."""
+
+    x: Tensor
+    y: Tensor
+    idx: Tensor
+
+
+def epoch_generator(seed: int, epoch: int, stream: int) -> torch.Generator:
+    """A generator private to (seed, epoch, stream): streams keep shuffling and augmentation apart."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 16 + stream)
+
+
+class BatchIterator:
+    """Yields :class:`Batch` objects for one pass over ``dataset``.
+
+    ``shuffle`` draws the epoch's permutation from ``(seed, epoch)``; ``augment_padding`` > 0
+    applies random crop + flip; ``drop_last`` drops a final partial batch (training).
+    """
+
+    def __init__(
+        self,
+        dataset: ImageDataset,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        seed: int = 0,
+        epoch: int = 0,
+        augment_padding: int = 0,
+        drop_last: bool = False,
+        device: torch.device | str = "cpu",
+        channels_last: bool = False,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.device = torch.device(device)
+        self.augment_padding = augment_padding
+        self.channels_last = channels_last
+        n = len(dataset)
+        self.order = torch.randperm(n, generator=epoch_generator(seed, epoch, 0)) if shuffle else torch.arange(n)
+        self.augment_rng = epoch_generator(seed, epoch, 1)
+        self.num_batches = n // batch_size if drop_last else -(-n // batch_size)
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def __iter__(self) -> Iterator[Batch]:
+        for b in range(self.num_batches):
+            idx = self.order[b * self.batch_size : (b + 1) * self.batch_size]
+            images = self.dataset.images[idx]
+            if self.augment_padding:
+                images = random_crop_flip(images, self.augment_padding, self.augment_rng)
+            images = images.to(self.device, non_blocking=True)
+            x = normalise(images, self.dataset.mean, self.dataset.std)
+            x = x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
+            yield Batch(x, self.dataset.labels[idx].to(self.device, non_blocking=True), idx)
