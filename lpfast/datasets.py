@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 import os
 import pickle
 import zipfile
@@ -162,7 +163,7 @@ def _cache_dir() -> Path:
 
 def _decode_image_archive(path: Path, top: str, split: str) -> tuple[Tensor, Tensor, list[str]]:
     """Decodes ``top/split/<class>/<file>`` members of a zip; labels follow sorted class names."""
-    from torchvision.io import ImageReadMode, decode_image
+    from PIL import Image, UnidentifiedImageError
 
     try:
         zf = zipfile.ZipFile(path)
@@ -185,14 +186,14 @@ def _decode_image_archive(path: Path, top: str, split: str) -> tuple[Tensor, Ten
         images = torch.empty((len(members), 3, 32, 32), dtype=torch.uint8)
         labels = torch.empty(len(members), dtype=torch.long)
         for i, name in enumerate(members):
-            raw = torch.frombuffer(bytearray(zf.read(name)), dtype=torch.uint8)
             try:
-                img = decode_image(raw, mode=ImageReadMode.RGB)
-            except RuntimeError as exc:
+                with Image.open(io.BytesIO(zf.read(name))) as img:
+                    pixels = np.array(img.convert("RGB"))
+            except (UnidentifiedImageError, OSError) as exc:
                 raise DatasetError(f"{path}: member {name} is not a decodable image ({exc})") from None
-            if img.shape != (3, 32, 32):
-                raise DatasetError(f"{path}: member {name} has shape {tuple(img.shape)}, expected 3×32×32")
-            images[i] = img
+            if pixels.shape != (32, 32, 3):
+                raise DatasetError(f"{path}: member {name} has shape {pixels.shape}, expected 32×32×3")
+            images[i] = torch.from_numpy(pixels).permute(2, 0, 1)
             labels[i] = class_index[name[len(prefix) :].split("/")[0]]
     return images, labels, classes
 

@@ -1,0 +1,5 @@
+import sys
+
+from lpfast.cli import main
+
+sys.exit(main())

@@ -1,0 +1,92 @@
+"""Command line: ``lpfast train ...`` (also ``python -m lpfast train ...``)."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import fields
+from pathlib import Path
+
+from lpfast.checkpoint import read_config
+from lpfast.config import SCHEDULES, TrainConfig
+from lpfast.datasets import DATASET_NAMES, DatasetError
+from lpfast.models import MODEL_NAMES
+
+_DEFAULTS = {f.name: f.default for f in fields(TrainConfig)}
+
+
+def _option(parser: argparse.ArgumentParser, name: str, help: str, **kwargs) -> None:
+    # Options default to "not given" so that --resume can tell them from the run's saved values.
+    flag = "--" + name.replace("_", "-")
+    parser.add_argument(flag, dest=name, default=argparse.SUPPRESS, help=f"{help} (default: {_DEFAULTS[name]})", **kwargs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lpfast", description="Layer-parallel training of residual networks.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    train = sub.add_parser("train", help="train a model", description="Train a model; writes config, metrics and checkpoint to --out.")
+    _option(train, "model", f"model name: {', '.join(MODEL_NAMES)}, any resnetD (D=6n+2) or wrn_D_K")
+    _option(train, "dataset", "data set", choices=DATASET_NAMES)
+    _option(train, "data_dir", "folder holding the data set (embedded needs none)")
+    _option(train, "epochs", "number of epochs", type=int)
+    _option(train, "batch_size", "training batch size", type=int)
+    _option(train, "lr", "base learning rate", type=float)
+    _option(train, "momentum", "SGD momentum", type=float)
+    _option(train, "weight_decay", "weight decay", type=float)
+    _option(train, "nesterov", "Nesterov momentum", action=argparse.BooleanOptionalAction)
+    _option(train, "schedule", "learning-rate schedule", choices=SCHEDULES)
+    _option(train, "warmup_epochs", "linear warm-up length in epochs", type=float)
+    _option(train, "augment", "pad-crop-flip augmentation (default none: on for CIFAR, off for MNIST)", action=argparse.BooleanOptionalAction)
+    _option(train, "seed", "seed of initialisation, batch order and augmentation", type=int)
+    _option(train, "eval_batch_size", "evaluation batch size", type=int)
+    _option(train, "device", "torch device, e.g. cpu or cuda:0")
+    _option(train, "threads", "torch CPU threads (default none: torch's choice)", type=int)
+    _option(train, "channels_last", "channels-last memory format (default none: on for CUDA only)", action=argparse.BooleanOptionalAction)
+    train.add_argument("--out", type=Path, default=None, help="run folder (default: runs/<model>-<dataset>-<time>)")
+    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    return parser
+
+
+def _config_from_args(args: argparse.Namespace) -> TrainConfig:
+    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
+    if args.resume:
+        # Options not given again take the run's saved values; given ones must agree (checked on resume).
+        return TrainConfig.from_dict({**read_config(args.out), **given})
+    return TrainConfig(**given)
+
+
+def train_command(args: argparse.Namespace) -> None:
+    from lpfast.serial import SerialTrainer
+
+    if args.resume and args.out is None:
+        raise ValueError("--resume needs --out, the run folder to continue")
+    if args.resume and not (args.out / "config.json").exists():
+        raise ValueError(f"nothing to resume: {args.out} has no config.json (start the run without --resume)")
+    config = _config_from_args(args)
+    if args.out is None:
+        args.out = Path("runs") / f"{config.model}-{config.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    trainer = SerialTrainer(config, args.out, resume=args.resume)
+    print(
+        f"lpfast: {config.model} on {config.dataset} ({len(trainer.train_data)} train / {len(trainer.test_data)} test), "
+        f"{config.epochs} epochs, device {trainer.device}, run folder {args.out}",
+        flush=True,
+    )
+    trainer.fit()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "train":
+            train_command(args)
+    except (DatasetError, ValueError, RuntimeError) as exc:
+        print(f"lpfast: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("lpfast: interrupted; the last completed epoch is checkpointed (continue with --resume)", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""The serial trainer and the CLI: exact resume, run folders, clear errors."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from lpfast.cli import main
+from lpfast.config import TrainConfig
+from lpfast.datasets import ImageDataset, load_embedded
+from lpfast.serial import RunFolderError, SerialTrainer
+from test_datasets import write_mnist
+
+
+def subset(data: ImageDataset, n: int) -> ImageDataset:
+    return ImageDataset(data.images[:n], data.labels[:n], data.num_classes, data.mean, data.std)
+
+
+@pytest.fixture(scope="module")
+def small_data():
+    return subset(load_embedded("train"), 256), subset(load_embedded("test"), 100)
+
+
+def trainer(config, run_dir, small_data, **kwargs):
+    train, test = small_data
+    return SerialTrainer(config, run_dir, train_data=train, test_data=test, log=kwargs.pop("log", lambda s: None), **kwargs)
+
+
+def state(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+class Interrupt(Exception):
+    pass
+
+
+def test_resume_gives_the_uninterrupted_parameters(tmp_path, small_data):
+    # Augmentation on, so the per-epoch random streams are part of what must resume exactly.
+    config = TrainConfig(epochs=3, batch_size=32, augment=True, threads=1)
+    straight = trainer(config, tmp_path / "a", small_data)
+    straight.fit()
+
+    def stop_after_first_epoch(line):
+        if line.startswith("epoch 1/"):
+            raise Interrupt
+
+    interrupted = trainer(config, tmp_path / "b", small_data, log=stop_after_first_epoch)
+    with pytest.raises(Interrupt):
+        interrupted.fit()
+    resumed = trainer(config, tmp_path / "b", small_data, resume=True)
+    assert resumed.epoch == 1
+    resumed.fit()
+    a, b = state(straight.model), state(resumed.model)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert straight.optimizer.param_groups[0]["lr"] == resumed.optimizer.param_groups[0]["lr"]
+    records = [json.loads(line) for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2, 3]
+
+
+def test_training_learns(small_data):
+    t = trainer(TrainConfig(epochs=6, batch_size=32, threads=1), None, small_data)
+    records = t.fit()
+    assert records[-1]["train_loss"] < 0.6 * records[0]["train_loss"]
+    assert records[-1]["test_acc"] > 50
+
+
+def test_run_folder_guards(tmp_path, small_data):
+    config = TrainConfig(epochs=1, batch_size=64, threads=1)
+    trainer(config, tmp_path, small_data).fit()
+    with pytest.raises(RunFolderError, match="pass --resume"):
+        trainer(config, tmp_path, small_data)
+    with pytest.raises(RunFolderError, match="lr: run has 0.1, asked 0.2"):
+        trainer(TrainConfig(epochs=1, batch_size=64, lr=0.2), tmp_path, small_data, resume=True)
+    with pytest.raises(RunFolderError, match="nothing to resume"):
+        trainer(config, tmp_path / "empty", small_data, resume=True)
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="epochs must be >= 1"):
+        TrainConfig(epochs=0)
+    with pytest.raises(ValueError, match="dataset must be one of"):
+        TrainConfig(dataset="imagenet")
+    with pytest.raises(ValueError, match="unknown model"):
+        TrainConfig(model="vgg")
+    with pytest.raises(ValueError, match="momentum must be in"):
+        TrainConfig(momentum=1.0)
+
+
+def test_cli_train_and_resume(tmp_path, capsys):
+    write_mnist(tmp_path / "data" / "MNIST" / "raw", n_train=16, n_test=8)
+    run = tmp_path / "run"
+    args = ["train", "--dataset", "mnist", "--data-dir", str(tmp_path / "data"), "--epochs", "2", "--batch-size", "8", "--threads", "1", "--out", str(run)]
+    assert main(args) == 0
+    assert json.loads((run / "config.json").read_text())["epochs"] == 2
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
+    assert (run / "checkpoint.pt").is_file()
+    # A finished run resumes to nothing more; other options are refused with a fix.
+    assert main(["train", "--out", str(run), "--resume"]) == 0
+    assert main(["train", "--out", str(run), "--resume", "--epochs", "3"]) == 2
+    assert "epochs: run has 2, asked 3" in capsys.readouterr().err
+
+
+def test_cli_missing_data_is_one_line(tmp_path, capsys):
+    assert main(["train", "--dataset", "cifar10", "--data-dir", str(tmp_path), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and str(tmp_path) in err and "cifar-10-batches-py" in err
+
+
+def test_python_dash_m_entry_points():
+    out = subprocess.run([sys.executable, "-m", "lpfast", "train", "--help"], capture_output=True, text=True, check=True)
+    assert "--resume" in out.stdout
+    info = subprocess.run([sys.executable, "-m", "lpfast.info"], capture_output=True, text=True, check=True)
+    assert "lpfast::penalty_residual" in info.stdout and "loaded" in info.stdout
