@@ -16,4 +16,9 @@ TORCH_LIBRARY(lpfast, m) {
   // Penalty term of one cut (ALGORITHM.md §3-§4): r = out - lam + mu/beta,
   // loss = beta/2 * mean(r^2), grad = d loss / d out = beta * r / numel.
   m.def("penalty_residual(Tensor out, Tensor lam, Tensor? mu, float beta) -> (Tensor loss, Tensor grad)");
+  // Auxiliary-variable step of one cut, in place (ALGORITHM.md §3-§4), with grad the next
+  // stage's per-sample input gradient and eta relative to the closed-form step (eta = 1):
+  // lam <- lam + eta*(out - lam) + (eta/beta)*(mu - grad); then, if update_mu,
+  // mu <- mu + beta*(out - lam).
+  m.def("aux_update_(Tensor(a!) lam, Tensor(b!)? mu, Tensor out, Tensor grad, float beta, float eta, bool update_mu) -> ()");
 }

@@ -17,7 +17,7 @@ except ImportError as exc:  # pragma: no cover - exercised only on a broken inst
     LOAD_ERROR = f"{type(exc).__name__}: {exc}"
 
 #: Names of the ops this module exposes, as registered under ``torch.ops.lpfast``.
-OP_NAMES = ("penalty_residual",)
+OP_NAMES = ("penalty_residual", "aux_update_")
 
 
 def _require_kernels() -> None:
@@ -57,7 +57,45 @@ def penalty_residual_reference(
     return loss, r * scale
 
 
+# -------------------------------------------------------------------------------- aux_update_
+
+
+def aux_update_(
+    lam: Tensor, mu: Tensor | None, out: Tensor, grad: Tensor, *, beta: float, eta: float, update_mu: bool
+) -> None:
+    """Auxiliary-variable step of one cut, in place on ``lam`` (and ``mu``), in one pass.
+
+    ``out`` is φ_k(λ_{k-1}) for the batch, ``grad`` the next stage's per-sample input gradient
+    J^T g_{k+1}. The λ-step descends sample i's objective with step ``eta / beta`` (so ``eta = 1``
+    is the closed form ``λ = out + (μ - grad) / β``)::
+
+        lam <- lam + eta * (out - lam) + (eta / beta) * (mu - grad)
+        mu  <- mu + beta * (out - lam)          (with the new lam; only if update_mu)
+
+    ``mu=None`` is the penalty method (μ = 0). All tensors share shape, dtype and device; ``lam``
+    and ``mu`` must be dense (contiguous or channels-last).
+    """
+    _require_kernels()
+    torch.ops.lpfast.aux_update_(lam, mu, out, grad, float(beta), float(eta), bool(update_mu))
+
+
+def aux_update_reference(
+    lam: Tensor, mu: Tensor | None, out: Tensor, grad: Tensor, *, beta: float, eta: float, update_mu: bool
+) -> tuple[Tensor, Tensor | None]:
+    """The definition of :func:`aux_update_`, out of place: returns the new ``(lam, mu)``."""
+    if update_mu and mu is None:
+        raise ValueError("update_mu=True needs mu")
+    pull = (mu - grad) if mu is not None else -grad
+    new_lam = lam + eta * (out - lam) + (eta / beta) * pull
+    new_mu = mu + beta * (out - new_lam) if update_mu else mu
+    return new_lam, new_mu
+
+
 if LOAD_ERROR is None:
+
+    @torch.library.register_fake("lpfast::aux_update_")
+    def _(lam, mu, out, grad, beta, eta, update_mu):
+        return None
 
     @torch.library.register_fake("lpfast::penalty_residual")
     def _(out, lam, mu, beta):

@@ -129,10 +129,89 @@ def test_device_mismatch_error():
 
 def test_info_lists_compiled_kernels():
     assert ops.LOAD_ERROR is None
-    assert "CPU" in kernel_devices("penalty_residual")
+    for name in ops.OP_NAMES:
+        assert "CPU" in kernel_devices(name), name
     import shutil
     import os
 
     if shutil.which("nvcc") and torch.version.cuda and os.environ.get("LPFAST_CUDA") != "0":
         # Where CUDA sources can be compiled they must have been: they may not rot unbuilt.
-        assert "CUDA" in kernel_devices("penalty_residual")
+        for name in ops.OP_NAMES:
+            assert "CUDA" in kernel_devices(name), name
+
+
+# ------------------------------------------------------------------------------- aux_update_
+
+
+def aux_inputs(shape, dtype=torch.float32, device="cpu", seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(shape, generator=g, dtype=torch.float64).to(device=device, dtype=dtype) for _ in range(4)]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("variant", ["penalty", "al", "al_frozen_mu"])
+@pytest.mark.parametrize("shape", [(8, 16, 14, 14), (3, 5, 7, 9), (70001,)])
+def test_aux_update_matches_reference(device, dtype, variant, shape):
+    lam, mu, out, grad = aux_inputs(shape, dtype, device)
+    mu = None if variant == "penalty" else mu
+    update_mu = variant == "al"
+    ref_lam, ref_mu = ops.aux_update_reference(lam, mu, out, grad, beta=4.0, eta=0.7, update_mu=update_mu)
+    mu_before = mu.clone() if mu is not None else None
+    ops.aux_update_(lam, mu, out, grad, beta=4.0, eta=0.7, update_mu=update_mu)
+    # Same operations in the same order as the reference: identical on the CPU.
+    exact = dict(rtol=0, atol=0) if device == "cpu" else {}
+    torch.testing.assert_close(lam, ref_lam, **exact)
+    if mu is not None:
+        torch.testing.assert_close(mu, ref_mu, **exact)
+        assert torch.equal(mu, mu_before) != update_mu
+
+
+def test_aux_update_closed_form():
+    lam, mu, out, grad = aux_inputs((4, 8, 5, 5), torch.float64)
+    ops.aux_update_(lam, mu, out, grad, beta=2.0, eta=1.0, update_mu=False)
+    torch.testing.assert_close(lam, out + (mu - grad) / 2.0)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_aux_update_channels_last(device):
+    lam, mu, out, grad = aux_inputs((4, 8, 6, 6), device=device)
+    lam_cl = lam.contiguous(memory_format=torch.channels_last)
+    mu_cl = mu.contiguous(memory_format=torch.channels_last)
+    ref_lam, ref_mu = ops.aux_update_reference(lam, mu, out, grad, beta=3.0, eta=0.5, update_mu=True)
+    ops.aux_update_(lam_cl, mu_cl, out, grad[..., :].transpose(2, 3).contiguous().transpose(2, 3), beta=3.0, eta=0.5, update_mu=True)
+    torch.testing.assert_close(lam_cl, ref_lam)
+    torch.testing.assert_close(mu_cl, ref_mu)
+    assert lam_cl.is_contiguous(memory_format=torch.channels_last)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_aux_update_16bit_error_bounded_by_reference_error(device, dtype):
+    lam, mu, out, grad = aux_inputs((8, 16, 14, 14), dtype, device)
+    exact = ops.aux_update_reference(lam.double(), mu.double(), out.double(), grad.double(), beta=3.0, eta=0.8, update_mu=True)
+    ref = ops.aux_update_reference(lam, mu, out, grad, beta=3.0, eta=0.8, update_mu=True)
+    ops.aux_update_(lam, mu, out, grad, beta=3.0, eta=0.8, update_mu=True)
+    for mine, theirs, truth in zip((lam, mu), ref, exact):
+        assert (mine.double() - truth).abs().max() <= 2 * (theirs.double() - truth).abs().max() + 1e-12
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_aux_update_opcheck_and_empty(device):
+    for mu_on, update_mu in ((False, False), (True, True), (True, False)):
+        lam, mu, out, grad = aux_inputs((2, 3, 4, 4), device=device)
+        torch.library.opcheck(torch.ops.lpfast.aux_update_.default, (lam, mu if mu_on else None, out, grad, 2.0, 0.5, update_mu))
+    lam, mu, out, grad = aux_inputs((0, 3, 4, 4), device=device)
+    ops.aux_update_(lam, mu, out, grad, beta=2.0, eta=1.0, update_mu=True)
+
+
+def test_aux_update_errors():
+    lam, mu, out, grad = aux_inputs((2, 3, 4, 4))
+    with pytest.raises(RuntimeError, match="grad has shape"):
+        ops.aux_update_(lam, mu, out, grad[:1], beta=1.0, eta=1.0, update_mu=True)
+    with pytest.raises(RuntimeError, match="update_mu=True needs mu"):
+        ops.aux_update_(lam, None, out, grad, beta=1.0, eta=1.0, update_mu=True)
+    with pytest.raises(RuntimeError, match="must be dense"):
+        ops.aux_update_(lam.transpose(0, 3), None, out.transpose(0, 3), grad.transpose(0, 3), beta=1.0, eta=1.0, update_mu=False)
+    with pytest.raises(RuntimeError, match="out has dtype"):
+        ops.aux_update_(lam, mu, out.double(), grad, beta=1.0, eta=1.0, update_mu=False)

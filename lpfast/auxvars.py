@@ -1,0 +1,45 @@
+"""Per-sample auxiliary variables of one cut (λ, or μ for the augmented Lagrangian).
+
+One row per training sample, indexed by the sample's index in its split (ALGORITHM.md §2).
+Rows are stored in float32, bfloat16 or float16 on the compute device or in pinned host memory;
+batches are gathered to float32 on the compute device and scattered back.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+STORE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+STORE_LOCATIONS = ("device", "pinned")
+
+
+class AuxStore:
+    """``num_samples`` rows of shape ``row_shape``; ``location`` is ``device`` or ``pinned`` (host)."""
+
+    def __init__(
+        self, num_samples: int, row_shape: Sequence[int], *, dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu", location: str = "device",
+    ) -> None:
+        if dtype not in STORE_DTYPES.values():
+            raise ValueError(f"auxiliary store dtype must be one of {', '.join(STORE_DTYPES)}, got {dtype}")
+        if location not in STORE_LOCATIONS:
+            raise ValueError(f"auxiliary store location must be one of {', '.join(STORE_LOCATIONS)}, got {location!r}")
+        self.compute_device = torch.device(device)
+        pinned = location == "pinned" and torch.cuda.is_available()
+        home = torch.device("cpu") if location == "pinned" else self.compute_device
+        self.data = torch.zeros((num_samples, *row_shape), dtype=dtype, device=home, pin_memory=pinned)
+
+    @property
+    def nbytes(self) -> int:
+        return self.data.numel() * self.data.element_size()
+
+    def gather(self, idx: Tensor) -> Tensor:
+        """Rows ``idx`` as a float32 batch on the compute device."""
+        rows = self.data[idx.to(self.data.device)]
+        return rows.to(self.compute_device, torch.float32, non_blocking=True)
+
+    def scatter_(self, idx: Tensor, values: Tensor) -> None:
+        """Writes ``values`` (a batch from :meth:`gather`) back to rows ``idx``."""
+        self.data[idx.to(self.data.device)] = values.to(self.data.device, self.data.dtype, non_blocking=True)

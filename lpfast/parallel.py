@@ -1,0 +1,332 @@
+"""The layer-parallel phase (ALGORITHM.md §2-§4): K stages training at once, tied by auxiliary variables.
+
+Cut ``c`` joins stage ``c`` to stage ``c+1``; its auxiliary variables λ_c (and multipliers μ_c for
+the augmented Lagrangian) belong to stage ``c+1``, whose input they are. One step on a batch:
+
+1. every stage ``s ≥ 1`` gathers λ_{s-1} (and μ_{s-1}) for the batch and sends stage ``s-1`` its
+   regression target ``λ - μ/β``;
+2. every stage computes its output from its own input (the images for stage 0, λ_{s-1} otherwise);
+   stages ``s < K-1`` send the output on and take the penalty ``β/2·mean((out - target)²)``, the
+   last stage the cross-entropy; each backpropagates and steps its own optimizer (θ-step);
+3. every stage ``s ≥ 1`` receives φ_{s-1}(λ_{s-2}) and updates λ_{s-1} (and μ_{s-1}) with its own
+   input gradient (λ-step, μ-step) through the fused op ``lpfast.ops.aux_update_``.
+
+Only activation-sized tensors cross between neighbours (one each way per cut and step), and no
+stage waits for another's compute except for the λ-update in 3, which needs the previous stage's
+forward only. The schedule runs unchanged over a :class:`~lpfast.transport.LocalTransport` (all
+stages in one process) or a :class:`~lpfast.transport.DistTransport` (one stage per rank).
+"""
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lpfast import ops
+from lpfast.auxvars import STORE_LOCATIONS, AuxStore
+from lpfast.models import ResidualNet
+from lpfast.stages import Partition, Stage, partition, split
+from lpfast.transport import LocalTransport, Transport
+
+METHODS = ("penalty", "al")
+
+
+@contextmanager
+def _batch_stats_without_tracking(modules: Iterable[nn.Module]):
+    """Train-mode batch norm (batch statistics) that leaves the running statistics untouched."""
+    saved = []
+    for m in modules:
+        for bn in m.modules():
+            if isinstance(bn, nn.modules.batchnorm._BatchNorm):
+                saved.append((bn, bn.training, bn.momentum))
+                bn.train()
+                bn.momentum = 0.0
+    try:
+        yield
+    finally:
+        for bn, training, momentum in saved:
+            bn.train(training)
+            bn.momentum = momentum
+
+
+class LayerParallel:
+    """Layer-parallel training of ``model`` cut into ``stages`` (drop-in for an optimizer loop).
+
+    >>> lp = LayerParallel(model, optimizer=lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9),
+    ...                    stages=4, method="al", dataset_size=len(train_set), input_shape=(3, 32, 32))
+    >>> lp.initialise(batches_of_images_and_indices)     # one serial forward fills λ
+    >>> for x, y, idx in loader: stats = lp.step(x, y, idx)
+    >>> epoch_stats = lp.end_epoch()                     # per-cut violation, grows β
+
+    Options (keyword-only, checked here):
+
+    - ``stages``: K, blocks balanced by estimated FLOPs, or a list of block counts per stage.
+    - ``method``: ``"penalty"`` or ``"al"`` (augmented Lagrangian, one multiplier per λ).
+    - ``beta0``, ``beta_growth``, ``beta_max``: β = min(beta0·beta_growth^epoch, beta_max).
+    - ``lam_step``: η of the λ-step relative to the closed-form step (1 = closed form).
+    - ``mu_every``: the multipliers are updated every ``mu_every`` steps (AL only).
+    - ``store_dtype``, ``store_location``: how λ and μ are kept (``"device"`` or ``"pinned"``).
+    - ``transport``: where the stages live; default all in this process.
+    """
+
+    def __init__(
+        self,
+        model: ResidualNet,
+        *,
+        optimizer: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer],
+        stages: int | Sequence[int],
+        method: str = "penalty",
+        dataset_size: int,
+        input_shape: Sequence[int],
+        beta0: float = 2.0,
+        beta_growth: float = 2.0,
+        beta_max: float = 50.0,
+        lam_step: float = 1.0,
+        mu_every: int = 1,
+        store_dtype: torch.dtype = torch.float32,
+        store_location: str = "device",
+        transport: Transport | None = None,
+    ) -> None:
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+        if beta0 <= 0 or beta_max < beta0:
+            raise ValueError(f"need 0 < beta0 <= beta_max, got beta0={beta0}, beta_max={beta_max}")
+        if beta_growth < 1:
+            raise ValueError(f"beta_growth must be >= 1 (β may only grow), got {beta_growth}")
+        if not 0 < lam_step <= 1:
+            raise ValueError(f"lam_step must be in (0, 1] (1 is the closed-form step), got {lam_step}")
+        if mu_every < 1:
+            raise ValueError(f"mu_every must be >= 1, got {mu_every}")
+        if store_location not in STORE_LOCATIONS:
+            raise ValueError(f"store_location must be one of {', '.join(STORE_LOCATIONS)}, got {store_location!r}")
+        if dataset_size < 1:
+            raise ValueError(f"dataset_size must be >= 1, got {dataset_size}")
+        self.model = model
+        self.device = next(model.parameters()).device
+        self.method = method
+        self.beta0, self.beta_growth, self.beta_max = beta0, beta_growth, beta_max
+        self.lam_step, self.mu_every = lam_step, mu_every
+        self.transport = transport if transport is not None else LocalTransport()
+        self.plan: Partition = partition(model, stages, input_shape)
+        self.stages: list[Stage] = split(model, self.plan)
+        self.num_stages = len(self.stages)
+        self.own = [s for s in range(self.num_stages) if self.transport.owns(s)]
+        self.optimizers = {s: optimizer(self.stages[s].parameters()) for s in self.own}
+        # λ_c / μ_c live with stage c+1.
+        self.lam = {
+            s - 1: AuxStore(dataset_size, self.plan.cut_shapes[s - 1], dtype=store_dtype, device=self.device, location=store_location)
+            for s in self.own if s > 0
+        }
+        self.mu = {
+            c: AuxStore(dataset_size, store.data.shape[1:], dtype=store_dtype, device=self.device, location=store_location)
+            for c, store in self.lam.items()
+        } if method == "al" else {}
+        self.epoch = 0
+        self.steps = 0
+        self.initialised = self.num_stages == 1
+        self._reset_epoch_stats()
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def beta(self) -> float:
+        return min(self.beta0 * self.beta_growth**self.epoch, self.beta_max)
+
+    def aux_nbytes(self) -> int:
+        """Bytes held by this worker's auxiliary variables (λ and μ)."""
+        return sum(s.nbytes for s in self.lam.values()) + sum(s.nbytes for s in self.mu.values())
+
+    def state_dict(self) -> dict:
+        """This worker's stages, optimizers, auxiliary variables, multipliers and schedule."""
+        return {
+            "stages": {s: self.stages[s].state_dict() for s in self.own},
+            "optimizers": {s: opt.state_dict() for s, opt in self.optimizers.items()},
+            "lam": {c: store.data for c, store in self.lam.items()},
+            "mu": {c: store.data for c, store in self.mu.items()},
+            "epoch": self.epoch,
+            "steps": self.steps,
+            "initialised": self.initialised,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        for s in self.own:
+            self.stages[s].load_state_dict(state["stages"][s])
+            self.optimizers[s].load_state_dict(state["optimizers"][s])
+        for key, stores in (("lam", self.lam), ("mu", self.mu)):
+            for c, store in stores.items():
+                store.data.copy_(state[key][c])
+        self.epoch, self.steps, self.initialised = state["epoch"], state["steps"], state["initialised"]
+
+    # ------------------------------------------------------------------ initialisation
+
+    @torch.no_grad()
+    def initialise(self, batches: Iterable[tuple[Tensor, Tensor]]) -> None:
+        """Fills every λ by one forward pass over ``(x, idx)`` batches of the un-augmented
+        training set, with batch-norm on batch statistics (the mode the stages train in)."""
+        own_stages = [self.stages[s] for s in self.own]
+        with _batch_stats_without_tracking(own_stages):
+            for x, idx in batches:
+                h = None
+                for s in self.own:
+                    if s == 0:
+                        h = self.stages[0](x)
+                    else:
+                        if h is None:  # the previous stage lives on another worker
+                            shape = (idx.numel(), *self.plan.cut_shapes[s - 1])
+                            h = self.transport.irecv(shape, torch.float32, self.device, s - 1, s).wait()
+                        self.lam[s - 1].scatter_(idx, h)
+                        h = self.stages[s](self.lam[s - 1].gather(idx))
+                    if s + 1 < self.num_stages and not self.transport.owns(s + 1):
+                        self.transport.isend(h, s, s + 1)
+                        h = None
+                self.transport.flush()
+        self.initialised = True
+
+    # ------------------------------------------------------------------ training
+
+    def step(self, x: Tensor, y: Tensor, idx: Tensor) -> dict[int, Tensor]:
+        """One parallel step on the batch ``(x, y)`` of sample indices ``idx``.
+
+        Returns each owned stage's local loss (a detached 0-dim tensor: read it only when needed,
+        a read synchronises with the device)."""
+        if not self.initialised:
+            raise RuntimeError("call LayerParallel.initialise(...) before the first step (it fills the auxiliary variables)")
+        beta, batch = self.beta, idx.numel()
+        update_mu = self.method == "al" and self.steps % self.mu_every == 0
+        inputs, mus, targets_in, outs_in = {}, {}, {}, {}
+
+        # 1. Gather this worker's inputs; send targets back; post the receives.
+        for s in self.own:
+            if s > 0:
+                lam = self.lam[s - 1].gather(idx)
+                inputs[s] = lam
+                target = lam
+                if self.method == "al":
+                    mus[s] = self.mu[s - 1].gather(idx)
+                    target = lam - mus[s] * (1.0 / beta)
+                self.transport.isend(target, s, s - 1)
+                outs_in[s] = self.transport.irecv((batch, *self.plan.cut_shapes[s - 1]), torch.float32, self.device, s - 1, s)
+            if s + 1 < self.num_stages:
+                targets_in[s] = self.transport.irecv((batch, *self.plan.cut_shapes[s]), torch.float32, self.device, s + 1, s)
+
+        # 2. θ-steps, each stage on its own input.
+        losses, input_grads = {}, {}
+        for s in self.own:
+            start = time.perf_counter()
+            inp = x if s == 0 else inputs[s].detach().requires_grad_()
+            out = self.stages[s](inp)
+            opt = self.optimizers[s]
+            opt.zero_grad(set_to_none=True)
+            if s + 1 < self.num_stages:
+                self.transport.isend(out.detach(), s, s + 1)
+                loss, grad_out = ops.penalty_residual(out.detach(), targets_in[s].wait(), None, beta=beta)
+                out.backward(grad_out)
+                per_sample = float(out[0].numel() * batch)  # mean over elements -> sum per sample
+            else:
+                loss = F.cross_entropy(out, y)
+                loss.backward()
+                per_sample = float(batch)  # batch mean -> per-sample loss
+            opt.step()
+            if s > 0:
+                # Sample i's own objective: the mean-reduced input gradient times its reduction size.
+                input_grads[s] = inp.grad.mul_(per_sample)
+            losses[s] = loss.detach()
+            self._stage_time[s] += time.perf_counter() - start
+        # The targets sent in 1 may be the λ batches that 3 updates in place: let them leave first.
+        self.transport.flush()
+
+        # 3. λ- and μ-steps of the cuts this worker owns.
+        for s in self.own:
+            if s == 0:
+                continue
+            lam, mu = inputs[s], mus.get(s)
+            out_prev = outs_in[s].wait()
+            self._violation_sq[s - 1] += (out_prev - lam).square().sum()
+            self._lam_sq[s - 1] += lam.square().sum()
+            ops.aux_update_(lam, mu, out_prev, input_grads[s], beta=beta, eta=self.lam_step, update_mu=update_mu)
+            self.lam[s - 1].scatter_(idx, lam)
+            if mu is not None:
+                self.mu[s - 1].scatter_(idx, mu)
+        self.transport.flush()
+
+        for s, loss in losses.items():
+            self._loss_sum[s] += loss.double() * batch
+        self._samples += batch
+        self.steps += 1
+        return losses
+
+    def _reset_epoch_stats(self) -> None:
+        zero = lambda: torch.zeros((), dtype=torch.float64, device=self.device)  # noqa: E731
+        self._loss_sum = {s: zero() for s in self.own}
+        self._violation_sq = {c: zero() for c in self.lam}
+        self._lam_sq = {c: zero() for c in self.lam}
+        self._stage_time = {s: 0.0 for s in self.own}
+        self._samples = 0
+        self._bytes_at_epoch_start = dict(self.transport.sent_bytes)
+
+    def end_epoch(self) -> dict:
+        """Closes an epoch: returns its statistics for every stage and cut (gathered from all
+        workers), then grows β. Keys: ``beta``, ``stage_loss``, ``violation`` (‖φ_k(λ_{k-1}) − λ_k‖
+        / ‖λ_k‖ per cut), ``stage_time_s``, ``bytes_forward`` / ``bytes_backward`` per cut."""
+        k = self.num_stages
+        n = max(self._samples, 1)
+        local = torch.zeros(5, k, dtype=torch.float64, device=self.device)
+        for s in self.own:
+            local[0, s] = self._loss_sum[s] / n
+            local[1, s] = self._stage_time[s]
+            if s > 0:
+                local[2, s - 1] = (self._violation_sq[s - 1] / self._lam_sq[s - 1].clamp_min(1e-30)).sqrt()
+        sent = self.transport.sent_bytes
+        for c in range(k - 1):
+            local[3, c] = sent.get((c, c + 1), 0) - self._bytes_at_epoch_start.get((c, c + 1), 0)
+            local[4, c] = sent.get((c + 1, c), 0) - self._bytes_at_epoch_start.get((c + 1, c), 0)
+        # Every row entry is written by exactly one worker: sharing each stage's column assembles them.
+        table = torch.zeros_like(local)
+        for s in range(k):
+            column = self.transport.share(local[:, s].contiguous(), s)
+            table[:, s] = column
+        stats = {
+            "beta": self.beta,
+            "stage_loss": table[0].tolist(),
+            "stage_time_s": table[1].tolist(),
+            "violation": table[2, : k - 1].tolist(),
+            "bytes_forward": [int(v) for v in table[3, : k - 1].tolist()],
+            "bytes_backward": [int(v) for v in table[4, : k - 1].tolist()],
+        }
+        self.epoch += 1
+        self._reset_epoch_stats()
+        return stats
+
+    # ------------------------------------------------------------------ evaluation
+
+    @torch.no_grad()
+    def evaluate(self, batches: Iterable[tuple[Tensor, Tensor]]) -> tuple[float, float]:
+        """Mean cross-entropy and accuracy (%) of the whole network (plain forward through all
+        stages, eval-mode batch norm) over ``(x, y)`` batches."""
+        for s in self.own:
+            self.stages[s].eval()
+        totals = torch.zeros(3, dtype=torch.float64, device=self.device)
+        for x, y in batches:
+            h = None
+            for s in self.own:
+                if s > 0 and h is None:
+                    shape = (y.numel(), *self.plan.cut_shapes[s - 1])
+                    h = self.transport.irecv(shape, torch.float32, self.device, s - 1, s).wait()
+                h = self.stages[s](x if s == 0 else h)
+                if s + 1 < self.num_stages and not self.transport.owns(s + 1):
+                    self.transport.isend(h, s, s + 1)
+                    h = None
+            if self.transport.owns(self.num_stages - 1):
+                totals[0] += F.cross_entropy(h, y, reduction="sum")
+                totals[1] += (h.argmax(1) == y).sum()
+                totals[2] += y.numel()
+            self.transport.flush()
+        for s in self.own:
+            self.stages[s].train()
+        totals = self.transport.share(totals, self.num_stages - 1)
+        n = max(totals[2].item(), 1.0)
+        return totals[0].item() / n, 100.0 * totals[1].item() / n

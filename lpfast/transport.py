@@ -1,0 +1,138 @@
+"""How activation-sized tensors travel between neighbouring stages.
+
+The same layer-parallel schedule runs over either transport: :class:`LocalTransport` when every
+stage lives in one process, :class:`DistTransport` when each stage is its own ``torch.distributed``
+rank (gloo on CPU, NCCL on GPU). Both count the bytes they move, per ordered pair of stages.
+Messages between two stages in one direction arrive in the order they were sent.
+"""
+from __future__ import annotations
+
+import datetime
+from collections import defaultdict, deque
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+
+class WorkerLostError(RuntimeError):
+    """A neighbouring stage stopped answering: its worker died or stalled past the timeout."""
+
+
+class Pending:
+    """A posted receive; :meth:`wait` returns the tensor."""
+
+    def wait(self) -> Tensor:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+class Transport:
+    """Point-to-point messages between stages plus byte counts ``sent_bytes[(src, dst)]``."""
+
+    def __init__(self) -> None:
+        self.sent_bytes: dict[tuple[int, int], int] = defaultdict(int)
+
+    def owns(self, stage: int) -> bool:
+        raise NotImplementedError
+
+    def isend(self, tensor: Tensor, src: int, dst: int) -> None:
+        raise NotImplementedError
+
+    def irecv(self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device, src: int, dst: int) -> Pending:
+        raise NotImplementedError
+
+    def flush(self) -> None:
+        """Waits until every send posted so far has left (their buffers may then be reused)."""
+
+    def share(self, values: Tensor, src: int) -> Tensor:
+        """``values`` as computed by the owner of stage ``src``, on every worker."""
+        return values
+
+    def _count(self, tensor: Tensor, src: int, dst: int) -> None:
+        self.sent_bytes[(src, dst)] += tensor.numel() * tensor.element_size()
+
+
+class _Ready(Pending):
+    def __init__(self, queue: deque, what: str) -> None:
+        self.queue, self.what = queue, what
+
+    def wait(self) -> Tensor:
+        if not self.queue:
+            raise RuntimeError(f"internal schedule error: nothing was sent for {self.what}")
+        return self.queue.popleft()
+
+
+class LocalTransport(Transport):
+    """All stages in this process: a send is a hand-over through a per-pair queue."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.queues: dict[tuple[int, int], deque] = defaultdict(deque)
+
+    def owns(self, stage: int) -> bool:
+        return True
+
+    def isend(self, tensor: Tensor, src: int, dst: int) -> None:
+        self._count(tensor, src, dst)
+        self.queues[(src, dst)].append(tensor)
+
+    def irecv(self, shape, dtype, device, src, dst) -> Pending:
+        return _Ready(self.queues[(src, dst)], f"stage {src} -> stage {dst}")
+
+
+class _DistPending(Pending):
+    def __init__(self, work, buffer: Tensor, src: int, dst: int, timeout: datetime.timedelta) -> None:
+        self.work, self.buffer, self.src, self.dst, self.timeout = work, buffer, src, dst, timeout
+
+    def wait(self) -> Tensor:
+        try:
+            self.work.wait(self.timeout)
+        except RuntimeError as exc:
+            raise WorkerLostError(
+                f"stage {self.dst}: receiving from stage {self.src} failed ({str(exc).splitlines()[0]}); "
+                f"the worker of stage {self.src} died or stalled for more than {self.timeout.total_seconds():.0f}s"
+            ) from None
+        return self.buffer
+
+
+class DistTransport(Transport):
+    """One stage per ``torch.distributed`` rank: stage ``i`` is rank ``i`` of the default group."""
+
+    def __init__(self, timeout: datetime.timedelta) -> None:
+        super().__init__()
+        if not dist.is_initialized():
+            raise RuntimeError("DistTransport needs torch.distributed to be initialised (launch with torchrun)")
+        self.rank = dist.get_rank()
+        self.timeout = timeout
+        self._sends: list = []
+
+    def owns(self, stage: int) -> bool:
+        return stage == self.rank
+
+    def isend(self, tensor: Tensor, src: int, dst: int) -> None:
+        tensor = tensor.contiguous()
+        self._count(tensor, src, dst)
+        self._sends.append((dist.isend(tensor, dst=dst), tensor, dst))
+
+    def irecv(self, shape, dtype, device, src, dst) -> Pending:
+        buffer = torch.empty(shape, dtype=dtype, device=device)
+        return _DistPending(dist.irecv(buffer, src=src), buffer, src, dst, self.timeout)
+
+    def flush(self) -> None:
+        sends, self._sends = self._sends, []
+        for work, _, dst in sends:
+            try:
+                work.wait(self.timeout)
+            except RuntimeError as exc:
+                raise WorkerLostError(
+                    f"stage {self.rank}: sending to stage {dst} failed ({str(exc).splitlines()[0]}); "
+                    f"the worker of stage {dst} died or stalled for more than {self.timeout.total_seconds():.0f}s"
+                ) from None
+
+    def share(self, values: Tensor, src: int) -> Tensor:
+        values = values.clone()
+        try:
+            dist.broadcast(values, src=src)
+        except RuntimeError as exc:
+            raise WorkerLostError(f"stage {self.rank}: broadcast from stage {src} failed ({str(exc).splitlines()[0]})") from None
+        return values
