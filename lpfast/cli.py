@@ -2,13 +2,15 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 
+from lpfast.auxvars import STORE_DTYPES, STORE_LOCATIONS
 from lpfast.checkpoint import read_config
-from lpfast.config import SCHEDULES, TrainConfig
+from lpfast.config import METHODS, SCHEDULES, TrainConfig
 from lpfast.datasets import DATASET_NAMES, DatasetError
 from lpfast.models import MODEL_NAMES
 
@@ -19,6 +21,13 @@ def _option(parser: argparse.ArgumentParser, name: str, help: str, **kwargs) -> 
     # Options default to "not given" so that --resume can tell them from the run's saved values.
     flag = "--" + name.replace("_", "-")
     parser.add_argument(flag, dest=name, default=argparse.SUPPRESS, help=f"{help} (default: {_DEFAULTS[name]})", **kwargs)
+
+
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 4,4, got {text!r}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,6 +51,17 @@ def build_parser() -> argparse.ArgumentParser:
     _option(train, "device", "torch device, e.g. cpu or cuda:0")
     _option(train, "threads", "torch CPU threads (default none: torch's choice)", type=int)
     _option(train, "channels_last", "channels-last memory format (default none: on for CUDA only)", action=argparse.BooleanOptionalAction)
+    _option(train, "method", "serial backprop, or the layer-parallel penalty / augmented-Lagrangian method", choices=METHODS)
+    _option(train, "stages", "number of stages K (with torchrun: one per worker)", type=int)
+    _option(train, "stage_blocks", "blocks per stage, e.g. 4,4 (default: balanced by estimated FLOPs)", type=_int_list)
+    _option(train, "beta0", "penalty weight β in the first epoch", type=float)
+    _option(train, "beta_growth", "factor β grows by per epoch", type=float)
+    _option(train, "beta_max", "cap on β", type=float)
+    _option(train, "lam_step", "λ step relative to the closed-form step", type=float)
+    _option(train, "mu_every", "update the AL multipliers every N steps", type=int)
+    _option(train, "store_dtype", "dtype of the stored auxiliary variables", choices=tuple(STORE_DTYPES))
+    _option(train, "store_location", "where the auxiliary variables live", choices=STORE_LOCATIONS)
+    _option(train, "dist_timeout", "seconds a worker waits for a silent neighbour before stopping with an error", type=float)
     train.add_argument("--out", type=Path, default=None, help="run folder (default: runs/<model>-<dataset>-<time>)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     return parser
@@ -56,7 +76,7 @@ def _config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 
 def train_command(args: argparse.Namespace) -> None:
-    from lpfast.serial import SerialTrainer
+    from lpfast.trainer import Trainer
 
     if args.resume and args.out is None:
         raise ValueError("--resume needs --out, the run folder to continue")
@@ -65,13 +85,43 @@ def train_command(args: argparse.Namespace) -> None:
     config = _config_from_args(args)
     if args.out is None:
         args.out = Path("runs") / f"{config.model}-{config.dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
-    trainer = SerialTrainer(config, args.out, resume=args.resume)
-    print(
-        f"lpfast: {config.model} on {config.dataset} ({len(trainer.train_data)} train / {len(trainer.test_data)} test), "
-        f"{config.epochs} epochs, device {trainer.device}, run folder {args.out}",
-        flush=True,
-    )
+    workers = int(os.environ.get("WORLD_SIZE", "1"))
+    if workers > 1:
+        config = start_workers(config)
+    trainer = Trainer(config, args.out, resume=args.resume)
+    if trainer.rank == 0:
+        parallel = f", {config.method} with {config.stages} stages {trainer.lp.plan.blocks_per_stage} on {workers} worker(s)" if trainer.lp else ""
+        print(
+            f"lpfast: {config.model} on {config.dataset} ({len(trainer.train_data)} train / {len(trainer.test_data)} test), "
+            f"{config.epochs} epochs{parallel}, device {trainer.device}, run folder {args.out}",
+            flush=True,
+        )
     trainer.fit()
+
+
+def start_workers(config: TrainConfig) -> TrainConfig:
+    """Joins the torchrun job: gloo on CPU, NCCL on GPU, and a share of this machine's cores.
+
+    Every worker gets ``--threads`` threads (default: the cores divided among the workers on this
+    machine) pinned to its own cores when they divide evenly, so workers do not fight over cores.
+    """
+    import datetime
+
+    import torch
+    import torch.distributed as dist
+
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    local_workers = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    device = config.device
+    if device.startswith("cuda"):
+        device = f"cuda:{local_rank}"
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.startswith("cuda") else "gloo", timeout=datetime.timedelta(seconds=config.dist_timeout))
+    cores = sorted(os.sched_getaffinity(0))
+    threads = config.threads or max(1, len(cores) // local_workers)
+    if device == "cpu" and threads * local_workers <= len(cores):
+        os.sched_setaffinity(0, cores[local_rank * threads : (local_rank + 1) * threads])
+    return replace(config, threads=threads, device=device)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "train":
             train_command(args)
     except (DatasetError, ValueError, RuntimeError) as exc:
+        # One line per worker: a torchrun job shows which rank stopped and why.
         print(f"lpfast: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

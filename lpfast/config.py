@@ -3,10 +3,13 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
+from lpfast.auxvars import STORE_DTYPES, STORE_LOCATIONS
 from lpfast.datasets import DATASET_NAMES
 from lpfast.models import build_model
+from lpfast.parallel import METHODS as PARALLEL_METHODS
 
 SCHEDULES = ("cosine", "step")
+METHODS = ("serial", *PARALLEL_METHODS)
 
 
 @dataclass(frozen=True)
@@ -16,6 +19,9 @@ class TrainConfig:
 
     ``augment`` None means the data set's usual choice (on for CIFAR, off for MNIST).
     ``channels_last`` None means on for CUDA, off on the CPU (where it measured slower).
+    ``method`` ``serial`` is backprop; ``penalty`` and ``al`` train ``stages`` stages layer-parallel
+    (see :class:`lpfast.parallel.LayerParallel` for the β, λ-step and store options);
+    ``stage_blocks`` fixes the block count of each stage instead of balancing them.
     """
 
     model: str = "mnist_resnet"
@@ -35,8 +41,19 @@ class TrainConfig:
     device: str = "cpu"
     threads: int | None = None
     channels_last: bool | None = None
+    method: str = "serial"
+    stages: int = 1
+    stage_blocks: tuple[int, ...] | None = None
+    beta0: float = 2.0
+    beta_growth: float = 2.0
+    beta_max: float = 50.0
+    lam_step: float = 1.0
+    mu_every: int = 1
+    store_dtype: str = "float32"
+    store_location: str = "device"
+    dist_timeout: float = 120.0
 
-    RUN_LOCATION_FIELDS = ("device", "threads", "data_dir")
+    RUN_LOCATION_FIELDS = ("device", "threads", "data_dir", "dist_timeout", "store_location")
 
     def __post_init__(self) -> None:
         if self.dataset not in DATASET_NAMES:
@@ -58,9 +75,29 @@ class TrainConfig:
             raise ValueError(f"warmup_epochs must be in [0, epochs={self.epochs}), got {self.warmup_epochs}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
+        if self.method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        if self.stages < 1:
+            raise ValueError(f"stages must be >= 1, got {self.stages}")
+        if self.method == "serial" and self.stages != 1:
+            raise ValueError(f"--stages {self.stages} needs a layer-parallel --method (penalty or al)")
+        if self.stage_blocks is not None:
+            object.__setattr__(self, "stage_blocks", tuple(int(b) for b in self.stage_blocks))
+            if len(self.stage_blocks) != self.stages:
+                raise ValueError(f"stage_blocks {list(self.stage_blocks)} must have one entry per stage ({self.stages})")
+        if self.method != "serial" and self.augment:
+            raise ValueError("augmentation cannot be used in the layer-parallel phase: λ belongs to each fixed training image")
+        if self.store_dtype not in STORE_DTYPES:
+            raise ValueError(f"store_dtype must be one of {', '.join(STORE_DTYPES)}, got {self.store_dtype!r}")
+        if self.store_location not in STORE_LOCATIONS:
+            raise ValueError(f"store_location must be one of {', '.join(STORE_LOCATIONS)}, got {self.store_location!r}")
+        if self.dist_timeout <= 0:
+            raise ValueError(f"dist_timeout must be > 0 seconds, got {self.dist_timeout}")
 
     @property
     def use_augmentation(self) -> bool:
+        if self.method != "serial":
+            return False
         return self.augment if self.augment is not None else self.dataset.startswith("cifar")
 
     def use_channels_last(self, device_type: str) -> bool:
@@ -75,6 +112,8 @@ class TrainConfig:
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown config fields {sorted(unknown)}")
+        if data.get("stage_blocks") is not None:
+            data = {**data, "stage_blocks": tuple(data["stage_blocks"])}
         return cls(**data)
 
     def differences(self, other: "TrainConfig") -> dict[str, tuple]:

@@ -9,7 +9,7 @@ import torch
 from lpfast.cli import main
 from lpfast.config import TrainConfig
 from lpfast.datasets import ImageDataset, load_embedded
-from lpfast.serial import RunFolderError, SerialTrainer
+from lpfast.trainer import RunFolderError, Trainer
 from test_datasets import write_mnist
 
 
@@ -24,7 +24,7 @@ def small_data():
 
 def trainer(config, run_dir, small_data, **kwargs):
     train, test = small_data
-    return SerialTrainer(config, run_dir, train_data=train, test_data=test, log=kwargs.pop("log", lambda s: None), **kwargs)
+    return Trainer(config, run_dir, train_data=train, test_data=test, log=kwargs.pop("log", lambda s: None), **kwargs)
 
 
 def state(model):
@@ -55,7 +55,7 @@ def test_resume_gives_the_uninterrupted_parameters(tmp_path, small_data):
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
-    assert straight.optimizer.param_groups[0]["lr"] == resumed.optimizer.param_groups[0]["lr"]
+    assert straight.optimizers[0].param_groups[0]["lr"] == resumed.optimizers[0].param_groups[0]["lr"]
     records = [json.loads(line) for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2, 3]
 

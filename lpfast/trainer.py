@@ -1,0 +1,266 @@
+"""Training runs: serial backprop (the baseline every speed-up is measured against) or the
+layer-parallel phase, with run folders, metrics and exact resume."""
+from __future__ import annotations
+
+import datetime
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from lpfast import checkpoint as ckpt
+from lpfast.auxvars import STORE_DTYPES
+from lpfast.batches import BatchIterator
+from lpfast.config import TrainConfig
+from lpfast.datasets import ImageDataset, load_dataset
+from lpfast.models import build_model
+from lpfast.parallel import LayerParallel
+from lpfast.progress import Progress
+from lpfast.schedule import lr_factor
+from lpfast.transport import DistTransport, LocalTransport
+
+CIFAR_PADDING = 4
+
+
+class RunFolderError(RuntimeError):
+    """A run folder cannot be started or resumed as asked; the message says what to change."""
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, data: ImageDataset, *, batch_size: int, device: torch.device, channels_last: bool) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy (in %) of ``model`` in eval mode over ``data``."""
+    was_training = model.training
+    model.eval()
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    for batch in BatchIterator(data, batch_size, shuffle=False, device=device, channels_last=channels_last):
+        logits = model(batch.x)
+        loss_sum += F.cross_entropy(logits, batch.y, reduction="sum")
+        correct += (logits.argmax(1) == batch.y).sum()
+    model.train(was_training)
+    n = max(len(data), 1)
+    return loss_sum.item() / n, 100.0 * correct.item() / n
+
+
+def distributed_rank() -> tuple[int, int]:
+    """(rank, world size) of this process; (0, 1) outside ``torch.distributed``."""
+    return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+
+
+class Trainer:
+    """Trains ``config.model`` on ``config.dataset`` by ``config.method``.
+
+    ``serial``: SGD + momentum + weight decay on the whole network. ``penalty`` / ``al``: the
+    layer-parallel phase through :class:`~lpfast.parallel.LayerParallel`, all stages in this
+    process, or one stage per rank when ``torch.distributed`` is initialised with one rank per stage.
+
+    With ``run_dir`` the trainer keeps a run folder (``config.json`` and ``metrics.jsonl``
+    from rank 0, one checkpoint per rank rewritten atomically after every epoch); ``resume=True``
+    continues it from its last checkpoint with the numbers an uninterrupted run would give.
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        run_dir: str | Path | None = None,
+        *,
+        resume: bool = False,
+        log: Callable[[str], None] = print,
+        train_data: ImageDataset | None = None,
+        test_data: ImageDataset | None = None,
+    ) -> None:
+        self.rank, self.world = distributed_rank()
+        self.log = log if self.rank == 0 else (lambda line: None)
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.checkpoint_path = None
+        if self.run_dir is not None:
+            name = ckpt.CHECKPOINT_FILE if self.world == 1 else f"checkpoint-rank{self.rank}.pt"
+            self.checkpoint_path = self.run_dir / name
+        if resume:
+            self._check_resumable(config)
+        self.config = config
+        if self.world > 1 and (config.method == "serial" or self.world != config.stages):
+            raise ValueError(
+                f"{self.world} workers need --method penalty|al with --stages {self.world} (one stage per worker); "
+                f"got --method {config.method} --stages {config.stages}"
+            )
+        if config.threads is not None:
+            torch.set_num_threads(config.threads)
+        self.device = torch.device(config.device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError(f"--device {config.device} asked for, but torch sees no CUDA device; use --device cpu")
+        self.channels_last = config.use_channels_last(self.device.type)
+        self.train_data = train_data if train_data is not None else load_dataset(config.dataset, "train", config.data_dir)
+        self.test_data = test_data if test_data is not None else load_dataset(config.dataset, "test", config.data_dir)
+        if len(self.train_data) < config.batch_size:
+            raise ValueError(f"batch_size {config.batch_size} exceeds the {len(self.train_data)} training samples")
+
+        torch.manual_seed(config.seed)
+        model = build_model(config.model, in_channels=self.train_data.in_channels, num_classes=self.train_data.num_classes)
+        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        self.model = model.to(self.device, memory_format=memory_format)
+
+        def make_optimizer(params):
+            return torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay, nesterov=config.nesterov)
+
+        self.lp: LayerParallel | None = None
+        if config.method == "serial":
+            self.optimizers = [make_optimizer(self.model.parameters())]
+        else:
+            transport = DistTransport(datetime.timedelta(seconds=config.dist_timeout)) if self.world > 1 else LocalTransport()
+            self.lp = LayerParallel(
+                self.model, optimizer=make_optimizer, stages=config.stage_blocks or config.stages, method=config.method,
+                dataset_size=len(self.train_data), input_shape=tuple(self.train_data.images.shape[1:]),
+                beta0=config.beta0, beta_growth=config.beta_growth, beta_max=config.beta_max,
+                lam_step=config.lam_step, mu_every=config.mu_every, store_dtype=STORE_DTYPES[config.store_dtype],
+                store_location=config.store_location, transport=transport,
+            )
+            self.optimizers = list(self.lp.optimizers.values())
+        self.steps_per_epoch = len(self.train_data) // config.batch_size
+        total = self.steps_per_epoch * config.epochs
+        warmup = round(config.warmup_epochs * self.steps_per_epoch)
+        self.schedulers = [
+            torch.optim.lr_scheduler.LambdaLR(opt, lambda step: lr_factor(step, total, kind=config.schedule, warmup_steps=warmup))
+            for opt in self.optimizers
+        ]
+        self.epoch = 0  # epochs completed
+        if resume:
+            self._load_checkpoint()
+        elif self.run_dir is not None:
+            self._start_run_folder()
+
+    # ---------------------------------------------------------------- run folder
+
+    def _start_run_folder(self) -> None:
+        assert self.run_dir is not None and self.checkpoint_path is not None
+        if self.checkpoint_path.exists():
+            raise RunFolderError(f"{self.run_dir} already holds a run: pass --resume to continue it, or choose a new --out")
+        if self.rank == 0:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / ckpt.METRICS_FILE).unlink(missing_ok=True)
+            ckpt.write_config(self.run_dir, self.config.to_dict())
+
+    def _check_resumable(self, config: TrainConfig) -> None:
+        if self.checkpoint_path is None or not self.checkpoint_path.exists():
+            raise RunFolderError(f"nothing to resume: {self.run_dir} has no {getattr(self.checkpoint_path, 'name', 'checkpoint')} (start the run without --resume)")
+        saved = TrainConfig.from_dict(ckpt.read_config(self.run_dir))
+        diff = saved.differences(config)
+        if diff:
+            listed = ", ".join(f"{k}: run has {a!r}, asked {b!r}" for k, (a, b) in diff.items())
+            raise RunFolderError(f"cannot resume {self.run_dir} with different options ({listed}); pass the run's options or choose a new --out")
+
+    def _load_checkpoint(self) -> None:
+        state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=True)
+        if self.lp is None:
+            self.model.load_state_dict(state["model"])
+            self.optimizers[0].load_state_dict(state["optimizer"])
+        else:
+            self.lp.load_state_dict(state["layer_parallel"])
+        for scheduler, saved in zip(self.schedulers, state["schedulers"]):
+            scheduler.load_state_dict(saved)
+        self.epoch = state["epoch"]
+        if self.rank == 0:
+            ckpt.truncate_metrics(self.run_dir, self.epoch)
+        self.log(f"resumed {self.run_dir} after epoch {self.epoch}")
+
+    def save_checkpoint(self) -> None:
+        if self.checkpoint_path is None:
+            return
+        state = {"epoch": self.epoch, "config": self.config.to_dict(), "schedulers": [s.state_dict() for s in self.schedulers]}
+        if self.lp is None:
+            state |= {"model": self.model.state_dict(), "optimizer": self.optimizers[0].state_dict()}
+        else:
+            state["layer_parallel"] = self.lp.state_dict()
+        ckpt.atomic_save(state, self.checkpoint_path)
+
+    # ---------------------------------------------------------------- training
+
+    def _train_batches(self) -> BatchIterator:
+        cfg = self.config
+        return BatchIterator(
+            self.train_data, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=self.epoch,
+            augment_padding=CIFAR_PADDING if cfg.use_augmentation else 0, drop_last=True,
+            device=self.device, channels_last=self.channels_last,
+        )
+
+    def _eval_batches(self, data: ImageDataset) -> BatchIterator:
+        return BatchIterator(data, self.config.eval_batch_size, shuffle=False, device=self.device, channels_last=self.channels_last)
+
+    def train_epoch(self) -> dict:
+        """One epoch; returns its training metrics and advances ``self.epoch``."""
+        cfg = self.config
+        if self.lp is not None and not self.lp.initialised:
+            start = time.perf_counter()
+            # Same batch size as training, so batch norm sees the statistics it trains with.
+            init_batches = BatchIterator(self.train_data, cfg.batch_size, shuffle=False, device=self.device, channels_last=self.channels_last)
+            self.lp.initialise((b.x, b.idx) for b in init_batches)
+            self.log(f"initialised auxiliary variables ({self.lp.aux_nbytes() / 2**20:.1f} MiB on this worker) in {time.perf_counter() - start:.1f}s")
+        batches = self._train_batches()
+        self.model.train()
+        # Accumulate on the device; read back once per epoch (and when the progress line redraws).
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        correct = torch.zeros((), dtype=torch.int64, device=self.device)
+        seen = 0
+        progress = Progress(len(batches), f"epoch {self.epoch + 1}/{cfg.epochs}") if self.rank == 0 else None
+        last_loss = None
+        start = time.perf_counter()
+        for batch in batches:
+            if self.lp is None:
+                logits = self.model(batch.x)
+                loss = F.cross_entropy(logits, batch.y)
+                self.optimizers[0].zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizers[0].step()
+                loss_sum += loss.detach() * batch.y.numel()
+                correct += (logits.detach().argmax(1) == batch.y).sum()
+                last_loss = loss.detach()
+            else:
+                losses = self.lp.step(batch.x, batch.y, batch.idx)
+                last_loss = losses[min(losses)]
+            for scheduler in self.schedulers:
+                scheduler.step()
+            seen += batch.y.numel()
+            if progress is not None:
+                progress.update(1, lambda: f"loss {last_loss.item():.4f}")
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        elapsed = time.perf_counter() - start
+        if progress is not None:
+            progress.close()
+        record = {"epoch": self.epoch + 1, "method": cfg.method}
+        if self.lp is None:
+            record |= {"train_loss": loss_sum.item() / seen, "train_acc": 100.0 * correct.item() / seen}
+        else:
+            stats = self.lp.end_epoch()
+            record |= {"train_loss": stats["stage_loss"][-1], "aux_bytes": self.lp.aux_nbytes()} | stats
+        record |= {"epoch_time_s": elapsed, "samples_per_s": seen / elapsed, "lr": self.optimizers[0].param_groups[0]["lr"]}
+        self.epoch += 1
+        return record
+
+    def evaluate(self) -> tuple[float, float]:
+        if self.lp is not None:
+            return self.lp.evaluate((b.x, b.y) for b in self._eval_batches(self.test_data))
+        return evaluate(self.model, self.test_data, batch_size=self.config.eval_batch_size, device=self.device, channels_last=self.channels_last)
+
+    def fit(self) -> list[dict]:
+        """Trains the remaining epochs; after each, evaluates, checkpoints and logs a metrics record."""
+        records = []
+        while self.epoch < self.config.epochs:
+            record = self.train_epoch()
+            record["test_loss"], record["test_acc"] = self.evaluate()
+            self.save_checkpoint()
+            if self.run_dir is not None and self.rank == 0:
+                ckpt.append_metrics(self.run_dir, record)
+            line = (
+                f"epoch {record['epoch']}/{self.config.epochs}  train loss {record['train_loss']:.4f}  "
+                f"test acc {record['test_acc']:.2f}%  {record['epoch_time_s']:.1f}s  {record['samples_per_s']:.0f} samples/s"
+            )
+            if self.lp is not None:
+                line += "  beta {:.3g}  violation {}".format(record["beta"], " ".join(f"{v:.4f}" for v in record["violation"]))
+            self.log(line)
+            records.append(record)
+        return records
