@@ -1,8 +1,9 @@
 """Per-sample auxiliary variables of one cut (λ, or μ for the augmented Lagrangian).
 
 One row per training sample, indexed by the sample's index in its split (ALGORITHM.md §2).
-Rows are stored in float32, bfloat16 or float16 on the compute device or in pinned host memory;
-batches are gathered to float32 on the compute device and scattered back.
+Rows are stored in float32, bfloat16 or float16 (float64 for exactness tests) on the compute
+device or in pinned host memory; batches are gathered to the compute dtype on the compute device
+and scattered back.
 """
 from __future__ import annotations
 
@@ -11,22 +12,24 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-STORE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+STORE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
 STORE_LOCATIONS = ("device", "pinned")
 
 
 class AuxStore:
-    """``num_samples`` rows of shape ``row_shape``; ``location`` is ``device`` or ``pinned`` (host)."""
+    """``num_samples`` rows of shape ``row_shape``; ``location`` is ``device`` or ``pinned`` (host).
+    Batches are computed with in ``compute_dtype`` on ``device``."""
 
     def __init__(
         self, num_samples: int, row_shape: Sequence[int], *, dtype: torch.dtype = torch.float32,
-        device: torch.device | str = "cpu", location: str = "device",
+        device: torch.device | str = "cpu", location: str = "device", compute_dtype: torch.dtype = torch.float32,
     ) -> None:
         if dtype not in STORE_DTYPES.values():
             raise ValueError(f"auxiliary store dtype must be one of {', '.join(STORE_DTYPES)}, got {dtype}")
         if location not in STORE_LOCATIONS:
             raise ValueError(f"auxiliary store location must be one of {', '.join(STORE_LOCATIONS)}, got {location!r}")
         self.compute_device = torch.device(device)
+        self.compute_dtype = compute_dtype
         pinned = location == "pinned" and torch.cuda.is_available()
         home = torch.device("cpu") if location == "pinned" else self.compute_device
         self.data = torch.zeros((num_samples, *row_shape), dtype=dtype, device=home, pin_memory=pinned)
@@ -36,9 +39,9 @@ class AuxStore:
         return self.data.numel() * self.data.element_size()
 
     def gather(self, idx: Tensor) -> Tensor:
-        """Rows ``idx`` as a float32 batch on the compute device."""
+        """Rows ``idx`` as a batch in the compute dtype on the compute device."""
         rows = self.data[idx.to(self.data.device)]
-        return rows.to(self.compute_device, torch.float32, non_blocking=True)
+        return rows.to(self.compute_device, self.compute_dtype, non_blocking=True)
 
     def scatter_(self, idx: Tensor, values: Tensor) -> None:
         """Writes ``values`` (a batch from :meth:`gather`) back to rows ``idx``."""

@@ -106,7 +106,8 @@ class LayerParallel:
         if dataset_size < 1:
             raise ValueError(f"dataset_size must be >= 1, got {dataset_size}")
         self.model = model
-        self.device = next(model.parameters()).device
+        param = next(model.parameters())
+        self.device, self.dtype = param.device, param.dtype
         self.method = method
         self.beta0, self.beta_growth, self.beta_max = beta0, beta_growth, beta_max
         self.lam_step, self.mu_every = lam_step, mu_every
@@ -118,11 +119,13 @@ class LayerParallel:
         self.optimizers = {s: optimizer(self.stages[s].parameters()) for s in self.own}
         # λ_c / μ_c live with stage c+1.
         self.lam = {
-            s - 1: AuxStore(dataset_size, self.plan.cut_shapes[s - 1], dtype=store_dtype, device=self.device, location=store_location)
+            s - 1: AuxStore(dataset_size, self.plan.cut_shapes[s - 1], dtype=store_dtype, device=self.device,
+                            location=store_location, compute_dtype=self.dtype)
             for s in self.own if s > 0
         }
         self.mu = {
-            c: AuxStore(dataset_size, store.data.shape[1:], dtype=store_dtype, device=self.device, location=store_location)
+            c: AuxStore(dataset_size, store.data.shape[1:], dtype=store_dtype, device=self.device,
+                        location=store_location, compute_dtype=self.dtype)
             for c, store in self.lam.items()
         } if method == "al" else {}
         self.epoch = 0
@@ -168,7 +171,7 @@ class LayerParallel:
         """Fills every λ by one forward pass over ``(x, idx)`` batches of the un-augmented
         training set, with batch-norm on batch statistics (the mode the stages train in)."""
         own_stages = [self.stages[s] for s in self.own]
-        with _batch_stats_without_tracking(own_stages):
+        with _batch_stats_without_tracking(own_stages), self.transport.counting_as("init"):
             for x, idx in batches:
                 h = None
                 for s in self.own:
@@ -177,7 +180,7 @@ class LayerParallel:
                     else:
                         if h is None:  # the previous stage lives on another worker
                             shape = (idx.numel(), *self.plan.cut_shapes[s - 1])
-                            h = self.transport.irecv(shape, torch.float32, self.device, s - 1, s).wait()
+                            h = self.transport.irecv(shape, self.dtype, self.device, s - 1, s).wait()
                         self.lam[s - 1].scatter_(idx, h)
                         h = self.stages[s](self.lam[s - 1].gather(idx))
                     if s + 1 < self.num_stages and not self.transport.owns(s + 1):
@@ -209,9 +212,9 @@ class LayerParallel:
                     mus[s] = self.mu[s - 1].gather(idx)
                     target = lam - mus[s] * (1.0 / beta)
                 self.transport.isend(target, s, s - 1)
-                outs_in[s] = self.transport.irecv((batch, *self.plan.cut_shapes[s - 1]), torch.float32, self.device, s - 1, s)
+                outs_in[s] = self.transport.irecv((batch, *self.plan.cut_shapes[s - 1]), self.dtype, self.device, s - 1, s)
             if s + 1 < self.num_stages:
-                targets_in[s] = self.transport.irecv((batch, *self.plan.cut_shapes[s]), torch.float32, self.device, s + 1, s)
+                targets_in[s] = self.transport.irecv((batch, *self.plan.cut_shapes[s]), self.dtype, self.device, s + 1, s)
 
         # 2. θ-steps, each stage on its own input.
         losses, input_grads = {}, {}
@@ -274,21 +277,18 @@ class LayerParallel:
         / ‖λ_k‖ per cut), ``stage_time_s``, ``bytes_forward`` / ``bytes_backward`` per cut."""
         k = self.num_stages
         n = max(self._samples, 1)
+        # Each worker fills in what its own stages know; the sum over workers assembles the table.
         local = torch.zeros(5, k, dtype=torch.float64, device=self.device)
         for s in self.own:
             local[0, s] = self._loss_sum[s] / n
             local[1, s] = self._stage_time[s]
             if s > 0:
                 local[2, s - 1] = (self._violation_sq[s - 1] / self._lam_sq[s - 1].clamp_min(1e-30)).sqrt()
-        sent = self.transport.sent_bytes
+        sent, before = self.transport.sent_bytes, self._bytes_at_epoch_start
         for c in range(k - 1):
-            local[3, c] = sent.get((c, c + 1), 0) - self._bytes_at_epoch_start.get((c, c + 1), 0)
-            local[4, c] = sent.get((c + 1, c), 0) - self._bytes_at_epoch_start.get((c + 1, c), 0)
-        # Every row entry is written by exactly one worker: sharing each stage's column assembles them.
-        table = torch.zeros_like(local)
-        for s in range(k):
-            column = self.transport.share(local[:, s].contiguous(), s)
-            table[:, s] = column
+            for row, pair in ((3, ("train", c, c + 1)), (4, ("train", c + 1, c))):
+                local[row, c] = sent.get(pair, 0) - before.get(pair, 0)
+        table = self.transport.all_sum(local)
         stats = {
             "beta": self.beta,
             "stage_loss": table[0].tolist(),
@@ -310,12 +310,21 @@ class LayerParallel:
         for s in self.own:
             self.stages[s].eval()
         totals = torch.zeros(3, dtype=torch.float64, device=self.device)
+        with self.transport.counting_as("eval"):
+            self._evaluate_batches(batches, totals)
+        for s in self.own:
+            self.stages[s].train()
+        totals = self.transport.all_sum(totals)  # only the last stage's worker counted
+        n = max(totals[2].item(), 1.0)
+        return totals[0].item() / n, 100.0 * totals[1].item() / n
+
+    def _evaluate_batches(self, batches: Iterable[tuple[Tensor, Tensor]], totals: Tensor) -> None:
         for x, y in batches:
             h = None
             for s in self.own:
                 if s > 0 and h is None:
                     shape = (y.numel(), *self.plan.cut_shapes[s - 1])
-                    h = self.transport.irecv(shape, torch.float32, self.device, s - 1, s).wait()
+                    h = self.transport.irecv(shape, self.dtype, self.device, s - 1, s).wait()
                 h = self.stages[s](x if s == 0 else h)
                 if s + 1 < self.num_stages and not self.transport.owns(s + 1):
                     self.transport.isend(h, s, s + 1)
@@ -325,8 +334,3 @@ class LayerParallel:
                 totals[1] += (h.argmax(1) == y).sum()
                 totals[2] += y.numel()
             self.transport.flush()
-        for s in self.own:
-            self.stages[s].train()
-        totals = self.transport.share(totals, self.num_stages - 1)
-        n = max(totals[2].item(), 1.0)
-        return totals[0].item() / n, 100.0 * totals[1].item() / n

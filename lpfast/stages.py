@@ -104,7 +104,8 @@ def partition(model: ResidualNet, stages: int | Sequence[int], input_shape: Sequ
     ``input_shape`` is one sample's shape, e.g. ``(3, 32, 32)``.
     """
     n_blocks = len(model.blocks)
-    sample = torch.zeros((2, *input_shape), device=next(model.parameters()).device)
+    param = next(model.parameters())
+    sample = torch.zeros((2, *input_shape), device=param.device, dtype=param.dtype)
     costs, shapes = _part_costs(model, sample)
     if isinstance(stages, int):
         if not 1 <= stages <= n_blocks:

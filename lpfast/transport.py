@@ -2,13 +2,15 @@
 
 The same layer-parallel schedule runs over either transport: :class:`LocalTransport` when every
 stage lives in one process, :class:`DistTransport` when each stage is its own ``torch.distributed``
-rank (gloo on CPU, NCCL on GPU). Both count the bytes they move, per ordered pair of stages.
+rank (gloo on CPU, NCCL on GPU). Both count the bytes they move per phase (``train``, ``init``,
+``eval``) and ordered pair of stages.
 Messages between two stages in one direction arrive in the order they were sent.
 """
 from __future__ import annotations
 
 import datetime
 from collections import defaultdict, deque
+from contextlib import contextmanager
 
 import torch
 import torch.distributed as dist
@@ -27,10 +29,20 @@ class Pending:
 
 
 class Transport:
-    """Point-to-point messages between stages plus byte counts ``sent_bytes[(src, dst)]``."""
+    """Point-to-point messages between stages plus byte counts ``sent_bytes[(phase, src, dst)]``."""
 
     def __init__(self) -> None:
-        self.sent_bytes: dict[tuple[int, int], int] = defaultdict(int)
+        self.sent_bytes: dict[tuple[str, int, int], int] = defaultdict(int)
+        self.phase = "train"
+
+    @contextmanager
+    def counting_as(self, phase: str):
+        """Counts the bytes sent inside the block under ``phase``."""
+        previous, self.phase = self.phase, phase
+        try:
+            yield
+        finally:
+            self.phase = previous
 
     def owns(self, stage: int) -> bool:
         raise NotImplementedError
@@ -44,12 +56,12 @@ class Transport:
     def flush(self) -> None:
         """Waits until every send posted so far has left (their buffers may then be reused)."""
 
-    def share(self, values: Tensor, src: int) -> Tensor:
-        """``values`` as computed by the owner of stage ``src``, on every worker."""
+    def all_sum(self, values: Tensor) -> Tensor:
+        """The sum of ``values`` over all workers (each fills in what its stages know, zeros elsewhere)."""
         return values
 
     def _count(self, tensor: Tensor, src: int, dst: int) -> None:
-        self.sent_bytes[(src, dst)] += tensor.numel() * tensor.element_size()
+        self.sent_bytes[(self.phase, src, dst)] += tensor.numel() * tensor.element_size()
 
 
 class _Ready(Pending):
@@ -129,10 +141,10 @@ class DistTransport(Transport):
                     f"the worker of stage {dst} died or stalled for more than {self.timeout.total_seconds():.0f}s"
                 ) from None
 
-    def share(self, values: Tensor, src: int) -> Tensor:
+    def all_sum(self, values: Tensor) -> Tensor:
         values = values.clone()
         try:
-            dist.broadcast(values, src=src)
+            dist.all_reduce(values)
         except RuntimeError as exc:
-            raise WorkerLostError(f"stage {self.rank}: broadcast from stage {src} failed ({str(exc).splitlines()[0]})") from None
+            raise WorkerLostError(f"stage {self.rank}: summing statistics over the workers failed ({str(exc).splitlines()[0]})") from None
         return values
