@@ -58,12 +58,15 @@ def build_parser() -> argparse.ArgumentParser:
     _option(train, "beta_growth", "factor β grows by per epoch", type=float)
     _option(train, "beta_max", "cap on β", type=float)
     _option(train, "lam_step", "λ step relative to the closed-form step", type=float)
+    _option(train, "regression_lr_scale", "learning-rate factor of the stages that regress onto λ (all but the last)", type=float)
     _option(train, "mu_every", "update the AL multipliers every N steps", type=int)
     _option(train, "store_dtype", "dtype of the stored auxiliary variables", choices=tuple(STORE_DTYPES))
     _option(train, "store_location", "where the auxiliary variables live", choices=STORE_LOCATIONS)
     _option(train, "dist_timeout", "seconds a worker waits for a silent neighbour before stopping with an error", type=float)
     train.add_argument("--out", type=Path, default=None, help="run folder (default: runs/<model>-<dataset>-<time>)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    train.add_argument("--pause-after", type=int, default=None, metavar="N",
+                       help="stop after N more epochs, checkpointed (continue with --resume); for time-sliced machines and interleaved benchmarks")
     return parser
 
 
@@ -78,6 +81,8 @@ def _config_from_args(args: argparse.Namespace) -> TrainConfig:
 def train_command(args: argparse.Namespace) -> None:
     from lpfast.trainer import Trainer
 
+    if args.pause_after is not None and args.pause_after < 1:
+        raise ValueError(f"--pause-after must be >= 1, got {args.pause_after}")
     if args.resume and args.out is None:
         raise ValueError("--resume needs --out, the run folder to continue")
     if args.resume and not (args.out / "config.json").exists():
@@ -96,7 +101,7 @@ def train_command(args: argparse.Namespace) -> None:
             f"{config.epochs} epochs{parallel}, device {trainer.device}, run folder {args.out}",
             flush=True,
         )
-    trainer.fit()
+    trainer.fit(pause_after=args.pause_after)
 
 
 def start_workers(config: TrainConfig) -> TrainConfig:

@@ -48,6 +48,7 @@ class TrainConfig:
     beta_growth: float = 2.0
     beta_max: float = 50.0
     lam_step: float = 1.0
+    regression_lr_scale: float = 1.0
     mu_every: int = 1
     store_dtype: str = "float32"
     store_location: str = "device"

@@ -116,7 +116,7 @@ class Trainer:
                 self.model, optimizer=make_optimizer, stages=config.stage_blocks or config.stages, method=config.method,
                 dataset_size=len(self.train_data), input_shape=tuple(self.train_data.images.shape[1:]),
                 beta0=config.beta0, beta_growth=config.beta_growth, beta_max=config.beta_max,
-                lam_step=config.lam_step, mu_every=config.mu_every, store_dtype=STORE_DTYPES[config.store_dtype],
+                lam_step=config.lam_step, regression_lr_scale=config.regression_lr_scale, mu_every=config.mu_every, store_dtype=STORE_DTYPES[config.store_dtype],
                 store_location=config.store_location, transport=transport,
             )
             self.optimizers = list(self.lp.optimizers.values())
@@ -246,10 +246,12 @@ class Trainer:
             return self.lp.evaluate((b.x, b.y) for b in self._eval_batches(self.test_data))
         return evaluate(self.model, self.test_data, batch_size=self.config.eval_batch_size, device=self.device, channels_last=self.channels_last)
 
-    def fit(self) -> list[dict]:
-        """Trains the remaining epochs; after each, evaluates, checkpoints and logs a metrics record."""
+    def fit(self, pause_after: int | None = None) -> list[dict]:
+        """Trains the remaining epochs (at most ``pause_after`` of them; the run then continues
+        with ``resume=True``); after each, evaluates, checkpoints and logs a metrics record."""
         records = []
-        while self.epoch < self.config.epochs:
+        stop = self.config.epochs if pause_after is None else min(self.config.epochs, self.epoch + pause_after)
+        while self.epoch < stop:
             record = self.train_epoch()
             record["test_loss"], record["test_acc"] = self.evaluate()
             self.save_checkpoint()

@@ -189,6 +189,10 @@ def test_stage_errors():
         partition(model, [4, 3], (1, 28, 28))
     with pytest.raises(ValueError, match="method must be one of"):
         LayerParallel(model, optimizer=torch.optim.SGD, stages=2, method="admm", dataset_size=4, input_shape=(1, 28, 28))
-    lp = LayerParallel(model, optimizer=lambda p: torch.optim.SGD(p, lr=0.1), stages=2, dataset_size=4, input_shape=(1, 28, 28))
+    with pytest.raises(ValueError, match="regression_lr_scale must be > 0"):
+        LayerParallel(model, optimizer=torch.optim.SGD, stages=2, dataset_size=4, input_shape=(1, 28, 28), regression_lr_scale=0)
+    lp = LayerParallel(model, optimizer=lambda p: torch.optim.SGD(p, lr=0.1), stages=2, dataset_size=4, input_shape=(1, 28, 28),
+                       regression_lr_scale=0.1)
+    assert [opt.param_groups[0]["lr"] for opt in lp.optimizers.values()] == [pytest.approx(0.01), 0.1]
     with pytest.raises(RuntimeError, match="initialise"):
         lp.step(torch.zeros(2, 1, 28, 28), torch.zeros(2, dtype=torch.long), torch.arange(2))
