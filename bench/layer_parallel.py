@@ -32,6 +32,8 @@ def configurations(workers: int) -> dict[str, tuple[list[str], int, int]]:
         f"serial, {workers} threads": ([], 0, workers),
         f"penalty K={workers}, {workers} workers x 1 thread": (["--method", "penalty", *parallel], workers, 1),
         f"al K={workers}, {workers} workers x 1 thread": (["--method", "al", *parallel], workers, 1),
+        f"penalty K={workers}, regression lr x0.1, {workers} workers x 1 thread": (
+            ["--method", "penalty", "--regression-lr-scale", "0.1", *parallel], workers, 1),
     }
 
 
@@ -77,7 +79,7 @@ def main() -> None:
             "epoch_time_s": [m["epoch_time_s"] for m in metrics], "median_epoch_time_s": statistics.median(m["epoch_time_s"] for m in metrics),
             "process_wall_s": walls[name], "test_acc": [m["test_acc"] for m in metrics], "final_test_acc": metrics[-1]["test_acc"],
             "violation": [m.get("violation") for m in metrics], "beta": [m.get("beta") for m in metrics],
-            "bytes_forward": [m.get("bytes_forward") for m in metrics], "aux_bytes": metrics[-1].get("aux_bytes"),
+            "bytes_forward": [m.get("bytes_forward") for m in metrics], "aux_bytes_per_cut": metrics[-1].get("aux_bytes"),
             "stage_time_s": [m.get("stage_time_s") for m in metrics],
         })
     base = records[0]["median_epoch_time_s"]

@@ -1,6 +1,7 @@
 """lpfast: layer-parallel training of residual networks with auxiliary variables."""
 from lpfast import ops
 from lpfast.models import build_model
+from lpfast.parallel import LayerParallel
 
-__all__ = ["ops", "build_model"]
+__all__ = ["ops", "build_model", "LayerParallel"]
 __version__ = "0.1.0"

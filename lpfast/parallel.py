@@ -139,6 +139,12 @@ class LayerParallel:
                         location=store_location, compute_dtype=self.dtype)
             for c, store in self.lam.items()
         } if method == "al" else {}
+        # One process on a GPU: each stage's θ-step on its own stream, so independent stages overlap.
+        self._streams = (
+            {s: torch.cuda.Stream(self.device) for s in self.own}
+            if self.device.type == "cuda" and len(self.own) > 1 else {}
+        )
+        self._sent_outputs: list[Tensor] = []
         self.epoch = 0
         self.steps = 0
         self.initialised = self.num_stages == 1
@@ -227,29 +233,34 @@ class LayerParallel:
             if s + 1 < self.num_stages:
                 targets_in[s] = self.transport.irecv((batch, *self.plan.cut_shapes[s]), self.dtype, self.device, s + 1, s)
 
-        # 2. θ-steps, each stage on its own input.
+        # 2. θ-steps, each stage on its own input (on a GPU, each on its own stream).
         losses, input_grads = {}, {}
         for s in self.own:
-            start = time.perf_counter()
-            inp = x if s == 0 else inputs[s].detach().requires_grad_()
-            out = self.stages[s](inp)
-            opt = self.optimizers[s]
-            opt.zero_grad(set_to_none=True)
-            if s + 1 < self.num_stages:
-                self.transport.isend(out.detach(), s, s + 1)
-                loss, grad_out = ops.penalty_residual(out.detach(), targets_in[s].wait(), None, beta=beta)
-                out.backward(grad_out)
-                per_sample = float(out[0].numel() * batch)  # mean over elements -> sum per sample
-            else:
-                loss = F.cross_entropy(out, y)
-                loss.backward()
-                per_sample = float(batch)  # batch mean -> per-sample loss
-            opt.step()
-            if s > 0:
-                # Sample i's own objective: the mean-reduced input gradient times its reduction size.
-                input_grads[s] = inp.grad.mul_(per_sample)
-            losses[s] = loss.detach()
-            self._stage_time[s] += time.perf_counter() - start
+            with self._stage_stream(s):
+                start = time.perf_counter()
+                inp = x if s == 0 else inputs[s].detach().requires_grad_()
+                out = self.stages[s](inp)
+                opt = self.optimizers[s]
+                opt.zero_grad(set_to_none=True)
+                if s + 1 < self.num_stages:
+                    sent = out.detach()
+                    self.transport.isend(sent, s, s + 1)
+                    self._sent_outputs.append(sent)
+                    loss, grad_out = ops.penalty_residual(out.detach(), targets_in[s].wait(), None, beta=beta)
+                    out.backward(grad_out)
+                    per_sample = float(out[0].numel() * batch)  # mean over elements -> sum per sample
+                else:
+                    loss = F.cross_entropy(out, y)
+                    loss.backward()
+                    per_sample = float(batch)  # batch mean -> per-sample loss
+                opt.step()
+                if s > 0:
+                    # Sample i's own objective: the mean-reduced input gradient times its reduction size.
+                    input_grads[s] = inp.grad.mul_(per_sample)
+                losses[s] = loss.detach()
+                self._stage_time[s] += time.perf_counter() - start
+        self._join_stage_streams(list(losses.values()) + list(input_grads.values()) + self._sent_outputs)
+        self._sent_outputs = []
         # The targets sent in 1 may be the λ batches that 3 updates in place: let them leave first.
         self.transport.flush()
 
@@ -273,6 +284,27 @@ class LayerParallel:
         self.steps += 1
         return losses
 
+    @contextmanager
+    def _stage_stream(self, s: int):
+        stream = self._streams.get(s)
+        if stream is None:
+            yield
+            return
+        stream.wait_stream(torch.cuda.current_stream(self.device))  # inputs gathered on the main stream
+        with torch.cuda.stream(stream):
+            yield
+
+    def _join_stage_streams(self, produced: list[Tensor]) -> None:
+        """The main stream waits for every stage stream; tensors the stage streams made and the
+        main stream still reads are marked, so their memory is not reused under it."""
+        if not self._streams:
+            return
+        main = torch.cuda.current_stream(self.device)
+        for stream in self._streams.values():
+            main.wait_stream(stream)
+        for tensor in produced:
+            tensor.record_stream(main)
+
     def _reset_epoch_stats(self) -> None:
         zero = lambda: torch.zeros((), dtype=torch.float64, device=self.device)  # noqa: E731
         self._loss_sum = {s: zero() for s in self.own}
@@ -285,14 +317,17 @@ class LayerParallel:
     def end_epoch(self) -> dict:
         """Closes an epoch: returns its statistics for every stage and cut (gathered from all
         workers), then grows β. Keys: ``beta``, ``stage_loss``, ``violation`` (‖φ_k(λ_{k-1}) − λ_k‖
-        / ‖λ_k‖ per cut), ``stage_time_s``, ``bytes_forward`` / ``bytes_backward`` per cut."""
+        / ‖λ_k‖ per cut), ``stage_time_s``, ``bytes_forward`` / ``bytes_backward`` (sent in the
+        epoch's steps) and ``aux_bytes`` (memory of λ and μ) per cut."""
         k = self.num_stages
         n = max(self._samples, 1)
         # Each worker fills in what its own stages know; the sum over workers assembles the table.
-        local = torch.zeros(5, k, dtype=torch.float64, device=self.device)
+        local = torch.zeros(6, k, dtype=torch.float64, device=self.device)
         for s in self.own:
             local[0, s] = self._loss_sum[s] / n
             local[1, s] = self._stage_time[s]
+            if s > 0:
+                local[5, s - 1] = self.lam[s - 1].nbytes + (self.mu[s - 1].nbytes if self.mu else 0)
             if s > 0:
                 local[2, s - 1] = (self._violation_sq[s - 1] / self._lam_sq[s - 1].clamp_min(1e-30)).sqrt()
         sent, before = self.transport.sent_bytes, self._bytes_at_epoch_start
@@ -307,6 +342,7 @@ class LayerParallel:
             "violation": table[2, : k - 1].tolist(),
             "bytes_forward": [int(v) for v in table[3, : k - 1].tolist()],
             "bytes_backward": [int(v) for v in table[4, : k - 1].tolist()],
+            "aux_bytes": [int(v) for v in table[5, : k - 1].tolist()],
         }
         self.epoch += 1
         self._reset_epoch_stats()

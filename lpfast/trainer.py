@@ -236,7 +236,7 @@ class Trainer:
             record |= {"train_loss": loss_sum.item() / seen, "train_acc": 100.0 * correct.item() / seen}
         else:
             stats = self.lp.end_epoch()
-            record |= {"train_loss": stats["stage_loss"][-1], "aux_bytes": self.lp.aux_nbytes()} | stats
+            record |= {"train_loss": stats["stage_loss"][-1]} | stats
         record |= {"epoch_time_s": elapsed, "samples_per_s": seen / elapsed, "lr": self.optimizers[0].param_groups[0]["lr"]}
         self.epoch += 1
         return record

@@ -135,6 +135,8 @@ def test_one_process_and_two_workers_agree(tmp_path, method):
     # One activation-sized float32 message each way per step: 6 steps of 32 samples × 16×14×14.
     assert records[0]["bytes_forward"] == [6 * 32 * 16 * 14 * 14 * 4]
     assert records[0]["bytes_backward"] == [6 * 32 * 16 * 14 * 14 * 4]
+    # λ (and μ) for all 192 samples, float32.
+    assert records[0]["aux_bytes"] == worker["records"][0]["aux_bytes"] == [192 * 16 * 14 * 14 * 4 * (2 if method == "al" else 1)]
 
 
 def _dying_worker(rank, store_file, result_file):
@@ -196,3 +198,23 @@ def test_stage_errors():
     assert [opt.param_groups[0]["lr"] for opt in lp.optimizers.values()] == [pytest.approx(0.01), 0.1]
     with pytest.raises(RuntimeError, match="initialise"):
         lp.step(torch.zeros(2, 1, 28, 28), torch.zeros(2, dtype=torch.long), torch.arange(2))
+
+
+def test_parallel_run_resumes_exactly(tmp_path):
+    train, test = small_data()
+    config = TrainConfig(method="al", stages=2, epochs=2, batch_size=32, threads=1, mu_every=2)
+    straight = Trainer(config, tmp_path / "a", train_data=train, test_data=test, log=lambda s: None)
+    straight.fit()
+    first = Trainer(config, tmp_path / "b", train_data=train, test_data=test, log=lambda s: None)
+    first.fit(pause_after=1)
+    resumed = Trainer(config, tmp_path / "b", resume=True, train_data=train, test_data=test, log=lambda s: None)
+    assert resumed.epoch == 1 and resumed.lp.beta == 4.0
+    resumed.fit()
+    a, b = straight.lp.state_dict(), resumed.lp.state_dict()
+    for s in a["stages"]:
+        for name, value in a["stages"][s].items():
+            assert torch.equal(value, b["stages"][s][name]), name
+    for key in ("lam", "mu"):
+        for c in a[key]:
+            assert torch.equal(a[key][c], b[key][c]), key
+    assert (a["epoch"], a["steps"]) == (b["epoch"], b["steps"])
