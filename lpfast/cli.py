@@ -62,7 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     _option(train, "mu_every", "update the AL multipliers every N steps", type=int)
     _option(train, "store_dtype", "dtype of the stored auxiliary variables", choices=tuple(STORE_DTYPES))
     _option(train, "store_location", "where the auxiliary variables live", choices=STORE_LOCATIONS)
+    _option(train, "parallel_epochs", "serial-parallel hybrid: this many parallel epochs, then serial ones (default none: all parallel)", type=int)
+    _option(train, "micro_batches", "micro-batches per batch in the serial phase's pipeline across workers", type=int)
     _option(train, "dist_timeout", "seconds a worker waits for a silent neighbour before stopping with an error", type=float)
+    train.add_argument("--serial-epochs", type=int, default=None, metavar="S",
+                       help="with --parallel-epochs P: S serial epochs after them (sets --epochs to P+S)")
     train.add_argument("--out", type=Path, default=None, help="run folder (default: runs/<model>-<dataset>-<time>)")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     train.add_argument("--pause-after", type=int, default=None, metavar="N",
@@ -72,6 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _config_from_args(args: argparse.Namespace) -> TrainConfig:
     given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
+    if args.serial_epochs is not None:
+        if "parallel_epochs" not in given:
+            raise ValueError("--serial-epochs S needs --parallel-epochs P (the hybrid runs P parallel, then S serial epochs)")
+        total = given["parallel_epochs"] + args.serial_epochs
+        if given.setdefault("epochs", total) != total:
+            raise ValueError(f"--epochs {given['epochs']} contradicts --parallel-epochs {given['parallel_epochs']} + --serial-epochs {args.serial_epochs}")
     if args.resume:
         # Options not given again take the run's saved values; given ones must agree (checked on resume).
         return TrainConfig.from_dict({**read_config(args.out), **given})

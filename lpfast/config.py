@@ -22,6 +22,9 @@ class TrainConfig:
     ``method`` ``serial`` is backprop; ``penalty`` and ``al`` train ``stages`` stages layer-parallel
     (see :class:`lpfast.parallel.LayerParallel` for the β, λ-step and store options);
     ``stage_blocks`` fixes the block count of each stage instead of balancing them.
+    ``parallel_epochs`` P makes a serial-parallel hybrid: P parallel epochs, then ``epochs - P``
+    epochs of backprop through the same stages (``micro_batches`` per batch across workers), under
+    one learning-rate schedule. None means every epoch is parallel.
     """
 
     model: str = "mnist_resnet"
@@ -53,6 +56,8 @@ class TrainConfig:
     store_dtype: str = "float32"
     store_location: str = "device"
     dist_timeout: float = 120.0
+    parallel_epochs: int | None = None
+    micro_batches: int = 1
 
     RUN_LOCATION_FIELDS = ("device", "threads", "data_dir", "dist_timeout", "store_location")
 
@@ -86,8 +91,18 @@ class TrainConfig:
             object.__setattr__(self, "stage_blocks", tuple(int(b) for b in self.stage_blocks))
             if len(self.stage_blocks) != self.stages:
                 raise ValueError(f"stage_blocks {list(self.stage_blocks)} must have one entry per stage ({self.stages})")
-        if self.method != "serial" and self.augment:
-            raise ValueError("augmentation cannot be used in the layer-parallel phase: λ belongs to each fixed training image")
+        if self.parallel_epochs is not None:
+            if self.method == "serial":
+                raise ValueError("--parallel-epochs needs a layer-parallel --method (penalty or al)")
+            if not 0 <= self.parallel_epochs <= self.epochs:
+                raise ValueError(f"parallel_epochs must be in [0, epochs={self.epochs}], got {self.parallel_epochs}")
+        if self.method != "serial" and self.augment and self.parallel_epochs is None:
+            raise ValueError(
+                "augmentation cannot be used in the layer-parallel phase (λ belongs to each fixed training image); "
+                "it applies to the serial phase of the hybrid: add --parallel-epochs P (P < epochs)"
+            )
+        if self.micro_batches < 1 or self.micro_batches > self.batch_size:
+            raise ValueError(f"micro_batches must be between 1 and batch_size={self.batch_size}, got {self.micro_batches}")
         if self.store_dtype not in STORE_DTYPES:
             raise ValueError(f"store_dtype must be one of {', '.join(STORE_DTYPES)}, got {self.store_dtype!r}")
         if self.store_location not in STORE_LOCATIONS:
@@ -95,9 +110,15 @@ class TrainConfig:
         if self.dist_timeout <= 0:
             raise ValueError(f"dist_timeout must be > 0 seconds, got {self.dist_timeout}")
 
-    @property
-    def use_augmentation(self) -> bool:
-        if self.method != "serial":
+    def phase(self, epoch: int) -> str:
+        """``parallel`` or ``serial``: what epoch ``epoch`` (from 0) trains with."""
+        if self.method == "serial":
+            return "serial"
+        return "parallel" if self.parallel_epochs is None or epoch < self.parallel_epochs else "serial"
+
+    def use_augmentation(self, epoch: int) -> bool:
+        """Augmentation is never used in the parallel phase (λ belongs to the un-augmented image)."""
+        if self.phase(epoch) == "parallel":
             return False
         return self.augment if self.augment is not None else self.dataset.startswith("cifar")
 

@@ -124,10 +124,7 @@ class LayerParallel:
         self.num_stages = len(self.stages)
         self.own = [s for s in range(self.num_stages) if self.transport.owns(s)]
         self.optimizers = {s: optimizer(self.stages[s].parameters()) for s in self.own}
-        for s, opt in self.optimizers.items():
-            if s < self.num_stages - 1:
-                for group in opt.param_groups:
-                    group["lr"] *= regression_lr_scale
+        self.regression_lr_scale = regression_lr_scale
         # λ_c / μ_c live with stage c+1.
         self.lam = {
             s - 1: AuxStore(dataset_size, self.plan.cut_shapes[s - 1], dtype=store_dtype, device=self.device,
@@ -253,7 +250,7 @@ class LayerParallel:
                     loss = F.cross_entropy(out, y)
                     loss.backward()
                     per_sample = float(batch)  # batch mean -> per-sample loss
-                opt.step()
+                self._theta_step(s, self.regression_lr_scale if s + 1 < self.num_stages else 1.0)
                 if s > 0:
                     # Sample i's own objective: the mean-reduced input gradient times its reduction size.
                     input_grads[s] = inp.grad.mul_(per_sample)
@@ -281,8 +278,82 @@ class LayerParallel:
         for s, loss in losses.items():
             self._loss_sum[s] += loss.double() * batch
         self._samples += batch
+        self._phase = "parallel"
         self.steps += 1
         return losses
+
+    def _theta_step(self, s: int, lr_scale: float) -> None:
+        opt = self.optimizers[s]
+        if lr_scale == 1.0:
+            opt.step()
+            return
+        rates = [group["lr"] for group in opt.param_groups]
+        for group in opt.param_groups:
+            group["lr"] *= lr_scale
+        opt.step()
+        for group, rate in zip(opt.param_groups, rates):
+            group["lr"] = rate
+
+    # ------------------------------------------------------------------ serial phase
+
+    def serial_step(self, x: Tensor, y: Tensor, *, micro_batches: int = 1) -> Tensor | None:
+        """One step of ordinary backprop through all stages: the serial phase of the
+        serial-parallel hybrid (ALGORITHM.md §5), without gathering the model anywhere.
+
+        The batch is split into ``micro_batches`` that flow forward stage to stage, then their
+        gradients flow back (a synchronous pipeline); each stage steps its optimizer once. With one
+        micro-batch the gradients are exactly backprop's; with more, batch norm normalises each
+        micro-batch by its own statistics. Returns the batch's mean cross-entropy on the worker
+        of the last stage, None elsewhere."""
+        batch = y.numel()
+        if not 1 <= micro_batches <= batch:
+            raise ValueError(f"micro_batches must be between 1 and the batch size {batch}, got {micro_batches}")
+        last = self.num_stages - 1
+        xs, ys = x.chunk(micro_batches), y.chunk(micro_batches)
+        for s in self.own:
+            self.optimizers[s].zero_grad(set_to_none=True)
+        saved: list[dict[int, tuple[Tensor, Tensor]]] = []
+        total = torch.zeros((), dtype=torch.float64, device=self.device)
+        # Every crossing goes through the transport, also within one process, so bytes per cut count alike.
+        with self.transport.counting_as("serial"):
+            for xj, yj in zip(xs, ys):
+                record = {}
+                for s in self.own:
+                    tick = time.perf_counter()
+                    if s == 0:
+                        inp = xj
+                    else:
+                        shape = (yj.numel(), *self.plan.cut_shapes[s - 1])
+                        inp = self.transport.irecv(shape, self.dtype, self.device, s - 1, s).wait().requires_grad_()
+                    out = self.stages[s](inp)
+                    if s == last:
+                        out = F.cross_entropy(out, yj, reduction="sum") / batch
+                        total += out.detach()
+                    else:
+                        self.transport.isend(out.detach(), s, s + 1)
+                    record[s] = (inp, out)
+                    self._stage_time[s] += time.perf_counter() - tick
+                saved.append(record)
+            for record in reversed(saved):
+                for s in reversed(self.own):
+                    tick = time.perf_counter()
+                    inp, out = record[s]
+                    if s == last:
+                        out.backward()
+                    else:
+                        out.backward(self.transport.irecv(tuple(out.shape), self.dtype, self.device, s + 1, s).wait())
+                    if s > 0:
+                        self.transport.isend(inp.grad, s, s - 1)
+                    self._stage_time[s] += time.perf_counter() - tick
+            self.transport.flush()
+        for s in self.own:
+            self.optimizers[s].step()
+        if last in self.own:
+            self._loss_sum[last] += total * batch
+        self._samples += batch
+        self._phase = "serial"
+        self.steps += 1
+        return total if last in self.own else None
 
     @contextmanager
     def _stage_stream(self, s: int):
@@ -313,12 +384,15 @@ class LayerParallel:
         self._stage_time = {s: 0.0 for s in self.own}
         self._samples = 0
         self._bytes_at_epoch_start = dict(self.transport.sent_bytes)
+        self._phase = None
 
     def end_epoch(self) -> dict:
         """Closes an epoch: returns its statistics for every stage and cut (gathered from all
-        workers), then grows β. Keys: ``beta``, ``stage_loss``, ``violation`` (‖φ_k(λ_{k-1}) − λ_k‖
-        / ‖λ_k‖ per cut), ``stage_time_s``, ``bytes_forward`` / ``bytes_backward`` (sent in the
-        epoch's steps) and ``aux_bytes`` (memory of λ and μ) per cut."""
+        workers), then grows β. Keys: ``phase`` (``parallel`` or ``serial``), ``beta``,
+        ``stage_loss``, ``violation`` (‖φ_k(λ_{k-1}) − λ_k‖ / ‖λ_k‖ per cut, parallel epochs
+        only), ``stage_time_s``, ``bytes_forward`` / ``bytes_backward`` (sent in the epoch's steps)
+        and ``aux_bytes`` (memory of λ and μ) per cut."""
+        phase = self._phase or "parallel"
         k = self.num_stages
         n = max(self._samples, 1)
         # Each worker fills in what its own stages know; the sum over workers assembles the table.
@@ -332,14 +406,15 @@ class LayerParallel:
                 local[2, s - 1] = (self._violation_sq[s - 1] / self._lam_sq[s - 1].clamp_min(1e-30)).sqrt()
         sent, before = self.transport.sent_bytes, self._bytes_at_epoch_start
         for c in range(k - 1):
-            for row, pair in ((3, ("train", c, c + 1)), (4, ("train", c + 1, c))):
+            for row, pair in ((3, (phase, c, c + 1)), (4, (phase, c + 1, c))):
                 local[row, c] = sent.get(pair, 0) - before.get(pair, 0)
         table = self.transport.all_sum(local)
         stats = {
+            "phase": phase,
             "beta": self.beta,
             "stage_loss": table[0].tolist(),
             "stage_time_s": table[1].tolist(),
-            "violation": table[2, : k - 1].tolist(),
+            "violation": table[2, : k - 1].tolist() if phase == "parallel" else None,
             "bytes_forward": [int(v) for v in table[3, : k - 1].tolist()],
             "bytes_backward": [int(v) for v in table[4, : k - 1].tolist()],
             "aux_bytes": [int(v) for v in table[5, : k - 1].tolist()],

@@ -183,7 +183,7 @@ class Trainer:
         cfg = self.config
         return BatchIterator(
             self.train_data, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=self.epoch,
-            augment_padding=CIFAR_PADDING if cfg.use_augmentation else 0, drop_last=True,
+            augment_padding=CIFAR_PADDING if cfg.use_augmentation(self.epoch) else 0, drop_last=True,
             device=self.device, channels_last=self.channels_last,
         )
 
@@ -193,7 +193,8 @@ class Trainer:
     def train_epoch(self) -> dict:
         """One epoch; returns its training metrics and advances ``self.epoch``."""
         cfg = self.config
-        if self.lp is not None and not self.lp.initialised:
+        phase = cfg.phase(self.epoch)
+        if self.lp is not None and phase == "parallel" and not self.lp.initialised:
             start = time.perf_counter()
             # Same batch size as training, so batch norm sees the statistics it trains with.
             init_batches = BatchIterator(self.train_data, cfg.batch_size, shuffle=False, device=self.device, channels_last=self.channels_last)
@@ -205,7 +206,8 @@ class Trainer:
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         correct = torch.zeros((), dtype=torch.int64, device=self.device)
         seen = 0
-        progress = Progress(len(batches), f"epoch {self.epoch + 1}/{cfg.epochs}") if self.rank == 0 else None
+        label = f"epoch {self.epoch + 1}/{cfg.epochs}" + (f" ({phase})" if self.lp is not None else "")
+        progress = Progress(len(batches), label) if self.rank == 0 else None
         last_loss = None
         start = time.perf_counter()
         for batch in batches:
@@ -218,14 +220,16 @@ class Trainer:
                 loss_sum += loss.detach() * batch.y.numel()
                 correct += (logits.detach().argmax(1) == batch.y).sum()
                 last_loss = loss.detach()
-            else:
+            elif phase == "parallel":
                 losses = self.lp.step(batch.x, batch.y, batch.idx)
                 last_loss = losses[min(losses)]
+            else:
+                last_loss = self.lp.serial_step(batch.x, batch.y, micro_batches=cfg.micro_batches)
             for scheduler in self.schedulers:
                 scheduler.step()
             seen += batch.y.numel()
             if progress is not None:
-                progress.update(1, lambda: f"loss {last_loss.item():.4f}")
+                progress.update(1, lambda: f"loss {last_loss.item():.4f}" if last_loss is not None else "")
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         elapsed = time.perf_counter() - start
@@ -261,8 +265,10 @@ class Trainer:
                 f"epoch {record['epoch']}/{self.config.epochs}  train loss {record['train_loss']:.4f}  "
                 f"test acc {record['test_acc']:.2f}%  {record['epoch_time_s']:.1f}s  {record['samples_per_s']:.0f} samples/s"
             )
-            if self.lp is not None:
+            if self.lp is not None and record["violation"] is not None:
                 line += "  beta {:.3g}  violation {}".format(record["beta"], " ".join(f"{v:.4f}" for v in record["violation"]))
+            if self.lp is not None:
+                line += f"  ({record['phase']})"
             self.log(line)
             records.append(record)
         return records

@@ -2,8 +2,8 @@
 
 The same layer-parallel schedule runs over either transport: :class:`LocalTransport` when every
 stage lives in one process, :class:`DistTransport` when each stage is its own ``torch.distributed``
-rank (gloo on CPU, NCCL on GPU). Both count the bytes they move per phase (``train``, ``init``,
-``eval``) and ordered pair of stages.
+rank (gloo on CPU, NCCL on GPU). Both count the bytes they move per phase (``parallel``,
+``serial``, ``init``, ``eval``) and ordered pair of stages.
 Messages between two stages in one direction arrive in the order they were sent.
 """
 from __future__ import annotations
@@ -33,7 +33,7 @@ class Transport:
 
     def __init__(self) -> None:
         self.sent_bytes: dict[tuple[str, int, int], int] = defaultdict(int)
-        self.phase = "train"
+        self.phase = "parallel"
 
     @contextmanager
     def counting_as(self, phase: str):

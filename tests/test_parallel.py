@@ -111,16 +111,20 @@ def _worker(rank, world, store_file, out_dir, config_kwargs):
         dist.destroy_process_group()
 
 
+def run_workers(tmp_path, config):
+    mp.start_processes(_worker, args=(2, str(tmp_path / "store"), str(tmp_path), config), nprocs=2, start_method="spawn")
+    return [torch.load(tmp_path / f"rank{rank}.pt", weights_only=False) for rank in range(2)]
+
+
 @pytest.mark.parametrize("method", ["penalty", "al"])
 def test_one_process_and_two_workers_agree(tmp_path, method):
     config = dict(method=method, stages=2, epochs=2, batch_size=32, threads=1)
-    mp.start_processes(_worker, args=(2, str(tmp_path / "store"), str(tmp_path), config), nprocs=2, start_method="spawn")
+    workers = run_workers(tmp_path, config)
     train, test = small_data()
     single = Trainer(TrainConfig(**config), train_data=train, test_data=test, log=lambda s: None)
     records = single.fit()
     state = single.lp.state_dict()
-    for rank in range(2):
-        worker = torch.load(tmp_path / f"rank{rank}.pt", weights_only=False)
+    for rank, worker in enumerate(workers):
         for name, value in worker["state"]["stages"][rank].items():
             torch.testing.assert_close(value, state["stages"][rank][name], rtol=1e-6, atol=1e-7, msg=name)
         for key in ("lam", "mu"):
@@ -193,9 +197,7 @@ def test_stage_errors():
         LayerParallel(model, optimizer=torch.optim.SGD, stages=2, method="admm", dataset_size=4, input_shape=(1, 28, 28))
     with pytest.raises(ValueError, match="regression_lr_scale must be > 0"):
         LayerParallel(model, optimizer=torch.optim.SGD, stages=2, dataset_size=4, input_shape=(1, 28, 28), regression_lr_scale=0)
-    lp = LayerParallel(model, optimizer=lambda p: torch.optim.SGD(p, lr=0.1), stages=2, dataset_size=4, input_shape=(1, 28, 28),
-                       regression_lr_scale=0.1)
-    assert [opt.param_groups[0]["lr"] for opt in lp.optimizers.values()] == [pytest.approx(0.01), 0.1]
+    lp = LayerParallel(model, optimizer=lambda p: torch.optim.SGD(p, lr=0.1), stages=2, dataset_size=4, input_shape=(1, 28, 28))
     with pytest.raises(RuntimeError, match="initialise"):
         lp.step(torch.zeros(2, 1, 28, 28), torch.zeros(2, dtype=torch.long), torch.arange(2))
 
@@ -218,3 +220,63 @@ def test_parallel_run_resumes_exactly(tmp_path):
         for c in a[key]:
             assert torch.equal(a[key][c], b[key][c]), key
     assert (a["epoch"], a["steps"]) == (b["epoch"], b["steps"])
+
+
+def test_regression_lr_scale_scales_only_the_regressing_stages():
+    x, y, idx = torch.randn(4, 1, 28, 28), torch.tensor([1, 2, 3, 4]), torch.arange(4)
+    moves = {}
+    for scale in (1.0, 0.1):
+        torch.manual_seed(0)
+        model = mnist_resnet()
+        before = [p.detach().clone() for p in model.parameters()]
+        lp = LayerParallel(model, optimizer=lambda p: torch.optim.SGD(p, lr=0.1), stages=2, dataset_size=4,
+                           input_shape=(1, 28, 28), regression_lr_scale=scale)
+        lp.initialise([(x, idx)])
+        lp.step(x, y, idx)
+        moves[scale] = [p.detach() - b for p, b in zip(model.parameters(), before)]
+        assert all(opt.param_groups[0]["lr"] == 0.1 for opt in lp.optimizers.values())  # restored after the step
+    n_first = len(list(lp.stages[0].parameters()))
+    for i, (full, scaled) in enumerate(zip(moves[1.0], moves[0.1])):
+        torch.testing.assert_close(scaled, full * (0.1 if i < n_first else 1.0), rtol=1e-4, atol=1e-7)
+
+
+# ------------------------------------------------------------------------------ hybrid (SPH)
+
+
+@pytest.mark.parametrize("micro_batches", [1, 4])
+def test_serial_phase_over_two_workers_is_backprop(tmp_path, micro_batches):
+    base = dict(epochs=2, batch_size=32, threads=1)
+    workers = run_workers(tmp_path, dict(method="penalty", stages=2, parallel_epochs=0, micro_batches=micro_batches, **base))
+    train, test = small_data()
+    if micro_batches == 1:
+        reference = Trainer(TrainConfig(**base), train_data=train, test_data=test, log=lambda s: None)
+    else:  # batch norm sees micro-batches: the reference is the same pipeline in one process
+        reference = Trainer(TrainConfig(method="penalty", stages=2, parallel_epochs=0, micro_batches=micro_batches, **base),
+                            train_data=train, test_data=test, log=lambda s: None)
+    records = reference.fit()
+    expected = reference.model.state_dict()
+    stage_blocks = [4, 4]
+    for rank, worker in enumerate(workers):
+        for name, value in worker["state"]["stages"][rank].items():
+            # Stage modules are the model's: stage 0 = stem + blocks 0-3, stage 1 = blocks 4-7 + head.
+            layer, rest = name.split(".", 2)[1:]
+            layer = int(layer)
+            if rank == 0:
+                full = f"stem.{rest}" if layer == 0 else f"blocks.{layer - 1}.{rest}"
+            else:
+                full = f"blocks.{stage_blocks[0] + layer}.{rest}" if layer < stage_blocks[1] else f"head.{rest}"
+            torch.testing.assert_close(value, expected[full], rtol=1e-5, atol=1e-6, msg=full)
+        assert [r["phase"] for r in worker["records"]] == ["serial", "serial"]
+        assert worker["records"][-1]["test_acc"] == pytest.approx(records[-1]["test_acc"], abs=0.5)
+
+
+def test_hybrid_switches_phase_and_augments_only_serially():
+    train, test = small_data()
+    trainer = Trainer(TrainConfig(method="al", stages=2, epochs=3, parallel_epochs=2, augment=True, batch_size=32, threads=1),
+                      train_data=train, test_data=test, log=lambda s: None)
+    assert [trainer.config.use_augmentation(e) for e in range(3)] == [False, False, True]
+    records = trainer.fit()
+    assert [r["phase"] for r in records] == ["parallel", "parallel", "serial"]
+    assert records[2]["violation"] is None and records[2]["bytes_forward"] == [6 * 32 * 16 * 14 * 14 * 4]
+    with pytest.raises(ValueError, match="add --parallel-epochs"):
+        TrainConfig(method="al", stages=2, augment=True)
