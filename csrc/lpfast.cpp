@@ -20,5 +20,11 @@ TORCH_LIBRARY(lpfast, m) {
   // stage's per-sample input gradient and eta relative to the closed-form step (eta = 1):
   // lam <- lam + eta*(out - lam) + (eta/beta)*(mu - grad); then, if update_mu,
   // mu <- mu + beta*(out - lam).
+  // Down-sampling filter of a tensor that crosses a cut (ALGORITHM.md §6): s×s average pooling
+  // with stride s, cast to the wire dtype, in x's memory format (dense, ready to send).
+  m.def("ds_encode(Tensor x, int factor, ScalarType wire_dtype) -> Tensor");
+  // Its inverse on receipt: up-sampling by s (mode 0 nearest, 1 bilinear with half-pixel
+  // centres, as F.interpolate(align_corners=False)), cast to out_dtype.
+  m.def("ds_decode(Tensor y, int factor, int mode, ScalarType out_dtype) -> Tensor");
   m.def("aux_update_(Tensor(a!) lam, Tensor(b!)? mu, Tensor out, Tensor grad, float beta, float eta, bool update_mu) -> ()");
 }

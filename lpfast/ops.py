@@ -17,7 +17,10 @@ except ImportError as exc:  # pragma: no cover - exercised only on a broken inst
     LOAD_ERROR = f"{type(exc).__name__}: {exc}"
 
 #: Names of the ops this module exposes, as registered under ``torch.ops.lpfast``.
-OP_NAMES = ("penalty_residual", "aux_update_")
+OP_NAMES = ("penalty_residual", "aux_update_", "ds_encode", "ds_decode")
+
+#: Up-sampling modes of :func:`ds_decode`, in the order of the kernel's ``mode`` argument.
+DS_MODES = ("nearest", "bilinear")
 
 
 def _require_kernels() -> None:
@@ -91,7 +94,76 @@ def aux_update_reference(
     return new_lam, new_mu
 
 
+# ------------------------------------------------------------------------ ds_encode / decode
+
+
+def _opmath(dtype: torch.dtype) -> torch.dtype:
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def ds_encode(x: Tensor, factor: int, wire_dtype: torch.dtype) -> Tensor:
+    """Down-sampling filter of a tensor about to cross a cut (ALGORITHM.md §6), in one pass:
+    ``factor``×``factor`` average pooling with stride ``factor``, cast to ``wire_dtype``, into a
+    dense buffer in x's memory format. ``factor`` must divide H and W (no padding).
+    Differentiable in ``x``."""
+    _require_kernels()
+    return torch.ops.lpfast.ds_encode(x, int(factor), wire_dtype)
+
+
+def ds_encode_reference(x: Tensor, factor: int, wire_dtype: torch.dtype) -> Tensor:
+    """The definition of :func:`ds_encode` in plain torch operations."""
+    return torch.nn.functional.avg_pool2d(x.to(_opmath(x.dtype)), factor).to(wire_dtype)
+
+
+def ds_decode(y: Tensor, factor: int, mode: str, out_dtype: torch.dtype) -> Tensor:
+    """Inverse of :func:`ds_encode` on receipt, in one pass: up-sampling by ``factor``
+    (``nearest``, or ``bilinear`` with half-pixel centres as ``F.interpolate(align_corners=False)``)
+    and cast to ``out_dtype``, in y's memory format. Differentiable in ``y``."""
+    _require_kernels()
+    if mode not in DS_MODES:
+        raise ValueError(f"mode must be one of {', '.join(DS_MODES)}, got {mode!r}")
+    return torch.ops.lpfast.ds_decode(y, int(factor), DS_MODES.index(mode), out_dtype)
+
+
+def ds_decode_reference(y: Tensor, factor: int, mode: str, out_dtype: torch.dtype) -> Tensor:
+    """The definition of :func:`ds_decode` in plain torch operations."""
+    extra = {"align_corners": False} if mode == "bilinear" else {}
+    up = torch.nn.functional.interpolate(y.to(_opmath(y.dtype)), scale_factor=factor, mode=mode, **extra)
+    return up.to(out_dtype)
+
+
 if LOAD_ERROR is None:
+    from torch._prims_common import suggest_memory_format
+
+    def _ds_fake(t: Tensor, h: int, w: int, dtype: torch.dtype) -> Tensor:
+        return t.new_empty((t.shape[0], t.shape[1], h, w), dtype=dtype).contiguous(memory_format=suggest_memory_format(t))
+
+    @torch.library.register_fake("lpfast::ds_encode")
+    def _(x, factor, wire_dtype):
+        return _ds_fake(x, x.shape[2] // factor, x.shape[3] // factor, wire_dtype)
+
+    @torch.library.register_fake("lpfast::ds_decode")
+    def _(y, factor, mode, out_dtype):
+        return _ds_fake(y, y.shape[2] * factor, y.shape[3] * factor, out_dtype)
+
+    def _linear_vjp(reference, make_args):
+        # Both filters are linear: their backward is the vector-Jacobian product of the reference.
+        def setup(ctx, inputs, output):
+            ctx.inputs = inputs
+
+        def backward(ctx, grad):
+            source = ctx.inputs[0]
+            with torch.enable_grad():
+                leaf = source.detach().requires_grad_()
+                (vjp,) = torch.autograd.grad(reference(leaf, *make_args(ctx.inputs)), leaf, grad)
+            return (vjp, *([None] * (len(ctx.inputs) - 1)))
+
+        return backward, setup
+
+    _enc_backward, _enc_setup = _linear_vjp(ds_encode_reference, lambda i: (i[1], i[2]))
+    torch.library.register_autograd("lpfast::ds_encode", _enc_backward, setup_context=_enc_setup)
+    _dec_backward, _dec_setup = _linear_vjp(ds_decode_reference, lambda i: (i[1], DS_MODES[i[2]], i[3]))
+    torch.library.register_autograd("lpfast::ds_decode", _dec_backward, setup_context=_dec_setup)
 
     @torch.library.register_fake("lpfast::aux_update_")
     def _(lam, mu, out, grad, beta, eta, update_mu):

@@ -1,0 +1,121 @@
+// CUDA kernels of lpfast::ds_encode and lpfast::ds_decode: one thread per output element, in the
+// output's memory order (contiguous or channels-last), so writes are coalesced.
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include "../ds_filter.h"
+
+namespace lpfast {
+namespace {
+
+constexpr int kThreads = 256;
+
+struct Geometry {
+  int64_t N, C, H, W;  // output sizes
+  bool channels_last;
+  C10_HOST_DEVICE void coords(int64_t idx, int64_t& n, int64_t& c, int64_t& i, int64_t& j) const {
+    if (channels_last) {
+      c = idx % C; idx /= C; j = idx % W; idx /= W; i = idx % H; n = idx / H;
+    } else {
+      j = idx % W; idx /= W; i = idx % H; idx /= H; c = idx % C; n = idx / C;
+    }
+  }
+};
+
+C10_HOST_DEVICE inline int64_t offset(int64_t n, int64_t c, int64_t i, int64_t j, int64_t C, int64_t H,
+                                      int64_t W, bool channels_last) {
+  return channels_last ? ((n * H + i) * W + j) * C + c : ((n * C + c) * H + i) * W + j;
+}
+
+template <typename in_t, typename out_t>
+__global__ void encode_kernel(const in_t* __restrict__ x, out_t* __restrict__ y, Geometry g, int64_t s,
+                              int64_t total) {
+  using opmath_t = at::opmath_type<in_t>;
+  const int64_t H = g.H * s, W = g.W * s;
+  for (int64_t idx = blockIdx.x * int64_t(kThreads) + threadIdx.x; idx < total;
+       idx += int64_t(gridDim.x) * kThreads) {
+    int64_t n, c, i, j;
+    g.coords(idx, n, c, i, j);
+    opmath_t acc = 0;
+    for (int64_t a = 0; a < s; ++a)
+      for (int64_t b = 0; b < s; ++b)
+        acc += opmath_t(x[offset(n, c, i * s + a, j * s + b, g.C, H, W, g.channels_last)]);
+    y[idx] = out_t(acc / opmath_t(s * s));
+  }
+}
+
+template <typename in_t, typename out_t>
+__global__ void decode_kernel(const in_t* __restrict__ y, out_t* __restrict__ out, Geometry g, int64_t s,
+                              int64_t mode, int64_t total) {
+  using opmath_t = at::opmath_type<in_t>;
+  const int64_t h = g.H / s, w = g.W / s;
+  for (int64_t idx = blockIdx.x * int64_t(kThreads) + threadIdx.x; idx < total;
+       idx += int64_t(gridDim.x) * kThreads) {
+    int64_t n, c, i, j;
+    g.coords(idx, n, c, i, j);
+    if (mode == kNearest) {
+      out[idx] = out_t(opmath_t(y[offset(n, c, i / s, j / s, g.C, h, w, g.channels_last)]));
+      continue;
+    }
+    int64_t i0, i1, j0, j1;
+    opmath_t a0, a1, b0, b1;
+    bilinear_source<opmath_t>(i, h, s, i0, i1, a0, a1);
+    bilinear_source<opmath_t>(j, w, s, j0, j1, b0, b1);
+    auto val = [&](int64_t r, int64_t q) { return opmath_t(y[offset(n, c, r, q, g.C, h, w, g.channels_last)]); };
+    out[idx] = out_t(a0 * (b0 * val(i0, j0) + b1 * val(i0, j1)) + a1 * (b0 * val(i1, j0) + b1 * val(i1, j1)));
+  }
+}
+
+int64_t blocks_for(int64_t total) { return std::min<int64_t>((total + kThreads - 1) / kThreads, 65535); }
+
+at::Tensor ds_encode_cuda(const at::Tensor& x_in, int64_t factor, at::ScalarType wire) {
+  check_ds_encode_args(x_in, factor, wire);
+  const c10::cuda::CUDAGuard guard(x_in.device());
+  const at::Tensor x = x_in.contiguous(x_in.suggest_memory_format());
+  at::Tensor y = ds_empty_output(x, x.size(2) / factor, x.size(3) / factor, wire);
+  const int64_t total = y.numel();
+  if (total == 0) return y;
+  const Geometry g{y.size(0), y.size(1), y.size(2), y.size(3),
+                   x.suggest_memory_format() == at::MemoryFormat::ChannelsLast};
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "ds_encode_cuda", [&] {
+    using in_t = scalar_t;
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, wire, "ds_encode_cuda_out", [&] {
+      encode_kernel<in_t, scalar_t><<<blocks_for(total), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+          x.const_data_ptr<in_t>(), y.mutable_data_ptr<scalar_t>(), g, factor, total);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
+  });
+  return y;
+}
+
+at::Tensor ds_decode_cuda(const at::Tensor& y_in, int64_t factor, int64_t mode, at::ScalarType out_dtype) {
+  check_ds_decode_args(y_in, factor, mode, out_dtype);
+  const c10::cuda::CUDAGuard guard(y_in.device());
+  const at::Tensor y = y_in.contiguous(y_in.suggest_memory_format());
+  at::Tensor out = ds_empty_output(y, y.size(2) * factor, y.size(3) * factor, out_dtype);
+  const int64_t total = out.numel();
+  if (total == 0) return out;
+  const Geometry g{out.size(0), out.size(1), out.size(2), out.size(3),
+                   y.suggest_memory_format() == at::MemoryFormat::ChannelsLast};
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, y.scalar_type(), "ds_decode_cuda", [&] {
+    using in_t = scalar_t;
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out_dtype, "ds_decode_cuda_out", [&] {
+      decode_kernel<in_t, scalar_t><<<blocks_for(total), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+          y.const_data_ptr<in_t>(), out.mutable_data_ptr<scalar_t>(), g, factor, mode, total);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
+  });
+  return out;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(lpfast, CUDA, m) {
+  m.impl("ds_encode", &ds_encode_cuda);
+  m.impl("ds_decode", &ds_decode_cuda);
+}
+
+}  // namespace lpfast
