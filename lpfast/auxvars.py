@@ -12,17 +12,22 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from lpfast import ops
+from lpfast.filters import DsFilter
+
 STORE_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "float64": torch.float64}
 STORE_LOCATIONS = ("device", "pinned")
 
 
 class AuxStore:
     """``num_samples`` rows of shape ``row_shape``; ``location`` is ``device`` or ``pinned`` (host).
-    Batches are computed with in ``compute_dtype`` on ``device``."""
+    Batches are computed with in ``compute_dtype`` on ``device``. With a ``coarse`` filter the rows
+    are kept down-sampled by its factor (encoded on scatter, decoded on gather)."""
 
     def __init__(
         self, num_samples: int, row_shape: Sequence[int], *, dtype: torch.dtype = torch.float32,
         device: torch.device | str = "cpu", location: str = "device", compute_dtype: torch.dtype = torch.float32,
+        coarse: DsFilter | None = None,
     ) -> None:
         if dtype not in STORE_DTYPES.values():
             raise ValueError(f"auxiliary store dtype must be one of {', '.join(STORE_DTYPES)}, got {dtype}")
@@ -30,6 +35,9 @@ class AuxStore:
             raise ValueError(f"auxiliary store location must be one of {', '.join(STORE_LOCATIONS)}, got {location!r}")
         self.compute_device = torch.device(device)
         self.compute_dtype = compute_dtype
+        self.coarse = coarse if coarse is not None and coarse.factor > 1 else None
+        if self.coarse is not None:
+            row_shape = self.coarse.wire_shape((1, *row_shape))[1:]
         pinned = location == "pinned" and torch.cuda.is_available()
         home = torch.device("cpu") if location == "pinned" else self.compute_device
         self.data = torch.zeros((num_samples, *row_shape), dtype=dtype, device=home, pin_memory=pinned)
@@ -40,9 +48,13 @@ class AuxStore:
 
     def gather(self, idx: Tensor) -> Tensor:
         """Rows ``idx`` as a batch in the compute dtype on the compute device."""
-        rows = self.data[idx.to(self.data.device)]
-        return rows.to(self.compute_device, self.compute_dtype, non_blocking=True)
+        rows = self.data[idx.to(self.data.device)].to(self.compute_device, non_blocking=True)
+        if self.coarse is not None:
+            return self.coarse.decode(rows, self.compute_dtype)
+        return rows.to(self.compute_dtype)
 
     def scatter_(self, idx: Tensor, values: Tensor) -> None:
         """Writes ``values`` (a batch from :meth:`gather`) back to rows ``idx``."""
+        if self.coarse is not None:
+            values = ops.ds_encode(values, self.coarse.factor, self.data.dtype)
         self.data[idx.to(self.data.device)] = values.to(self.data.device, self.data.dtype, non_blocking=True)

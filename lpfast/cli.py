@@ -12,6 +12,8 @@ from lpfast.auxvars import STORE_DTYPES, STORE_LOCATIONS
 from lpfast.checkpoint import read_config
 from lpfast.config import METHODS, SCHEDULES, TrainConfig
 from lpfast.datasets import DATASET_NAMES, DatasetError
+from lpfast.filters import WIRE_DTYPES
+from lpfast.ops import DS_MODES
 from lpfast.models import MODEL_NAMES
 
 _DEFAULTS = {f.name: f.default for f in fields(TrainConfig)}
@@ -64,6 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     _option(train, "store_location", "where the auxiliary variables live", choices=STORE_LOCATIONS)
     _option(train, "parallel_epochs", "serial-parallel hybrid: this many parallel epochs, then serial ones (default none: all parallel)", type=int)
     _option(train, "micro_batches", "micro-batches per batch in the serial phase's pipeline across workers", type=int)
+    _option(train, "ds_factor", "down-sampling factor s of what crosses a cut in the parallel phase (s×s average pooling)", type=int)
+    _option(train, "wire_dtype", "dtype on the wire in the parallel phase (default none: the compute dtype)", choices=tuple(WIRE_DTYPES))
+    _option(train, "ds_mode", "how the receiver up-samples", choices=DS_MODES)
+    _option(train, "store_ds_factor", "keep λ and μ down-sampled by this factor", type=int)
     _option(train, "dist_timeout", "seconds a worker waits for a silent neighbour before stopping with an error", type=float)
     train.add_argument("--serial-epochs", type=int, default=None, metavar="S",
                        help="with --parallel-epochs P: S serial epochs after them (sets --epochs to P+S)")

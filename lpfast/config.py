@@ -5,6 +5,7 @@ from dataclasses import asdict, dataclass, fields
 
 from lpfast.auxvars import STORE_DTYPES, STORE_LOCATIONS
 from lpfast.datasets import DATASET_NAMES
+from lpfast.filters import WIRE_DTYPES, DsFilter
 from lpfast.models import build_model
 from lpfast.parallel import METHODS as PARALLEL_METHODS
 
@@ -25,6 +26,9 @@ class TrainConfig:
     ``parallel_epochs`` P makes a serial-parallel hybrid: P parallel epochs, then ``epochs - P``
     epochs of backprop through the same stages (``micro_batches`` per batch across workers), under
     one learning-rate schedule. None means every epoch is parallel.
+    ``ds_factor``, ``wire_dtype``, ``ds_mode``: the DS filter of what crosses a cut in the
+    parallel phase (None wire dtype: the compute dtype); ``store_ds_factor`` keeps λ and μ
+    down-sampled.
     """
 
     model: str = "mnist_resnet"
@@ -58,6 +62,10 @@ class TrainConfig:
     dist_timeout: float = 120.0
     parallel_epochs: int | None = None
     micro_batches: int = 1
+    ds_factor: int = 1
+    wire_dtype: str | None = None
+    ds_mode: str = "nearest"
+    store_ds_factor: int = 1
 
     RUN_LOCATION_FIELDS = ("device", "threads", "data_dir", "dist_timeout", "store_location")
 
@@ -101,6 +109,12 @@ class TrainConfig:
                 "augmentation cannot be used in the layer-parallel phase (λ belongs to each fixed training image); "
                 "it applies to the serial phase of the hybrid: add --parallel-epochs P (P < epochs)"
             )
+        if self.wire_dtype is not None and self.wire_dtype not in WIRE_DTYPES:
+            raise ValueError(f"wire_dtype must be one of {', '.join(WIRE_DTYPES)}, got {self.wire_dtype!r}")
+        DsFilter(self.ds_factor, None, self.ds_mode)  # raises on a bad factor or mode
+        DsFilter(self.store_ds_factor)
+        if self.method == "serial" and (self.ds_factor != 1 or self.wire_dtype is not None or self.store_ds_factor != 1):
+            raise ValueError("DS filters apply to the layer-parallel phase: use them with --method penalty|al")
         if self.micro_batches < 1 or self.micro_batches > self.batch_size:
             raise ValueError(f"micro_batches must be between 1 and batch_size={self.batch_size}, got {self.micro_batches}")
         if self.store_dtype not in STORE_DTYPES:

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 
 from lpfast import ops
 from lpfast.auxvars import STORE_LOCATIONS, AuxStore
+from lpfast.filters import DsFilter
 from lpfast.models import ResidualNet
 from lpfast.stages import Partition, Stage, partition, split
 from lpfast.transport import LocalTransport, Transport
@@ -74,6 +75,11 @@ class LayerParallel:
       in a 2-epoch MNIST test).
     - ``mu_every``: the multipliers are updated every ``mu_every`` steps (AL only).
     - ``store_dtype``, ``store_location``: how λ and μ are kept (``"device"`` or ``"pinned"``).
+    - ``wire_filter``: how tensors cross a cut in the parallel phase (a :class:`DsFilter`:
+      down-sampling factor, wire dtype, up-sampling mode); default none. The serial phase sends
+      exact tensors, so it stays exact backprop.
+    - ``store_filter``: keeps λ and μ themselves in a filter's coarse form (decoded on gather,
+      encoded on scatter); its wire dtype is ignored in favour of ``store_dtype``.
     - ``transport``: where the stages live; default all in this process.
     """
 
@@ -94,6 +100,8 @@ class LayerParallel:
         mu_every: int = 1,
         store_dtype: torch.dtype = torch.float32,
         store_location: str = "device",
+        wire_filter: DsFilter | None = None,
+        store_filter: DsFilter | None = None,
         transport: Transport | None = None,
     ) -> None:
         if method not in METHODS:
@@ -120,22 +128,23 @@ class LayerParallel:
         self.lam_step, self.mu_every = lam_step, mu_every
         self.transport = transport if transport is not None else LocalTransport()
         self.plan: Partition = partition(model, stages, input_shape)
+        self.wire = wire_filter if wire_filter is not None else DsFilter()
+        for shape in self.plan.cut_shapes:
+            self.wire.check_shape(shape)
+            if store_filter is not None:
+                store_filter.check_shape(shape)
         self.stages: list[Stage] = split(model, self.plan)
         self.num_stages = len(self.stages)
         self.own = [s for s in range(self.num_stages) if self.transport.owns(s)]
         self.optimizers = {s: optimizer(self.stages[s].parameters()) for s in self.own}
         self.regression_lr_scale = regression_lr_scale
         # λ_c / μ_c live with stage c+1.
-        self.lam = {
-            s - 1: AuxStore(dataset_size, self.plan.cut_shapes[s - 1], dtype=store_dtype, device=self.device,
-                            location=store_location, compute_dtype=self.dtype)
-            for s in self.own if s > 0
-        }
-        self.mu = {
-            c: AuxStore(dataset_size, store.data.shape[1:], dtype=store_dtype, device=self.device,
-                        location=store_location, compute_dtype=self.dtype)
-            for c, store in self.lam.items()
-        } if method == "al" else {}
+        def store(cut: int) -> AuxStore:
+            return AuxStore(dataset_size, self.plan.cut_shapes[cut], dtype=store_dtype, device=self.device,
+                            location=store_location, compute_dtype=self.dtype, coarse=store_filter)
+
+        self.lam = {s - 1: store(s - 1) for s in self.own if s > 0}
+        self.mu = {c: store(c) for c in self.lam} if method == "al" else {}
         # One process on a GPU: each stage's θ-step on its own stream, so independent stages overlap.
         self._streams = (
             {s: torch.cuda.Stream(self.device) for s in self.own}
@@ -225,10 +234,10 @@ class LayerParallel:
                 if self.method == "al":
                     mus[s] = self.mu[s - 1].gather(idx)
                     target = lam - mus[s] * (1.0 / beta)
-                self.transport.isend(target, s, s - 1)
-                outs_in[s] = self.transport.irecv((batch, *self.plan.cut_shapes[s - 1]), self.dtype, self.device, s - 1, s)
+                self.transport.isend(self.wire.encode(target), s, s - 1)
+                outs_in[s] = self._irecv_filtered(batch, s - 1, s)
             if s + 1 < self.num_stages:
-                targets_in[s] = self.transport.irecv((batch, *self.plan.cut_shapes[s]), self.dtype, self.device, s + 1, s)
+                targets_in[s] = self._irecv_filtered(batch, s, s)
 
         # 2. θ-steps, each stage on its own input (on a GPU, each on its own stream).
         losses, input_grads = {}, {}
@@ -240,10 +249,11 @@ class LayerParallel:
                 opt = self.optimizers[s]
                 opt.zero_grad(set_to_none=True)
                 if s + 1 < self.num_stages:
-                    sent = out.detach()
+                    sent = self.wire.encode(out.detach())
                     self.transport.isend(sent, s, s + 1)
                     self._sent_outputs.append(sent)
-                    loss, grad_out = ops.penalty_residual(out.detach(), targets_in[s].wait(), None, beta=beta)
+                    target = self.wire.decode(targets_in[s].wait(), self.dtype)
+                    loss, grad_out = ops.penalty_residual(out.detach(), target, None, beta=beta)
                     out.backward(grad_out)
                     per_sample = float(out[0].numel() * batch)  # mean over elements -> sum per sample
                 else:
@@ -266,7 +276,7 @@ class LayerParallel:
             if s == 0:
                 continue
             lam, mu = inputs[s], mus.get(s)
-            out_prev = outs_in[s].wait()
+            out_prev = self.wire.decode(outs_in[s].wait(), self.dtype)
             self._violation_sq[s - 1] += (out_prev - lam).square().sum()
             self._lam_sq[s - 1] += lam.square().sum()
             ops.aux_update_(lam, mu, out_prev, input_grads[s], beta=beta, eta=self.lam_step, update_mu=update_mu)
@@ -281,6 +291,12 @@ class LayerParallel:
         self._phase = "parallel"
         self.steps += 1
         return losses
+
+    def _irecv_filtered(self, batch: int, cut: int, to_stage: int):
+        """Posts the receive of a filtered batch across ``cut`` (from its other side)."""
+        src = cut + 1 if to_stage == cut else cut
+        shape = self.wire.wire_shape((batch, *self.plan.cut_shapes[cut]))
+        return self.transport.irecv(shape, self.wire.dtype_on_wire(self.dtype), self.device, src, to_stage)
 
     def _theta_step(self, s: int, lr_scale: float) -> None:
         opt = self.optimizers[s]

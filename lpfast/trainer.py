@@ -17,6 +17,7 @@ from lpfast.auxvars import STORE_DTYPES
 from lpfast.batches import BatchIterator
 from lpfast.config import TrainConfig
 from lpfast.datasets import ImageDataset, load_dataset
+from lpfast.filters import WIRE_DTYPES, DsFilter
 from lpfast.models import build_model
 from lpfast.parallel import LayerParallel
 from lpfast.progress import Progress
@@ -118,6 +119,8 @@ class Trainer:
                 beta0=config.beta0, beta_growth=config.beta_growth, beta_max=config.beta_max,
                 lam_step=config.lam_step, regression_lr_scale=config.regression_lr_scale, mu_every=config.mu_every, store_dtype=STORE_DTYPES[config.store_dtype],
                 store_location=config.store_location, transport=transport,
+                wire_filter=DsFilter(config.ds_factor, WIRE_DTYPES.get(config.wire_dtype), config.ds_mode),
+                store_filter=DsFilter(config.store_ds_factor, None, config.ds_mode),
             )
             self.optimizers = list(self.lp.optimizers.values())
         self.steps_per_epoch = len(self.train_data) // config.batch_size

@@ -116,9 +116,11 @@ def run_workers(tmp_path, config):
     return [torch.load(tmp_path / f"rank{rank}.pt", weights_only=False) for rank in range(2)]
 
 
-@pytest.mark.parametrize("method", ["penalty", "al"])
-def test_one_process_and_two_workers_agree(tmp_path, method):
+@pytest.mark.parametrize("method, ds", [("penalty", False), ("al", False), ("penalty", True)])
+def test_one_process_and_two_workers_agree(tmp_path, method, ds):
     config = dict(method=method, stages=2, epochs=2, batch_size=32, threads=1)
+    if ds:
+        config |= dict(ds_factor=2, wire_dtype="bfloat16", ds_mode="bilinear")
     workers = run_workers(tmp_path, config)
     train, test = small_data()
     single = Trainer(TrainConfig(**config), train_data=train, test_data=test, log=lambda s: None)
@@ -136,9 +138,10 @@ def test_one_process_and_two_workers_agree(tmp_path, method):
             assert mine["violation"] == pytest.approx(theirs["violation"], rel=1e-5)
             assert mine["bytes_forward"] == theirs["bytes_forward"] and mine["bytes_backward"] == theirs["bytes_backward"]
     assert worker["state"]["lam"].keys() == {0} and (method == "al") == bool(worker["state"]["mu"])
-    # One activation-sized float32 message each way per step: 6 steps of 32 samples × 16×14×14.
-    assert records[0]["bytes_forward"] == [6 * 32 * 16 * 14 * 14 * 4]
-    assert records[0]["bytes_backward"] == [6 * 32 * 16 * 14 * 14 * 4]
+    # One activation-sized message each way per step: 6 steps of 32 samples × 16×14×14 in float32,
+    # or 16×7×7 in bfloat16 through the DS filter.
+    per_message = 32 * 16 * 7 * 7 * 2 if ds else 32 * 16 * 14 * 14 * 4
+    assert records[0]["bytes_forward"] == records[0]["bytes_backward"] == [6 * per_message]
     # λ (and μ) for all 192 samples, float32.
     assert records[0]["aux_bytes"] == worker["records"][0]["aux_bytes"] == [192 * 16 * 14 * 14 * 4 * (2 if method == "al" else 1)]
 
@@ -280,3 +283,32 @@ def test_hybrid_switches_phase_and_augments_only_serially():
     assert records[2]["violation"] is None and records[2]["bytes_forward"] == [6 * 32 * 16 * 14 * 14 * 4]
     with pytest.raises(ValueError, match="add --parallel-epochs"):
         TrainConfig(method="al", stages=2, augment=True)
+
+
+# ------------------------------------------------------------------------------ DS filters
+
+
+def test_identity_filter_is_bit_identical_to_none():
+    train, test = small_data()
+    base = dict(method="penalty", stages=2, epochs=1, batch_size=32, threads=1)
+    plain = Trainer(TrainConfig(**base), train_data=train, test_data=test, log=lambda s: None)
+    plain.fit()
+    filtered = Trainer(TrainConfig(ds_factor=1, wire_dtype="float32", **base), train_data=train, test_data=test, log=lambda s: None)
+    filtered.fit()
+    for (name, a), b in zip(plain.model.state_dict().items(), filtered.model.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert torch.equal(plain.lp.lam[0].data, filtered.lp.lam[0].data)
+
+
+def test_coarse_store_and_filter_errors():
+    train, test = small_data()
+    trainer = Trainer(TrainConfig(method="al", stages=2, epochs=1, batch_size=32, threads=1, store_ds_factor=2, store_dtype="bfloat16"),
+                      train_data=train, test_data=test, log=lambda s: None)
+    records = trainer.fit()
+    # λ and μ of 192 samples at 16×7×7 in bfloat16.
+    assert records[0]["aux_bytes"] == [2 * 192 * 16 * 7 * 7 * 2]
+    assert trainer.lp.lam[0].data.shape == (192, 16, 7, 7)
+    with pytest.raises(ValueError, match="DS factor 3 does not divide the cut's feature map"):
+        Trainer(TrainConfig(method="penalty", stages=2, ds_factor=3), train_data=train, test_data=test, log=lambda s: None)
+    with pytest.raises(ValueError, match="use them with --method penalty"):
+        TrainConfig(ds_factor=2)
