@@ -1,11 +1,18 @@
-"""Layer-parallel phase against serial backprop: accuracy after the same epochs, wall time per epoch.
+"""Layer-parallel training against serial backprop at the same epoch budget.
+
+Presets: ``parallel`` (issue: layer-parallel phase) compares the parallel phase alone, penalty
+and AL with K workers, against serial backprop with 1 and K threads; ``sph`` (issue: hybrid and
+DS filters) compares penalty+SPH and AL+SPH with K workers, with and without DS (s=2, bfloat16
+wire), against serial backprop with K threads, each with the data set's usual augmentation.
 
 Runs every configuration through the real CLI (``lpfast train``; the K-worker rows through
 ``torchrun``), one epoch at a time in turn (A B C ... A B C ...) using ``--pause-after 1`` and
-``--resume``, so drift of a shared machine's speed hits every row alike. Writes one JSON record per
-configuration and a markdown table (medians of the per-epoch times, ratios to serial 1 thread).
+``--resume``, so drift of a shared machine's speed hits every row alike. After every round it
+rewrites one JSON record per configuration and a markdown table (medians of per-epoch times,
+ratios to the first row, total training time, bytes sent).
 
-    python bench/layer_parallel.py --dataset mnist --data-dir ../shared/data --epochs 3
+    python bench/layer_parallel.py --preset parallel --dataset mnist --epochs 3
+    python bench/layer_parallel.py --preset sph --dataset mnist --epochs 3 --parallel-epochs 2
 """
 from __future__ import annotations
 
@@ -24,9 +31,19 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def configurations(workers: int) -> dict[str, tuple[list[str], int, int]]:
+def configurations(preset: str, workers: int, parallel_epochs: int, micro_batches: int) -> dict[str, tuple[list[str], int, int]]:
     """name -> (extra CLI options, torchrun workers (0 = plain process), threads per process)."""
     parallel = ["--stages", str(workers)]
+    if preset == "sph":
+        sph = [*parallel, "--parallel-epochs", str(parallel_epochs), "--micro-batches", str(micro_batches)]
+        ds = ["--ds-factor", "2", "--wire-dtype", "bfloat16"]
+        return {
+            f"serial, {workers} threads": ([], 0, workers),
+            f"penalty+SPH K={workers}": (["--method", "penalty", *sph], workers, 1),
+            f"al+SPH K={workers}": (["--method", "al", *sph], workers, 1),
+            f"penalty+SPH K={workers}, DS s=2 bf16": (["--method", "penalty", *sph, *ds], workers, 1),
+            f"al+SPH K={workers}, DS s=2 bf16": (["--method", "al", *sph, *ds], workers, 1),
+        }
     return {
         "serial, 1 thread": ([], 0, 1),
         f"serial, {workers} threads": ([], 0, workers),
@@ -44,6 +61,55 @@ def command(options: list[str], workers: int, threads: int, common: list[str], o
     return [*launcher, "train", *common, *options, "--threads", str(threads), "--out", str(out), "--pause-after", "1", *(["--resume"] if resume else [])]
 
 
+def write_results(args, name, runs, configs, common, walls) -> None:
+    records = []
+    for i, row in enumerate(configs):
+        metrics_file = runs / f"run{i}" / "metrics.jsonl"
+        if not metrics_file.exists():
+            continue
+        metrics = [json.loads(line) for line in metrics_file.read_text().splitlines()]
+        if not metrics:
+            continue
+        records.append({
+            "name": row, "command": " ".join(command(*configs[row], common, Path(f"run{i}"), False)[1:]),
+            "phase": [m.get("phase", "serial") for m in metrics],
+            "epoch_time_s": [m["epoch_time_s"] for m in metrics], "median_epoch_time_s": statistics.median(m["epoch_time_s"] for m in metrics),
+            "train_time_s": sum(m["epoch_time_s"] for m in metrics),
+            "process_wall_s": walls[row][: len(metrics)], "test_acc": [m["test_acc"] for m in metrics], "final_test_acc": metrics[-1]["test_acc"],
+            "violation": [m.get("violation") for m in metrics], "beta": [m.get("beta") for m in metrics],
+            "bytes_sent": sum(sum(m.get("bytes_forward") or [0]) + sum(m.get("bytes_backward") or [0]) for m in metrics),
+            "aux_bytes_per_cut": next((m["aux_bytes"] for m in metrics if m.get("aux_bytes")), None),
+            "stage_time_s": [m.get("stage_time_s") for m in metrics],
+        })
+    base = records[0]["median_epoch_time_s"]
+    base_total = records[0]["train_time_s"]
+    machine = {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__}
+    result = {"benchmark": name, "args": {k: str(v) for k, v in vars(args).items()}, "machine": machine, "records": records}
+    args.out.mkdir(parents=True, exist_ok=True)
+    json_path = args.out / f"{name}.json"
+    json_path.write_text(json.dumps(result, indent=1) + "\n")
+    epochs_done = min(len(r["epoch_time_s"]) for r in records)
+    lines = [
+        f"# {args.preset}: {args.model} on {args.dataset}, {epochs_done}/{args.epochs} epochs, batch {args.batch_size}",
+        "", f"Machine: {machine['platform']}, {machine['cpus']} CPUs, torch {machine['torch']}. "
+        "Epochs of all rows interleaved. Times are the training loops (no evaluation, no λ initialisation); "
+        "bytes are those sent between stages in training steps, both directions.", "",
+        "| configuration | final test acc (%) | median epoch (s) | epoch speed vs first row | training time (s) | total vs first row | bytes sent | last parallel-epoch violation |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in records:
+        violation = next((v for v in reversed(r["violation"]) if v), None)
+        lines.append(
+            f"| {r['name']} | {r['final_test_acc']:.2f} | {r['median_epoch_time_s']:.1f} | {base / r['median_epoch_time_s']:.2f}x | "
+            f"{r['train_time_s']:.0f} | {base_total / r['train_time_s']:.2f}x | {r['bytes_sent'] / 1e9:.2f} GB | "
+            f"{'' if violation is None else ' '.join(f'{v:.4f}' for v in violation)} |"
+        )
+    md_path = args.out / f"{name}.md"
+    md_path.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    print(f"wrote {json_path} and {md_path}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="mnist_resnet")
@@ -52,57 +118,29 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--preset", choices=("parallel", "sph"), default="parallel")
+    parser.add_argument("--parallel-epochs", type=int, default=2, help="sph preset: parallel epochs of the budget")
+    parser.add_argument("--micro-batches", type=int, default=4, help="sph preset: micro-batches of the serial phase's pipeline")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
 
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    runs = args.out / f"layer_parallel-{args.dataset}-{stamp}"
+    name = f"{args.preset}-{args.model}-{args.dataset}"
+    runs = args.out / f"{name}-{stamp}"
     common = ["--model", args.model, "--dataset", args.dataset, "--epochs", str(args.epochs), "--batch-size", str(args.batch_size)]
     if args.dataset != "embedded":
         common += ["--data-dir", args.data_dir]
-    configs = configurations(args.workers)
+    configs = configurations(args.preset, args.workers, args.parallel_epochs, args.micro_batches)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    walls: dict[str, list[float]] = {name: [] for name in configs}
+    walls: dict[str, list[float]] = {row: [] for row in configs}
     for epoch in range(args.epochs):
-        for i, (name, (options, workers, threads)) in enumerate(configs.items()):
+        for i, (row, (options, workers, threads)) in enumerate(configs.items()):
             cmd = command(options, workers, threads, common, runs / f"run{i}", resume=epoch > 0)
-            print(f"[epoch {epoch + 1}/{args.epochs}] {name}: {' '.join(cmd[1:])}", flush=True)
+            print(f"[epoch {epoch + 1}/{args.epochs}] {row}: {' '.join(cmd[1:])}", flush=True)
             start = time.perf_counter()
             subprocess.run(cmd, check=True, env=env, cwd=ROOT)
-            walls[name].append(time.perf_counter() - start)
-
-    records = []
-    for i, name in enumerate(configs):
-        metrics = [json.loads(line) for line in (runs / f"run{i}" / "metrics.jsonl").read_text().splitlines()]
-        records.append({
-            "name": name, "command": " ".join(command(*configs[name], common, Path(f"run{i}"), False)[1:]),
-            "epoch_time_s": [m["epoch_time_s"] for m in metrics], "median_epoch_time_s": statistics.median(m["epoch_time_s"] for m in metrics),
-            "process_wall_s": walls[name], "test_acc": [m["test_acc"] for m in metrics], "final_test_acc": metrics[-1]["test_acc"],
-            "violation": [m.get("violation") for m in metrics], "beta": [m.get("beta") for m in metrics],
-            "bytes_forward": [m.get("bytes_forward") for m in metrics], "aux_bytes_per_cut": metrics[-1].get("aux_bytes"),
-            "stage_time_s": [m.get("stage_time_s") for m in metrics],
-        })
-    base = records[0]["median_epoch_time_s"]
-    machine = {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__}
-    result = {"benchmark": "layer_parallel", "args": {k: str(v) for k, v in vars(args).items()}, "machine": machine, "records": records}
-    args.out.mkdir(parents=True, exist_ok=True)
-    json_path = args.out / f"layer_parallel-{args.dataset}.json"
-    json_path.write_text(json.dumps(result, indent=1) + "\n")
-    lines = [
-        f"# Layer-parallel phase vs serial backprop: {args.model} on {args.dataset}, {args.epochs} epochs, batch {args.batch_size}",
-        "", f"Machine: {machine['platform']}, {machine['cpus']} CPUs, torch {machine['torch']}. "
-        "Epochs of all rows interleaved; epoch time is the training loop (no evaluation, no λ initialisation).", "",
-        "| configuration | final test acc (%) | median epoch time (s) | vs serial 1 thread | last-epoch violation |",
-        "|---|---|---|---|---|",
-    ]
-    for r in records:
-        violation = r["violation"][-1]
-        lines.append(f"| {r['name']} | {r['final_test_acc']:.2f} | {r['median_epoch_time_s']:.1f} | "
-                     f"{base / r['median_epoch_time_s']:.2f}x | {'' if violation is None else ' '.join(f'{v:.4f}' for v in violation)} |")
-    md_path = args.out / f"layer_parallel-{args.dataset}.md"
-    md_path.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    print(f"wrote {json_path} and {md_path}")
+            walls[row].append(time.perf_counter() - start)
+        write_results(args, name, runs, configs, common, walls)
 
 
 if __name__ == "__main__":
