@@ -1,9 +1,12 @@
 """Down-sampling (DS) filters for the tensors that cross a cut (ALGORITHM.md §6).
 
-A filter turns a tensor into its wire form before sending (``encode``) and back on receipt
-(``decode``). :class:`DsFilter` is lpfast's: s×s average pooling with stride s plus a cast to the
-wire dtype, undone by nearest or bilinear up-sampling, each one pass of a fused kernel. Any object
-with the same four members can take its place (``LayerParallel(..., wire_filter=...)``).
+:class:`DsFilter` is lpfast's: s×s average pooling with stride s plus a cast to the wire dtype
+(``encode``), undone by nearest or bilinear up-sampling (``decode``), each one pass of a fused
+kernel. In the parallel phase a cut's constraint then binds the low-pass part of the tensors:
+stage k regresses its pooled output onto the pooled target (``pool``, differentiable), and the
+owner of λ_k corrects only λ_k's low-pass part toward the pooled output it received (``lift``),
+keeping λ's detail. Any object with the same members can take its place
+(``LayerParallel(..., wire_filter=...)``).
 """
 from __future__ import annotations
 
@@ -52,10 +55,28 @@ class DsFilter:
         return self.wire_dtype or dtype
 
     def encode(self, t: Tensor) -> Tensor:
-        wire = self.dtype_on_wire(t.dtype)
+        """Pooled and cast in one pass: the wire form of ``t``."""
         if self.factor == 1:
-            return t if t.dtype == wire else t.to(wire)
-        return ops.ds_encode(t, self.factor, wire)
+            return self.cast(t)
+        return ops.ds_encode(t, self.factor, self.dtype_on_wire(t.dtype))
+
+    def pool(self, t: Tensor) -> Tensor:
+        """The low-pass part that crosses the wire, differentiable, in t's dtype."""
+        return t if self.factor == 1 else ops.ds_encode(t, self.factor, t.dtype)
+
+    def cast(self, t: Tensor) -> Tensor:
+        """``t`` in the wire dtype (a no-op without one)."""
+        wire = self.dtype_on_wire(t.dtype)
+        return t if t.dtype == wire else t.to(wire)
+
+    def lift(self, received: Tensor, reference: Tensor) -> Tensor:
+        """Full-resolution estimate of a tensor of which ``received`` is the wire form:
+        ``reference`` with its low-pass part replaced by the received one (just ``received`` in
+        the reference's dtype when nothing is pooled)."""
+        if self.factor == 1:
+            return received.to(reference.dtype)
+        correction = received.to(reference.dtype) - ops.ds_encode(reference, self.factor, reference.dtype)
+        return reference + ops.ds_decode(correction, self.factor, self.mode, reference.dtype)
 
     def decode(self, t: Tensor, dtype: torch.dtype) -> Tensor:
         if self.factor == 1:

@@ -234,7 +234,7 @@ class LayerParallel:
                 if self.method == "al":
                     mus[s] = self.mu[s - 1].gather(idx)
                     target = lam - mus[s] * (1.0 / beta)
-                self.transport.isend(self.wire.encode(target), s, s - 1)
+                self.transport.isend(self.wire.encode(target), s, s - 1)  # coarse: a low-pass target
                 outs_in[s] = self._irecv_filtered(batch, s - 1, s)
             if s + 1 < self.num_stages:
                 targets_in[s] = self._irecv_filtered(batch, s, s)
@@ -249,13 +249,16 @@ class LayerParallel:
                 opt = self.optimizers[s]
                 opt.zero_grad(set_to_none=True)
                 if s + 1 < self.num_stages:
-                    sent = self.wire.encode(out.detach())
+                    # With a DS filter the constraint binds the low-pass part of the output: the
+                    # penalty compares pooled output with the pooled target it received.
+                    coarse = self.wire.pool(out)
+                    sent = self.wire.cast(coarse.detach())
                     self.transport.isend(sent, s, s + 1)
                     self._sent_outputs.append(sent)
-                    target = self.wire.decode(targets_in[s].wait(), self.dtype)
-                    loss, grad_out = ops.penalty_residual(out.detach(), target, None, beta=beta)
-                    out.backward(grad_out)
-                    per_sample = float(out[0].numel() * batch)  # mean over elements -> sum per sample
+                    target = targets_in[s].wait().to(self.dtype)
+                    loss, grad_coarse = ops.penalty_residual(coarse.detach(), target, None, beta=beta)
+                    coarse.backward(grad_coarse)
+                    per_sample = float(coarse[0].numel() * batch)  # mean over elements -> sum per sample
                 else:
                     loss = F.cross_entropy(out, y)
                     loss.backward()
@@ -276,7 +279,7 @@ class LayerParallel:
             if s == 0:
                 continue
             lam, mu = inputs[s], mus.get(s)
-            out_prev = self.wire.decode(outs_in[s].wait(), self.dtype)
+            out_prev = self.wire.lift(outs_in[s].wait(), lam)
             self._violation_sq[s - 1] += (out_prev - lam).square().sum()
             self._lam_sq[s - 1] += lam.square().sum()
             ops.aux_update_(lam, mu, out_prev, input_grads[s], beta=beta, eta=self.lam_step, update_mu=update_mu)
