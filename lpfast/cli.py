@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     _option(train, "eval_batch_size", "evaluation batch size", type=int)
     _option(train, "device", "torch device, e.g. cpu or cuda:0")
     _option(train, "threads", "torch CPU threads (default none: torch's choice)", type=int)
-    _option(train, "channels_last", "channels-last memory format (default none: on for CUDA only)", action=argparse.BooleanOptionalAction)
+    _option(train, "channels_last", "channels-last memory format", action=argparse.BooleanOptionalAction)
     _option(train, "method", "serial backprop, or the layer-parallel penalty / augmented-Lagrangian method", choices=METHODS)
     _option(train, "stages", "number of stages K (with torchrun: one per worker)", type=int)
     _option(train, "stage_blocks", "blocks per stage, e.g. 4,4 (default: balanced by estimated FLOPs)", type=_int_list)

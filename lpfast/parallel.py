@@ -7,7 +7,8 @@ the augmented Lagrangian) belong to stage ``c+1``, whose input they are. One ste
    regression target ``λ - μ/β``;
 2. every stage computes its output from its own input (the images for stage 0, λ_{s-1} otherwise);
    stages ``s < K-1`` send the output on and take the penalty ``β/2·mean((out - target)²)``, the
-   last stage the cross-entropy; each backpropagates and steps its own optimizer (θ-step);
+   last stage the cross-entropy; each backpropagates and steps its own optimizer (θ-step). With a
+   DS filter both crossing tensors are pooled and the penalty compares pooled tensors;
 3. every stage ``s ≥ 1`` receives φ_{s-1}(λ_{s-2}) and updates λ_{s-1} (and μ_{s-1}) with its own
    input gradient (λ-step, μ-step) through the fused op ``lpfast.ops.aux_update_``.
 

@@ -94,7 +94,7 @@ class Trainer:
         self.device = torch.device(config.device)
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise RuntimeError(f"--device {config.device} asked for, but torch sees no CUDA device; use --device cpu")
-        self.channels_last = config.use_channels_last(self.device.type)
+        self.channels_last = config.channels_last
         self.train_data = train_data if train_data is not None else load_dataset(config.dataset, "train", config.data_dir)
         self.test_data = test_data if test_data is not None else load_dataset(config.dataset, "test", config.data_dir)
         if len(self.train_data) < config.batch_size:
