@@ -3,6 +3,8 @@
 #include <ATen/ATen.h>
 #include <optional>
 
+#include "checks.h"
+
 namespace lpfast {
 
 inline void check_aux_update_args(const at::Tensor& lam, const std::optional<at::Tensor>& mu,
@@ -14,19 +16,10 @@ inline void check_aux_update_args(const at::Tensor& lam, const std::optional<at:
   TORCH_CHECK(lam.is_contiguous(lam.suggest_memory_format()),
               "aux_update_: lam is updated in place and must be dense (contiguous or channels-last)");
   TORCH_CHECK(!update_mu || mu.has_value(), "aux_update_: update_mu=True needs mu");
-  auto same = [&](const at::Tensor& t, const char* name) {
-    TORCH_CHECK(t.sizes() == lam.sizes(), "aux_update_: ", name, " has shape ", t.sizes(),
-                " but lam has shape ", lam.sizes(), "; they must match");
-    TORCH_CHECK(t.scalar_type() == lam.scalar_type(), "aux_update_: ", name, " has dtype ",
-                t.scalar_type(), " but lam has dtype ", lam.scalar_type(),
-                "; cast it with .to(lam.dtype)");
-    TORCH_CHECK(t.device() == lam.device(), "aux_update_: ", name, " is on ", t.device(),
-                " but lam is on ", lam.device(), "; move it with .to(lam.device)");
-  };
-  same(out, "out");
-  same(grad, "grad");
+  check_matches(out, lam, "aux_update_", "out", "lam");
+  check_matches(grad, lam, "aux_update_", "grad", "lam");
   if (mu.has_value()) {
-    same(*mu, "mu");
+    check_matches(*mu, lam, "aux_update_", "mu", "lam");
     TORCH_CHECK(mu->strides() == lam.strides(),
                 "aux_update_: mu must have lam's memory layout (both are updated in place)");
   }

@@ -3,6 +3,8 @@
 #include <ATen/ATen.h>
 #include <optional>
 
+#include "checks.h"
+
 namespace lpfast {
 
 inline void check_penalty_residual_args(const at::Tensor& out, const at::Tensor& lam,
@@ -10,17 +12,8 @@ inline void check_penalty_residual_args(const at::Tensor& out, const at::Tensor&
   TORCH_CHECK(beta > 0.0, "penalty_residual: beta must be > 0, got ", beta);
   TORCH_CHECK(at::isFloatingType(out.scalar_type()),
               "penalty_residual: out must be a floating tensor, got ", out.scalar_type());
-  auto same = [&](const at::Tensor& t, const char* name) {
-    TORCH_CHECK(t.sizes() == out.sizes(), "penalty_residual: ", name, " has shape ", t.sizes(),
-                " but out has shape ", out.sizes(), "; they must match");
-    TORCH_CHECK(t.scalar_type() == out.scalar_type(), "penalty_residual: ", name, " has dtype ",
-                t.scalar_type(), " but out has dtype ", out.scalar_type(),
-                "; cast it with .to(out.dtype)");
-    TORCH_CHECK(t.device() == out.device(), "penalty_residual: ", name, " is on ", t.device(),
-                " but out is on ", out.device(), "; move it with .to(out.device)");
-  };
-  same(lam, "lam");
-  if (mu.has_value()) same(*mu, "mu");
+  check_matches(lam, out, "penalty_residual", "lam", "out");
+  if (mu.has_value()) check_matches(*mu, out, "penalty_residual", "mu", "out");
 }
 
 // 16-bit inputs report their loss in float32; float32/float64 keep their dtype.

@@ -197,19 +197,15 @@ class LayerParallel:
         own_stages = [self.stages[s] for s in self.own]
         with _batch_stats_without_tracking(own_stages), self.transport.counting_as("init"):
             for x, idx in batches:
-                h = None
                 for s in self.own:
                     if s == 0:
                         h = self.stages[0](x)
                     else:
-                        if h is None:  # the previous stage lives on another worker
-                            shape = (idx.numel(), *self.plan.cut_shapes[s - 1])
-                            h = self.transport.irecv(shape, self.dtype, self.device, s - 1, s).wait()
-                        self.lam[s - 1].scatter_(idx, h)
+                        shape = (idx.numel(), *self.plan.cut_shapes[s - 1])
+                        self.lam[s - 1].scatter_(idx, self.transport.irecv(shape, self.dtype, self.device, s - 1, s).wait())
                         h = self.stages[s](self.lam[s - 1].gather(idx))
-                    if s + 1 < self.num_stages and not self.transport.owns(s + 1):
+                    if s + 1 < self.num_stages:
                         self.transport.isend(h, s, s + 1)
-                        h = None
                 self.transport.flush()
         self.initialised = True
 
@@ -461,17 +457,17 @@ class LayerParallel:
         return totals[0].item() / n, 100.0 * totals[1].item() / n
 
     def _evaluate_batches(self, batches: Iterable[tuple[Tensor, Tensor]], totals: Tensor) -> None:
+        last = self.num_stages - 1
         for x, y in batches:
-            h = None
             for s in self.own:
-                if s > 0 and h is None:
+                if s == 0:
+                    h = self.stages[0](x)
+                else:
                     shape = (y.numel(), *self.plan.cut_shapes[s - 1])
-                    h = self.transport.irecv(shape, self.dtype, self.device, s - 1, s).wait()
-                h = self.stages[s](x if s == 0 else h)
-                if s + 1 < self.num_stages and not self.transport.owns(s + 1):
+                    h = self.stages[s](self.transport.irecv(shape, self.dtype, self.device, s - 1, s).wait())
+                if s < last:
                     self.transport.isend(h, s, s + 1)
-                    h = None
-            if self.transport.owns(self.num_stages - 1):
+            if last in self.own:
                 totals[0] += F.cross_entropy(h, y, reduction="sum")
                 totals[1] += (h.argmax(1) == y).sum()
                 totals[2] += y.numel()
