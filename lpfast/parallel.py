@@ -151,7 +151,6 @@ class LayerParallel:
             {s: torch.cuda.Stream(self.device) for s in self.own}
             if self.device.type == "cuda" and len(self.own) > 1 else {}
         )
-        self._sent_outputs: list[Tensor] = []
         self.epoch = 0
         self.steps = 0
         self.initialised = self.num_stages == 1
@@ -197,17 +196,34 @@ class LayerParallel:
         own_stages = [self.stages[s] for s in self.own]
         with _batch_stats_without_tracking(own_stages), self.transport.counting_as("init"):
             for x, idx in batches:
-                for s in self.own:
-                    if s == 0:
-                        h = self.stages[0](x)
-                    else:
-                        shape = (idx.numel(), *self.plan.cut_shapes[s - 1])
-                        self.lam[s - 1].scatter_(idx, self.transport.irecv(shape, self.dtype, self.device, s - 1, s).wait())
-                        h = self.stages[s](self.lam[s - 1].gather(idx))
-                    if s + 1 < self.num_stages:
-                        self.transport.isend(h, s, s + 1)
-                self.transport.flush()
+
+                def store_and_reload(s: int, received: Tensor, idx: Tensor = idx) -> Tensor:
+                    # Stage s starts from λ as stored (the store may round or down-sample it).
+                    self.lam[s - 1].scatter_(idx, received)
+                    return self.lam[s - 1].gather(idx)
+
+                self._forward_pass(x, idx.numel(), store_and_reload)
         self.initialised = True
+
+    def _forward_pass(self, x: Tensor, batch: int, take_input: Callable[[int, Tensor], Tensor] | None = None) -> Tensor | None:
+        """A plain forward pass of one batch through this worker's stages, activations crossing
+        cuts through the transport; ``take_input(s, received)`` may replace stage s's input.
+        Returns the logits on the last stage's worker, None elsewhere."""
+        last = self.num_stages - 1
+        h = None
+        for s in self.own:
+            if s == 0:
+                inp = x
+            else:
+                shape = (batch, *self.plan.cut_shapes[s - 1])
+                inp = self.transport.irecv(shape, self.dtype, self.device, s - 1, s).wait()
+                if take_input is not None:
+                    inp = take_input(s, inp)
+            h = self.stages[s](inp)
+            if s < last:
+                self.transport.isend(h, s, s + 1)
+        self.transport.flush()
+        return h if last in self.own else None
 
     # ------------------------------------------------------------------ training
 
@@ -237,7 +253,7 @@ class LayerParallel:
                 targets_in[s] = self._irecv_filtered(batch, s, s)
 
         # 2. θ-steps, each stage on its own input (on a GPU, each on its own stream).
-        losses, input_grads = {}, {}
+        losses, input_grads, sent_outputs = {}, {}, []
         for s in self.own:
             with self._stage_stream(s):
                 start = time.perf_counter()
@@ -251,7 +267,7 @@ class LayerParallel:
                     coarse = self.wire.pool(out)
                     sent = self.wire.cast(coarse.detach())
                     self.transport.isend(sent, s, s + 1)
-                    self._sent_outputs.append(sent)
+                    sent_outputs.append(sent)
                     target = targets_in[s].wait().to(self.dtype)
                     loss, grad_coarse = ops.penalty_residual(coarse.detach(), target, None, beta=beta)
                     coarse.backward(grad_coarse)
@@ -266,8 +282,7 @@ class LayerParallel:
                     input_grads[s] = inp.grad.mul_(per_sample)
                 losses[s] = loss.detach()
                 self._stage_time[s] += time.perf_counter() - start
-        self._join_stage_streams(list(losses.values()) + list(input_grads.values()) + self._sent_outputs)
-        self._sent_outputs = []
+        self._join_stage_streams(list(losses.values()) + list(input_grads.values()) + sent_outputs)
         # The targets sent in 1 may be the λ batches that 3 updates in place: let them leave first.
         self.transport.flush()
 
@@ -457,18 +472,9 @@ class LayerParallel:
         return totals[0].item() / n, 100.0 * totals[1].item() / n
 
     def _evaluate_batches(self, batches: Iterable[tuple[Tensor, Tensor]], totals: Tensor) -> None:
-        last = self.num_stages - 1
         for x, y in batches:
-            for s in self.own:
-                if s == 0:
-                    h = self.stages[0](x)
-                else:
-                    shape = (y.numel(), *self.plan.cut_shapes[s - 1])
-                    h = self.stages[s](self.transport.irecv(shape, self.dtype, self.device, s - 1, s).wait())
-                if s < last:
-                    self.transport.isend(h, s, s + 1)
-            if last in self.own:
-                totals[0] += F.cross_entropy(h, y, reduction="sum")
-                totals[1] += (h.argmax(1) == y).sum()
+            logits = self._forward_pass(x, y.numel())
+            if logits is not None:
+                totals[0] += F.cross_entropy(logits, y, reduction="sum")
+                totals[1] += (logits.argmax(1) == y).sum()
                 totals[2] += y.numel()
-            self.transport.flush()
