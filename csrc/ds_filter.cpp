@@ -1,13 +1,16 @@
 // CPU kernels of lpfast::ds_encode and lpfast::ds_decode. Each walks the output once; the inner
-// loop runs over the unit-stride dimension (W for contiguous tensors, C for channels-last), which
+// loops run over the unit-stride dimension (W for contiguous tensors, C for channels-last), which
 // the compiler vectorises.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
+#include <ATen/cpu/vec/vec.h>
 #include <torch/library.h>
 
+#include <type_traits>
 #include <vector>
 
+#include "dispatch.h"
 #include "ds_filter.h"
 
 namespace lpfast {
@@ -19,45 +22,51 @@ int64_t grain_for(int64_t elements_per_item) {
   return std::max<int64_t>(1, kGrainElements / std::max<int64_t>(1, elements_per_item));
 }
 
+// Both layouts are rows of W pixels × D values (D = 1 for contiguous planes, C for channels-last):
+// P rows-of-planes (N·C or N) × H rows, each L = W·D long. An output row sums its s input rows
+// into a buffer (unit stride, vectorised), sums s neighbouring pixels of the buffer, scales, and
+// casts to the wire dtype with at::vec::convert.
 template <typename in_t, typename out_t>
 void encode_kernel(const at::Tensor& x, at::Tensor& y, int64_t s, bool channels_last) {
   using opmath_t = at::opmath_type<in_t>;
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
-  const int64_t Ho = H / s, Wo = W / s;
+  const int64_t D = channels_last ? C : 1, P = channels_last ? N : N * C;
+  const int64_t Ho = H / s, Wo = W / s, L = W * D, Lo = Wo * D;
   const opmath_t inv_area = opmath_t(1) / opmath_t(s * s);
   const in_t* xp = x.const_data_ptr<in_t>();
   out_t* yp = y.mutable_data_ptr<out_t>();
-  if (channels_last) {  // x[n][h][w][c]
-    at::parallel_for(0, N * Ho * Wo, grain_for(C * s * s), [&](int64_t begin, int64_t end) {
-      std::vector<opmath_t> acc(C);
-      for (int64_t p = begin; p < end; ++p) {
-        const int64_t n = p / (Ho * Wo), ho = (p / Wo) % Ho, wo = p % Wo;
-        std::fill(acc.begin(), acc.end(), opmath_t(0));
-        for (int64_t i = 0; i < s; ++i) {
-          for (int64_t j = 0; j < s; ++j) {
-            const in_t* src = xp + ((n * H + ho * s + i) * W + wo * s + j) * C;
-            for (int64_t c = 0; c < C; ++c) acc[c] += opmath_t(src[c]);
-          }
-        }
-        out_t* dst = yp + p * C;
-        for (int64_t c = 0; c < C; ++c) dst[c] = out_t(acc[c] * inv_area);
+  at::parallel_for(0, P * Ho, grain_for(L * s), [&](int64_t begin, int64_t end) {
+    std::vector<opmath_t> rows(L), pooled(std::is_same_v<out_t, opmath_t> ? 0 : Lo);
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t p = r / Ho, ho = r % Ho;
+      const in_t* src = xp + (p * H + ho * s) * L;
+      for (int64_t k = 0; k < L; ++k) rows[k] = opmath_t(src[k]);
+      for (int64_t i = 1; i < s; ++i) {
+        const in_t* next = src + i * L;
+        for (int64_t k = 0; k < L; ++k) rows[k] += opmath_t(next[k]);
       }
-    });
-  } else {  // x[n][c][h][w]
-    at::parallel_for(0, N * C * Ho, grain_for(Wo * s * s), [&](int64_t begin, int64_t end) {
-      for (int64_t r = begin; r < end; ++r) {
-        const int64_t plane = r / Ho, ho = r % Ho;
-        const in_t* src = xp + (plane * H + ho * s) * W;
-        out_t* dst = yp + r * Wo;
+      out_t* dst = yp + r * Lo;
+      opmath_t* acc;
+      if constexpr (std::is_same_v<out_t, opmath_t>) acc = dst; else acc = pooled.data();
+      if (D == 1) {  // contiguous planes: neighbours are adjacent scalars
         for (int64_t wo = 0; wo < Wo; ++wo) {
-          opmath_t acc = 0;
-          for (int64_t i = 0; i < s; ++i)
-            for (int64_t j = 0; j < s; ++j) acc += opmath_t(src[i * W + wo * s + j]);
-          dst[wo] = out_t(acc * inv_area);
+          opmath_t a = rows[wo * s];
+          for (int64_t j = 1; j < s; ++j) a += rows[wo * s + j];
+          acc[wo] = a * inv_area;
+        }
+      } else {  // channels-last: neighbours are adjacent channel vectors
+        for (int64_t wo = 0; wo < Wo; ++wo) {
+          const opmath_t* pix = rows.data() + wo * s * D;
+          opmath_t* a = acc + wo * D;
+          for (int64_t d = 0; d < D; ++d) a[d] = pix[d];
+          for (int64_t j = 1; j < s; ++j)
+            for (int64_t d = 0; d < D; ++d) a[d] += pix[j * D + d];
+          for (int64_t d = 0; d < D; ++d) a[d] *= inv_area;
         }
       }
-    });
-  }
+      if constexpr (!std::is_same_v<out_t, opmath_t>) at::vec::convert(acc, dst, Lo);
+    }
+  });
 }
 
 template <typename in_t, typename out_t>
@@ -125,12 +134,7 @@ at::Tensor ds_encode_cpu(const at::Tensor& x_in, int64_t factor, at::ScalarType 
   const at::Tensor x = dense(x_in);
   at::Tensor y = ds_empty_output(x, x.size(2) / factor, x.size(3) / factor, wire);
   const bool cl = x.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "ds_encode_cpu", [&] {
-    using in_t = scalar_t;
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, wire, "ds_encode_cpu_out", [&] {
-      encode_kernel<in_t, scalar_t>(x, y, factor, cl);
-    });
-  });
+  LPFAST_DISPATCH_PAIR(x.scalar_type(), wire, "ds_encode_cpu", [&] { encode_kernel<src_t, dst_t>(x, y, factor, cl); });
   return y;
 }
 
@@ -139,12 +143,7 @@ at::Tensor ds_decode_cpu(const at::Tensor& y_in, int64_t factor, int64_t mode, a
   const at::Tensor y = dense(y_in);
   at::Tensor out = ds_empty_output(y, y.size(2) * factor, y.size(3) * factor, out_dtype);
   const bool cl = y.suggest_memory_format() == at::MemoryFormat::ChannelsLast;
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, y.scalar_type(), "ds_decode_cpu", [&] {
-    using in_t = scalar_t;
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out_dtype, "ds_decode_cpu_out", [&] {
-      decode_kernel<in_t, scalar_t>(y, out, factor, mode, cl);
-    });
-  });
+  LPFAST_DISPATCH_PAIR(y.scalar_type(), out_dtype, "ds_decode_cpu", [&] { decode_kernel<src_t, dst_t>(y, out, factor, mode, cl); });
   return out;
 }
 

@@ -20,11 +20,20 @@ TORCH_LIBRARY(lpfast, m) {
   // stage's per-sample input gradient and eta relative to the closed-form step (eta = 1):
   // lam <- lam + eta*(out - lam) + (eta/beta)*(mu - grad); then, if update_mu,
   // mu <- mu + beta*(out - lam).
+  m.def("aux_update_(Tensor(a!) lam, Tensor(b!)? mu, Tensor out, Tensor grad, float beta, float eta, bool update_mu) -> ()");
   // Down-sampling filter of a tensor that crosses a cut (ALGORITHM.md §6): s×s average pooling
   // with stride s, cast to the wire dtype, in x's memory format (dense, ready to send).
   m.def("ds_encode(Tensor x, int factor, ScalarType wire_dtype) -> Tensor");
   // Its inverse on receipt: up-sampling by s (mode 0 nearest, 1 bilinear with half-pixel
   // centres, as F.interpolate(align_corners=False)), cast to out_dtype.
   m.def("ds_decode(Tensor y, int factor, int mode, ScalarType out_dtype) -> Tensor");
-  m.def("aux_update_(Tensor(a!) lam, Tensor(b!)? mu, Tensor out, Tensor grad, float beta, float eta, bool update_mu) -> ()");
+  // Rows idx of an auxiliary-variable store (N × row shape, dense) as a batch in `dtype`, and
+  // back into the store in its own dtype (idx: distinct int64 rows; with repeated rows the
+  // last write that lands wins, in no defined order).
+  m.def("aux_gather(Tensor store, Tensor idx, ScalarType dtype) -> Tensor");
+  m.def("aux_scatter_(Tensor(a!) store, Tensor idx, Tensor values) -> ()");
+  // Data augmentation of a uint8 batch in one pass: zero-pad by `padding`, crop H×W at
+  // offsets[n] = (row, column) of the padded image, mirror where flips[n], then
+  // (x/255 - mean[c]) / std[c] in `dtype`, channels-last or contiguous.
+  m.def("crop_flip_normalise(Tensor images, Tensor offsets, Tensor flips, int padding, float[] mean, float[] std, ScalarType dtype, bool channels_last) -> Tensor");
 }

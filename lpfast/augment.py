@@ -1,41 +1,42 @@
-"""Batched data augmentation on uint8 image tensors: pad, random crop, horizontal flip, normalise.
+"""Batches of uint8 images to normalised float batches, with CIFAR's pad-crop-flip augmentation.
 
-The whole batch is transformed by one gather (no per-sample Python or PIL work). Random
-parameters come from an explicit ``torch.Generator`` so that a seed fixes every crop and flip.
+The whole batch goes through one fused op (:func:`lpfast.ops.crop_flip_normalise`) on the
+compute device: no per-sample Python or PIL work. Random parameters come from an explicit
+``torch.Generator`` on the CPU, so a seed fixes every crop and flip on any device.
 """
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
 
+from lpfast import ops
 
-def draw_crop_flip(n: int, padding: int, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
-    """Per-sample crop offsets ``(oy, ox)`` in ``[0, 2*padding]`` and flip flags, all on the CPU."""
-    offsets = torch.randint(0, 2 * padding + 1, (2, n), generator=generator)
+
+def draw_crop_flip(n: int, padding: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+    """Per-sample crop offsets, an n×2 int64 tensor of (row, column) in ``[0, 2·padding]``, and
+    n flip flags, both on the CPU."""
+    offsets = torch.randint(0, 2 * padding + 1, (n, 2), generator=generator)
     flips = torch.randint(0, 2, (n,), generator=generator, dtype=torch.bool)
-    return offsets[0], offsets[1], flips
+    return offsets, flips
 
 
-def crop_flip(images: Tensor, oy: Tensor, ox: Tensor, flips: Tensor, padding: int) -> Tensor:
-    """Zero-pads ``images`` (N×C×H×W) by ``padding``, crops H×W at ``(oy, ox)`` and mirrors the
-    samples whose flag is set. Returns an N×C×H×W tensor in channels-last memory format."""
-    n, c, h, w = images.shape
-    padded = torch.nn.functional.pad(images, (padding,) * 4).permute(0, 2, 3, 1)  # N×Hp×Wp×C view
-    rows = oy.to(images.device)[:, None] + torch.arange(h, device=images.device)
-    cols = torch.arange(w, device=images.device).expand(n, w)
-    cols = torch.where(flips.to(images.device)[:, None], cols.flip(1), cols) + ox.to(images.device)[:, None]
-    batch = torch.arange(n, device=images.device)[:, None, None]
-    return padded[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
-
-
-def normalise(images: Tensor, mean: tuple[float, ...], std: tuple[float, ...], dtype: torch.dtype = torch.float32) -> Tensor:
-    """uint8 images → ``(x/255 - mean) / std`` in ``dtype``, keeping the memory format."""
-    m = torch.tensor(mean, dtype=dtype, device=images.device).view(1, -1, 1, 1)
-    s = torch.tensor(std, dtype=dtype, device=images.device).view(1, -1, 1, 1)
-    return (images.to(dtype) * (1.0 / 255.0) - m) / s
-
-
-def random_crop_flip(images: Tensor, padding: int, generator: torch.Generator) -> Tensor:
-    """CIFAR augmentation: ``padding``-pixel zero pad, random crop back to size, random flip."""
-    oy, ox, flips = draw_crop_flip(images.shape[0], padding, generator)
-    return crop_flip(images, oy, ox, flips, padding)
+def prepare(
+    images: Tensor, *, mean: Sequence[float], std: Sequence[float], padding: int = 0,
+    generator: torch.Generator | None = None, channels_last: bool = True,
+) -> Tensor:
+    """uint8 N×C×H×W images (on the compute device) → float32 ``(x/255 - mean) / std``; with
+    ``padding`` > 0 each sample is first cropped at random from its zero-padded image and
+    flipped with probability ½, drawn from ``generator``."""
+    n = images.shape[0]
+    if padding:
+        if generator is None:
+            raise ValueError("augmentation (padding > 0) needs a generator for its random crops and flips")
+        offsets, flips = draw_crop_flip(n, padding, generator)
+    else:
+        offsets, flips = torch.zeros(n, 2, dtype=torch.long), torch.zeros(n, dtype=torch.bool)
+    dev = images.device
+    return ops.crop_flip_normalise(
+        images, offsets.to(dev, non_blocking=True), flips.to(dev, non_blocking=True), padding=padding,
+        mean=tuple(mean), std=tuple(std), channels_last=channels_last)

@@ -27,7 +27,7 @@ class AuxStore:
     def __init__(
         self, num_samples: int, row_shape: Sequence[int], *, dtype: torch.dtype = torch.float32,
         device: torch.device | str = "cpu", location: str = "device", compute_dtype: torch.dtype = torch.float32,
-        coarse: DsFilter | None = None,
+        coarse: DsFilter | None = None, memory_format: torch.memory_format = torch.contiguous_format,
     ) -> None:
         if dtype not in STORE_DTYPES.values():
             raise ValueError(f"auxiliary store dtype must be one of {', '.join(STORE_DTYPES)}, got {dtype}")
@@ -40,15 +40,22 @@ class AuxStore:
             row_shape = self.coarse.wire_shape((1, *row_shape))[1:]
         pinned = location == "pinned" and torch.cuda.is_available()
         home = torch.device("cpu") if location == "pinned" else self.compute_device
-        self.data = torch.zeros((num_samples, *row_shape), dtype=dtype, device=home, pin_memory=pinned)
+        # Rows in the layout the stages compute in (channels-last maps), so batches need no transposing copy.
+        layout = memory_format if len(row_shape) == 3 else torch.contiguous_format
+        self.data = torch.empty((num_samples, *row_shape), dtype=dtype, device=home, pin_memory=pinned,
+                                memory_format=layout).zero_()
 
     @property
     def nbytes(self) -> int:
         return self.data.numel() * self.data.element_size()
 
     def gather(self, idx: Tensor) -> Tensor:
-        """Rows ``idx`` as a batch in the compute dtype on the compute device."""
-        rows = self.data[idx.to(self.data.device)].to(self.compute_device, non_blocking=True)
+        """Rows ``idx`` as a batch in the compute dtype on the compute device (one fused
+        gather-and-convert where the store lives on the compute device)."""
+        on_device = self.data.device == self.compute_device
+        rows_dtype = self.compute_dtype if on_device and self.coarse is None else self.data.dtype
+        rows = ops.aux_gather(self.data, idx.to(self.data.device), rows_dtype)
+        rows = rows.to(self.compute_device, non_blocking=True)
         if self.coarse is not None:
             return self.coarse.decode(rows, self.compute_dtype)
         return rows.to(self.compute_dtype)
@@ -57,4 +64,6 @@ class AuxStore:
         """Writes ``values`` (a batch from :meth:`gather`) back to rows ``idx``."""
         if self.coarse is not None:
             values = ops.ds_encode(values, self.coarse.factor, self.data.dtype)
-        self.data[idx.to(self.data.device)] = values.to(self.data.device, self.data.dtype, non_blocking=True)
+        if values.device != self.data.device:  # pinned host store: cross in the store's dtype
+            values = values.to(self.data.dtype).to(self.data.device)
+        ops.aux_scatter_(self.data, idx.to(self.data.device), values)

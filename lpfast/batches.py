@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from lpfast.augment import normalise, random_crop_flip
+from lpfast.augment import prepare
 from lpfast.datasets import ImageDataset
 
 
@@ -67,10 +67,7 @@ class BatchIterator:
     def __iter__(self) -> Iterator[Batch]:
         for b in range(self.num_batches):
             idx = self.order[b * self.batch_size : (b + 1) * self.batch_size]
-            images = self.dataset.images[idx]
-            if self.augment_padding:
-                images = random_crop_flip(images, self.augment_padding, self.augment_rng)
-            images = images.to(self.device, non_blocking=True)
-            x = normalise(images, self.dataset.mean, self.dataset.std)
-            x = x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
+            images = self.dataset.images[idx].to(self.device, non_blocking=True)
+            x = prepare(images, mean=self.dataset.mean, std=self.dataset.std, padding=self.augment_padding,
+                        generator=self.augment_rng, channels_last=self.channels_last)
             yield Batch(x, self.dataset.labels[idx].to(self.device, non_blocking=True), idx)

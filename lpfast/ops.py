@@ -17,7 +17,7 @@ except ImportError as exc:  # pragma: no cover - exercised only on a broken inst
     LOAD_ERROR = f"{type(exc).__name__}: {exc}"
 
 #: Names of the ops this module exposes, as registered under ``torch.ops.lpfast``.
-OP_NAMES = ("penalty_residual", "aux_update_", "ds_encode", "ds_decode")
+OP_NAMES = ("penalty_residual", "aux_update_", "ds_encode", "ds_decode", "aux_gather", "aux_scatter_", "crop_flip_normalise")
 
 #: Up-sampling modes of :func:`ds_decode`, in the order of the kernel's ``mode`` argument.
 DS_MODES = ("nearest", "bilinear")
@@ -132,6 +132,75 @@ def ds_decode_reference(y: Tensor, factor: int, mode: str, out_dtype: torch.dtyp
     return up.to(out_dtype)
 
 
+# ----------------------------------------------------------------------- aux_gather / scatter
+
+
+def aux_gather(store: Tensor, idx: Tensor, dtype: torch.dtype) -> Tensor:
+    """Rows ``idx`` of an auxiliary-variable store as a batch in ``dtype``, in one pass (the row
+    copy and the storage-dtype conversion fused, e.g. a bfloat16 store into a float32 batch).
+
+    ``store`` is N × row shape, dense (contiguous or channels-last; the batch keeps its layout);
+    ``idx`` is 1-D int64 on the store's device with every row in ``[0, N)``."""
+    _require_kernels()
+    return torch.ops.lpfast.aux_gather(store, idx, dtype)
+
+
+def aux_gather_reference(store: Tensor, idx: Tensor, dtype: torch.dtype) -> Tensor:
+    """The definition of :func:`aux_gather` in plain torch operations."""
+    return store[idx].to(dtype)
+
+
+def aux_scatter_(store: Tensor, idx: Tensor, values: Tensor) -> None:
+    """Writes the batch ``values`` to rows ``idx`` of ``store`` in place, converted to the store's
+    dtype in the same pass. ``idx`` holds distinct rows (a batch of distinct samples)."""
+    _require_kernels()
+    torch.ops.lpfast.aux_scatter_(store, idx, values)
+
+
+def aux_scatter_reference(store: Tensor, idx: Tensor, values: Tensor) -> Tensor:
+    """The definition of :func:`aux_scatter_`, out of place: returns the new store."""
+    new = store.clone()
+    new[idx] = values.to(store.dtype)
+    return new
+
+
+# ------------------------------------------------------------------------ crop_flip_normalise
+
+
+def crop_flip_normalise(
+    images: Tensor, offsets: Tensor, flips: Tensor, *, padding: int, mean: tuple[float, ...],
+    std: tuple[float, ...], dtype: torch.dtype = torch.float32, channels_last: bool = True,
+) -> Tensor:
+    """Data augmentation of a uint8 batch in one pass: zero-pad by ``padding``, crop H×W at
+    ``offsets[n] = (row, column)`` in ``[0, 2·padding]`` of the padded image, mirror the samples
+    whose ``flips[n]`` is set, then ``(x/255 - mean[c]) / std[c]`` in ``dtype``. With
+    ``padding=0``, zero offsets and no flips it only normalises. Returns N×C×H×W, channels-last
+    or contiguous; all inputs on one device."""
+    _require_kernels()
+    return torch.ops.lpfast.crop_flip_normalise(
+        images, offsets, flips, int(padding), [float(m) for m in mean], [float(s) for s in std], dtype, bool(channels_last))
+
+
+def crop_flip_normalise_reference(
+    images: Tensor, offsets: Tensor, flips: Tensor, *, padding: int, mean: tuple[float, ...],
+    std: tuple[float, ...], dtype: torch.dtype = torch.float32, channels_last: bool = True,
+) -> Tensor:
+    """The definition of :func:`crop_flip_normalise` in plain torch operations (one gather)."""
+    n, c, h, w = images.shape
+    dev = images.device
+    padded = torch.nn.functional.pad(images, (padding,) * 4)
+    rows = offsets[:, 0, None] + torch.arange(h, device=dev)
+    cols = torch.arange(w, device=dev).expand(n, w)
+    cols = torch.where(flips[:, None], cols.flip(1), cols) + offsets[:, 1, None]
+    batch, chan = torch.arange(n, device=dev)[:, None, None, None], torch.arange(c, device=dev)[None, :, None, None]
+    cropped = padded[batch, chan, rows[:, None, :, None], cols[:, None, None, :]]
+    math = _opmath(dtype)
+    m = torch.tensor(mean, dtype=math, device=dev).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=math, device=dev).view(1, -1, 1, 1)
+    out = ((cropped.to(math) * (1.0 / 255.0) - m) / s).to(dtype)
+    return out.contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+
+
 if LOAD_ERROR is None:
     from torch._prims_common import suggest_memory_format
 
@@ -164,6 +233,20 @@ if LOAD_ERROR is None:
     torch.library.register_autograd("lpfast::ds_encode", _enc_backward, setup_context=_enc_setup)
     _dec_backward, _dec_setup = _linear_vjp(ds_decode_reference, lambda i: (i[1], DS_MODES[i[2]], i[3]))
     torch.library.register_autograd("lpfast::ds_decode", _dec_backward, setup_context=_dec_setup)
+
+    @torch.library.register_fake("lpfast::aux_gather")
+    def _(store, idx, dtype):
+        batch = store.new_empty((idx.shape[0], *store.shape[1:]), dtype=dtype)
+        return batch.contiguous(memory_format=suggest_memory_format(store)) if store.dim() == 4 else batch
+
+    @torch.library.register_fake("lpfast::aux_scatter_")
+    def _(store, idx, values):
+        return None
+
+    @torch.library.register_fake("lpfast::crop_flip_normalise")
+    def _(images, offsets, flips, padding, mean, std, dtype, channels_last):
+        return images.new_empty(images.shape, dtype=dtype).contiguous(
+            memory_format=torch.channels_last if channels_last else torch.contiguous_format)
 
     @torch.library.register_fake("lpfast::aux_update_")
     def _(lam, mu, out, grad, beta, eta, update_mu):

@@ -76,6 +76,8 @@ class LayerParallel:
       in a 2-epoch MNIST test).
     - ``mu_every``: the multipliers are updated every ``mu_every`` steps (AL only).
     - ``store_dtype``, ``store_location``: how λ and μ are kept (``"device"`` or ``"pinned"``).
+    - ``memory_format``: layout of λ and μ rows; the model's (``torch.channels_last`` for a
+      channels-last model), so gathered batches and the fused updates need no transposing copy.
     - ``wire_filter``: how tensors cross a cut in the parallel phase (a :class:`DsFilter`:
       down-sampling factor, wire dtype, up-sampling mode); default none. The serial phase sends
       exact tensors, so it stays exact backprop.
@@ -101,6 +103,7 @@ class LayerParallel:
         mu_every: int = 1,
         store_dtype: torch.dtype = torch.float32,
         store_location: str = "device",
+        memory_format: torch.memory_format = torch.contiguous_format,
         wire_filter: DsFilter | None = None,
         store_filter: DsFilter | None = None,
         transport: Transport | None = None,
@@ -142,7 +145,8 @@ class LayerParallel:
         # λ_c / μ_c live with stage c+1.
         def store(cut: int) -> AuxStore:
             return AuxStore(dataset_size, self.plan.cut_shapes[cut], dtype=store_dtype, device=self.device,
-                            location=store_location, compute_dtype=self.dtype, coarse=store_filter)
+                            location=store_location, compute_dtype=self.dtype, coarse=store_filter,
+                            memory_format=memory_format)
 
         self.lam = {s - 1: store(s - 1) for s in self.own if s > 0}
         self.mu = {c: store(c) for c in self.lam} if method == "al" else {}

@@ -118,7 +118,7 @@ class Trainer:
                 dataset_size=len(self.train_data), input_shape=tuple(self.train_data.images.shape[1:]),
                 beta0=config.beta0, beta_growth=config.beta_growth, beta_max=config.beta_max,
                 lam_step=config.lam_step, regression_lr_scale=config.regression_lr_scale, mu_every=config.mu_every, store_dtype=STORE_DTYPES[config.store_dtype],
-                store_location=config.store_location, transport=transport,
+                store_location=config.store_location, memory_format=memory_format, transport=transport,
                 wire_filter=DsFilter(config.ds_factor, WIRE_DTYPES.get(config.wire_dtype), config.ds_mode),
                 store_filter=DsFilter(config.store_ds_factor, None, config.ds_mode),
             )

@@ -6,6 +6,7 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <torch/library.h>
 
+#include "../dispatch.h"
 #include "../ds_filter.h"
 
 namespace lpfast {
@@ -80,13 +81,10 @@ at::Tensor ds_encode_cuda(const at::Tensor& x_in, int64_t factor, at::ScalarType
   if (total == 0) return y;
   const Geometry g{y.size(0), y.size(1), y.size(2), y.size(3),
                    x.suggest_memory_format() == at::MemoryFormat::ChannelsLast};
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "ds_encode_cuda", [&] {
-    using in_t = scalar_t;
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, wire, "ds_encode_cuda_out", [&] {
-      encode_kernel<in_t, scalar_t><<<blocks_for(total), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
-          x.const_data_ptr<in_t>(), y.mutable_data_ptr<scalar_t>(), g, factor, total);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-    });
+  LPFAST_DISPATCH_PAIR(x.scalar_type(), wire, "ds_encode_cuda", [&] {
+    encode_kernel<src_t, dst_t><<<blocks_for(total), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+        x.const_data_ptr<src_t>(), y.mutable_data_ptr<dst_t>(), g, factor, total);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return y;
 }
@@ -100,13 +98,10 @@ at::Tensor ds_decode_cuda(const at::Tensor& y_in, int64_t factor, int64_t mode, 
   if (total == 0) return out;
   const Geometry g{out.size(0), out.size(1), out.size(2), out.size(3),
                    y.suggest_memory_format() == at::MemoryFormat::ChannelsLast};
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, y.scalar_type(), "ds_decode_cuda", [&] {
-    using in_t = scalar_t;
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, out_dtype, "ds_decode_cuda_out", [&] {
-      decode_kernel<in_t, scalar_t><<<blocks_for(total), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
-          y.const_data_ptr<in_t>(), out.mutable_data_ptr<scalar_t>(), g, factor, mode, total);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-    });
+  LPFAST_DISPATCH_PAIR(y.scalar_type(), out_dtype, "ds_decode_cuda", [&] {
+    decode_kernel<src_t, dst_t><<<blocks_for(total), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+        y.const_data_ptr<src_t>(), out.mutable_data_ptr<dst_t>(), g, factor, mode, total);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return out;
 }
