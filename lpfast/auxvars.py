@@ -67,3 +67,38 @@ class AuxStore:
         if values.device != self.data.device:  # pinned host store: cross in the store's dtype
             values = values.to(self.data.dtype).to(self.data.device)
         ops.aux_scatter_(self.data, idx.to(self.data.device), values)
+
+
+class StoredAux:
+    """Cut c's auxiliary variables kept per sample: λ_c and, for the augmented Lagrangian, μ_c.
+    :meth:`fetch` gathers a batch's rows, :meth:`update` writes the updated rows back (the
+    interface :class:`~lpfast.auxnet.NetAux` shares)."""
+
+    def __init__(self, lam: AuxStore, mu: AuxStore | None) -> None:
+        self.lam, self.mu = lam, mu
+
+    @property
+    def nbytes(self) -> int:
+        return self.lam.nbytes + (self.mu.nbytes if self.mu is not None else 0)
+
+    def fetch(self, x: Tensor, idx: Tensor) -> tuple[Tensor, Tensor | None]:
+        return self.lam.gather(idx), self.mu.gather(idx) if self.mu is not None else None
+
+    def update(self, x: Tensor, idx: Tensor, lam: Tensor, mu: Tensor | None) -> None:
+        self.lam.scatter_(idx, lam)
+        if self.mu is not None:
+            self.mu.scatter_(idx, mu)
+
+    def initialise(self, x: Tensor, idx: Tensor, received: Tensor) -> Tensor:
+        """Stores the forward pass's activation as λ; returns it as stored (the store may round
+        or down-sample it), which is what the next stage starts from."""
+        self.lam.scatter_(idx, received)
+        return self.lam.gather(idx)
+
+    def state_dict(self) -> dict:
+        return {"lam": self.lam.data, "mu": self.mu.data if self.mu is not None else None}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.lam.data.copy_(state["lam"])
+        if self.mu is not None:
+            self.mu.data.copy_(state["mu"])

@@ -14,6 +14,7 @@ from lpfast.config import METHODS, SCHEDULES, TrainConfig
 from lpfast.datasets import DATASET_NAMES, DatasetError
 from lpfast.filters import WIRE_DTYPES
 from lpfast.ops import DS_MODES
+from lpfast.parallel import AUX_KINDS
 from lpfast.models import MODEL_NAMES
 
 _DEFAULTS = {f.name: f.default for f in fields(TrainConfig)}
@@ -70,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     _option(train, "wire_dtype", "dtype on the wire in the parallel phase (default none: the compute dtype)", choices=tuple(WIRE_DTYPES))
     _option(train, "ds_mode", "how the receiver up-samples", choices=DS_MODES)
     _option(train, "store_ds_factor", "keep λ and μ down-sampled by this factor", type=int)
+    _option(train, "aux", "auxiliary variables: per-sample store, or a small network per cut predicting them from the image", choices=AUX_KINDS)
+    _option(train, "aux_depth", "conv layers of each auxiliary network", type=int)
+    _option(train, "aux_width", "channels of each auxiliary network (none: the widest costing <= 10%% of the stage it feeds)", type=int)
     _option(train, "dist_timeout", "seconds a worker waits for a silent neighbour before stopping with an error", type=float)
     train.add_argument("--serial-epochs", type=int, default=None, metavar="S",
                        help="with --parallel-epochs P: S serial epochs after them (sets --epochs to P+S)")

@@ -7,7 +7,7 @@ from lpfast.auxvars import STORE_DTYPES, STORE_LOCATIONS
 from lpfast.datasets import DATASET_NAMES
 from lpfast.filters import WIRE_DTYPES, DsFilter
 from lpfast.models import build_model
-from lpfast.parallel import METHODS as PARALLEL_METHODS
+from lpfast.parallel import AUX_KINDS, METHODS as PARALLEL_METHODS
 
 SCHEDULES = ("cosine", "step")
 METHODS = ("serial", *PARALLEL_METHODS)
@@ -30,6 +30,9 @@ class TrainConfig:
     ``ds_factor``, ``wire_dtype``, ``ds_mode``: the DS filter of what crosses a cut in the
     parallel phase (None wire dtype: the compute dtype); ``store_ds_factor`` keeps λ and μ
     down-sampled.
+    ``aux`` ``net`` replaces the per-sample λ/μ store by a small network per cut (``aux_depth``
+    layers of ``aux_width`` channels; None: the widest costing at most 10% of the stage it
+    feeds), which also lets augmentation run in the parallel phase.
     """
 
     model: str = "mnist_resnet"
@@ -67,6 +70,9 @@ class TrainConfig:
     wire_dtype: str | None = None
     ds_mode: str = "nearest"
     store_ds_factor: int = 1
+    aux: str = "store"
+    aux_depth: int = 2
+    aux_width: int | None = None
 
     RUN_LOCATION_FIELDS = ("device", "threads", "data_dir", "dist_timeout", "store_location")
 
@@ -105,10 +111,18 @@ class TrainConfig:
                 raise ValueError("--parallel-epochs needs a layer-parallel --method (penalty or al)")
             if not 0 <= self.parallel_epochs <= self.epochs:
                 raise ValueError(f"parallel_epochs must be in [0, epochs={self.epochs}], got {self.parallel_epochs}")
-        if self.method != "serial" and self.augment and self.parallel_epochs is None:
+        if self.aux not in AUX_KINDS:
+            raise ValueError(f"aux must be one of {', '.join(AUX_KINDS)}, got {self.aux!r}")
+        if self.aux == "net" and self.method == "serial":
+            raise ValueError("--aux net is a layer-parallel option: use it with --method penalty|al")
+        if self.aux == "net" and self.store_ds_factor != 1:
+            raise ValueError("--store-ds-factor down-samples the per-sample store, which --aux net does not have")
+        if self.aux_depth < 1 or (self.aux_width is not None and self.aux_width < 1):
+            raise ValueError(f"aux_depth and aux_width must be >= 1, got {self.aux_depth} and {self.aux_width}")
+        if self.method != "serial" and self.aux == "store" and self.augment and self.parallel_epochs is None:
             raise ValueError(
-                "augmentation cannot be used in the layer-parallel phase (λ belongs to each fixed training image); "
-                "it applies to the serial phase of the hybrid: add --parallel-epochs P (P < epochs)"
+                "augmentation cannot be used in the layer-parallel phase with stored λ (λ belongs to each fixed training "
+                "image): add --parallel-epochs P (P < epochs) to augment in the serial phase, or use --aux net"
             )
         if self.wire_dtype is not None and self.wire_dtype not in WIRE_DTYPES:
             raise ValueError(f"wire_dtype must be one of {', '.join(WIRE_DTYPES)}, got {self.wire_dtype!r}")
@@ -132,8 +146,9 @@ class TrainConfig:
         return "parallel" if self.parallel_epochs is None or epoch < self.parallel_epochs else "serial"
 
     def use_augmentation(self, epoch: int) -> bool:
-        """Augmentation is never used in the parallel phase (λ belongs to the un-augmented image)."""
-        if self.phase(epoch) == "parallel":
+        """Stored λ belongs to the un-augmented image, so the parallel phase does not augment then;
+        auxiliary networks predict λ from whatever image they see."""
+        if self.phase(epoch) == "parallel" and self.aux == "store":
             return False
         return self.augment if self.augment is not None else self.dataset.startswith("cifar")
 

@@ -28,13 +28,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lpfast import ops
-from lpfast.auxvars import STORE_LOCATIONS, AuxStore
+from lpfast.auxnet import NetAux, build_aux_net
+from lpfast.auxvars import STORE_LOCATIONS, AuxStore, StoredAux
 from lpfast.filters import DsFilter
 from lpfast.models import ResidualNet
 from lpfast.stages import Partition, Stage, partition, split
 from lpfast.transport import LocalTransport, Transport
 
 METHODS = ("penalty", "al")
+AUX_KINDS = ("store", "net")
 
 
 @contextmanager
@@ -75,6 +77,11 @@ class LayerParallel:
       classifier's rate their output can drift far from λ (violation 0.5 against 0.06 at 0.1×
       in a 2-epoch MNIST test).
     - ``mu_every``: the multipliers are updated every ``mu_every`` steps (AL only).
+    - ``aux``: ``"store"`` keeps λ (and μ) per training sample; ``"net"`` predicts them from the
+      (augmented) image with a small network per cut (ALGORITHM.md §7, :mod:`lpfast.auxnet`): no
+      per-sample memory, and augmentation works in the parallel phase. ``aux_depth`` and
+      ``aux_width`` shape that network; without a width, the widest whose forward costs at most
+      ``aux_budget`` (a fraction) of the stage it feeds.
     - ``store_dtype``, ``store_location``: how λ and μ are kept (``"device"`` or ``"pinned"``).
     - ``memory_format``: layout of λ and μ rows; the model's (``torch.channels_last`` for a
       channels-last model), so gathered batches and the fused updates need no transposing copy.
@@ -103,6 +110,10 @@ class LayerParallel:
         mu_every: int = 1,
         store_dtype: torch.dtype = torch.float32,
         store_location: str = "device",
+        aux: str = "store",
+        aux_depth: int = 2,
+        aux_width: int | None = None,
+        aux_budget: float = 0.1,
         memory_format: torch.memory_format = torch.contiguous_format,
         wire_filter: DsFilter | None = None,
         store_filter: DsFilter | None = None,
@@ -124,6 +135,12 @@ class LayerParallel:
             raise ValueError(f"store_location must be one of {', '.join(STORE_LOCATIONS)}, got {store_location!r}")
         if dataset_size < 1:
             raise ValueError(f"dataset_size must be >= 1, got {dataset_size}")
+        if aux not in AUX_KINDS:
+            raise ValueError(f"aux must be one of {', '.join(AUX_KINDS)}, got {aux!r}")
+        if aux == "net" and store_filter is not None and store_filter.factor > 1:
+            raise ValueError("a down-sampled store (store_filter) needs aux='store': with aux='net' nothing is stored")
+        if aux_depth < 1 or (aux_width is not None and aux_width < 1) or not 0 < aux_budget <= 1:
+            raise ValueError(f"need aux_depth >= 1, aux_width >= 1 (or None), 0 < aux_budget <= 1; got {aux_depth}, {aux_width}, {aux_budget}")
         self.model = model
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
@@ -148,8 +165,16 @@ class LayerParallel:
                             location=store_location, compute_dtype=self.dtype, coarse=store_filter,
                             memory_format=memory_format)
 
-        self.lam = {s - 1: store(s - 1) for s in self.own if s > 0}
-        self.mu = {c: store(c) for c in self.lam} if method == "al" else {}
+        def aux_variables(cut: int) -> StoredAux | NetAux:
+            if aux == "store":
+                return StoredAux(store(cut), store(cut) if method == "al" else None)
+            net = build_aux_net(input_shape[0], input_shape[1:], self.plan.cut_shapes[cut], depth=aux_depth,
+                                width=aux_width, heads=2 if method == "al" else 1,
+                                budget_flops=aux_budget * self.plan.stage_flops[cut + 1])
+            return NetAux(net.to(self.device, self.dtype, memory_format=memory_format), optimizer, with_mu=method == "al")
+
+        self.aux_kind = aux
+        self.aux = {s - 1: aux_variables(s - 1) for s in self.own if s > 0}
         # One process on a GPU: each stage's θ-step on its own stream, so independent stages overlap.
         self._streams = (
             {s: torch.cuda.Stream(self.device) for s in self.own}
@@ -167,16 +192,19 @@ class LayerParallel:
         return min(self.beta0 * self.beta_growth**self.epoch, self.beta_max)
 
     def aux_nbytes(self) -> int:
-        """Bytes held by this worker's auxiliary variables (λ and μ)."""
-        return sum(s.nbytes for s in self.lam.values()) + sum(s.nbytes for s in self.mu.values())
+        """Bytes held by this worker's auxiliary variables (λ and μ stores, or their networks)."""
+        return sum(a.nbytes for a in self.aux.values())
+
+    def all_optimizers(self) -> list[torch.optim.Optimizer]:
+        """Every optimizer this worker steps: its stages', then its auxiliary networks'."""
+        return [*self.optimizers.values(), *(a.optimizer for a in self.aux.values() if isinstance(a, NetAux))]
 
     def state_dict(self) -> dict:
         """This worker's stages, optimizers, auxiliary variables, multipliers and schedule."""
         return {
             "stages": {s: self.stages[s].state_dict() for s in self.own},
             "optimizers": {s: opt.state_dict() for s, opt in self.optimizers.items()},
-            "lam": {c: store.data for c, store in self.lam.items()},
-            "mu": {c: store.data for c, store in self.mu.items()},
+            "aux": {c: a.state_dict() for c, a in self.aux.items()},
             "epoch": self.epoch,
             "steps": self.steps,
             "initialised": self.initialised,
@@ -186,9 +214,8 @@ class LayerParallel:
         for s in self.own:
             self.stages[s].load_state_dict(state["stages"][s])
             self.optimizers[s].load_state_dict(state["optimizers"][s])
-        for key, stores in (("lam", self.lam), ("mu", self.mu)):
-            for c, store in stores.items():
-                store.data.copy_(state[key][c])
+        for c, a in self.aux.items():
+            a.load_state_dict(state["aux"][c])
         self.epoch, self.steps, self.initialised = state["epoch"], state["steps"], state["initialised"]
 
     # ------------------------------------------------------------------ initialisation
@@ -196,17 +223,16 @@ class LayerParallel:
     @torch.no_grad()
     def initialise(self, batches: Iterable[tuple[Tensor, Tensor]]) -> None:
         """Fills every λ by one forward pass over ``(x, idx)`` batches of the un-augmented
-        training set, with batch-norm on batch statistics (the mode the stages train in)."""
+        training set, with batch-norm on batch statistics (the mode the stages train in); with
+        auxiliary networks, each takes one regression step per batch toward those activations."""
         own_stages = [self.stages[s] for s in self.own]
         with _batch_stats_without_tracking(own_stages), self.transport.counting_as("init"):
             for x, idx in batches:
 
-                def store_and_reload(s: int, received: Tensor, idx: Tensor = idx) -> Tensor:
-                    # Stage s starts from λ as stored (the store may round or down-sample it).
-                    self.lam[s - 1].scatter_(idx, received)
-                    return self.lam[s - 1].gather(idx)
+                def take(s: int, received: Tensor, x: Tensor = x, idx: Tensor = idx) -> Tensor:
+                    return self.aux[s - 1].initialise(x, idx, received)
 
-                self._forward_pass(x, idx.numel(), store_and_reload)
+                self._forward_pass(x, idx.numel(), take)
         self.initialised = True
 
     def _forward_pass(self, x: Tensor, batch: int, take_input: Callable[[int, Tensor], Tensor] | None = None) -> Tensor | None:
@@ -245,12 +271,9 @@ class LayerParallel:
         # 1. Gather this worker's inputs; send targets back; post the receives.
         for s in self.own:
             if s > 0:
-                lam = self.lam[s - 1].gather(idx)
+                lam, mus[s] = self.aux[s - 1].fetch(x, idx)
                 inputs[s] = lam
-                target = lam
-                if self.method == "al":
-                    mus[s] = self.mu[s - 1].gather(idx)
-                    target = lam - mus[s] * (1.0 / beta)
+                target = lam if mus[s] is None else lam - mus[s] * (1.0 / beta)
                 self.transport.isend(self.wire.encode(target), s, s - 1)  # coarse: a low-pass target
                 outs_in[s] = self._irecv_filtered(batch, s - 1, s)
             if s + 1 < self.num_stages:
@@ -294,14 +317,12 @@ class LayerParallel:
         for s in self.own:
             if s == 0:
                 continue
-            lam, mu = inputs[s], mus.get(s)
+            lam, mu = inputs[s], mus[s]
             out_prev = self.wire.lift(outs_in[s].wait(), lam)
             self._violation_sq[s - 1] += (out_prev - lam).square().sum()
             self._lam_sq[s - 1] += lam.square().sum()
             ops.aux_update_(lam, mu, out_prev, input_grads[s], beta=beta, eta=self.lam_step, update_mu=update_mu)
-            self.lam[s - 1].scatter_(idx, lam)
-            if mu is not None:
-                self.mu[s - 1].scatter_(idx, mu)
+            self.aux[s - 1].update(x, idx, lam, mu)
         self.transport.flush()
 
         for s, loss in losses.items():
@@ -414,8 +435,8 @@ class LayerParallel:
     def _reset_epoch_stats(self) -> None:
         zero = lambda: torch.zeros((), dtype=torch.float64, device=self.device)  # noqa: E731
         self._loss_sum = {s: zero() for s in self.own}
-        self._violation_sq = {c: zero() for c in self.lam}
-        self._lam_sq = {c: zero() for c in self.lam}
+        self._violation_sq = {c: zero() for c in self.aux}
+        self._lam_sq = {c: zero() for c in self.aux}
         self._stage_time = {s: 0.0 for s in self.own}
         self._samples = 0
         self._bytes_at_epoch_start = dict(self.transport.sent_bytes)
@@ -426,19 +447,23 @@ class LayerParallel:
         workers), then grows β. Keys: ``phase`` (``parallel`` or ``serial``), ``beta``,
         ``stage_loss``, ``violation`` (‖φ_k(λ_{k-1}) − λ_k‖ / ‖λ_k‖ per cut, parallel epochs
         only), ``stage_time_s``, ``bytes_forward`` / ``bytes_backward`` (sent in the epoch's steps)
-        and ``aux_bytes`` (memory of λ and μ) per cut."""
+        and ``aux_bytes`` (memory of λ and μ, or of the networks ψ predicting them with their
+        optimizer state) per cut; with auxiliary networks also ``aux_fit_loss``, ψ's mean
+        regression loss per cut (over the epoch and any initialisation before it)."""
         phase = self._phase or "parallel"
         k = self.num_stages
         n = max(self._samples, 1)
         # Each worker fills in what its own stages know; the sum over workers assembles the table.
-        local = torch.zeros(6, k, dtype=torch.float64, device=self.device)
+        local = torch.zeros(7, k, dtype=torch.float64, device=self.device)
         for s in self.own:
             local[0, s] = self._loss_sum[s] / n
             local[1, s] = self._stage_time[s]
             if s > 0:
-                local[5, s - 1] = self.lam[s - 1].nbytes + (self.mu[s - 1].nbytes if self.mu else 0)
-            if s > 0:
+                aux = self.aux[s - 1]
+                local[5, s - 1] = aux.nbytes
                 local[2, s - 1] = (self._violation_sq[s - 1] / self._lam_sq[s - 1].clamp_min(1e-30)).sqrt()
+                if isinstance(aux, NetAux):
+                    local[6, s - 1] = aux.take_fit_loss()
         sent, before = self.transport.sent_bytes, self._bytes_at_epoch_start
         for c in range(k - 1):
             for row, pair in ((3, (phase, c, c + 1)), (4, (phase, c + 1, c))):
@@ -454,6 +479,8 @@ class LayerParallel:
             "bytes_backward": [int(v) for v in table[4, : k - 1].tolist()],
             "aux_bytes": [int(v) for v in table[5, : k - 1].tolist()],
         }
+        if self.aux_kind == "net":
+            stats["aux_fit_loss"] = table[6, : k - 1].tolist()
         self.epoch += 1
         self._reset_epoch_stats()
         return stats

@@ -119,10 +119,11 @@ class Trainer:
                 beta0=config.beta0, beta_growth=config.beta_growth, beta_max=config.beta_max,
                 lam_step=config.lam_step, regression_lr_scale=config.regression_lr_scale, mu_every=config.mu_every, store_dtype=STORE_DTYPES[config.store_dtype],
                 store_location=config.store_location, memory_format=memory_format, transport=transport,
+                aux=config.aux, aux_depth=config.aux_depth, aux_width=config.aux_width,
                 wire_filter=DsFilter(config.ds_factor, WIRE_DTYPES.get(config.wire_dtype), config.ds_mode),
                 store_filter=DsFilter(config.store_ds_factor, None, config.ds_mode),
             )
-            self.optimizers = list(self.lp.optimizers.values())
+            self.optimizers = self.lp.all_optimizers()
         self.steps_per_epoch = len(self.train_data) // config.batch_size
         total = self.steps_per_epoch * config.epochs
         warmup = round(config.warmup_epochs * self.steps_per_epoch)

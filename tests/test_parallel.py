@@ -38,15 +38,15 @@ def test_local_steps_are_gradients_of_the_full_objective(method):
     lp = LayerParallel(model, optimizer=lambda p: torch.optim.SGD(p, lr=0.0), stages=[1, 2, 1], method=method,
                        dataset_size=n, input_shape=(1, 28, 28), beta0=beta, lam_step=eta)
     lp.initialised = True
-    for c, store in lp.lam.items():  # auxiliary variables away from any trajectory
-        store.data = torch.randn_like(store.data, dtype=torch.float64)
-    for store in lp.mu.values():
+    stores = {c: a.lam for c, a in lp.aux.items()}
+    mu_stores = {c: a.mu for c, a in lp.aux.items() if a.mu is not None}
+    for store in [*stores.values(), *mu_stores.values()]:  # auxiliary variables away from any trajectory
         store.data = torch.randn_like(store.data, dtype=torch.float64)
     x = torch.randn(batch, 1, 28, 28, dtype=torch.float64)
     y = torch.randint(0, 10, (batch,))
     idx = torch.tensor([7, 0, 3, 9, 4, 1])
-    lam0 = {c: s.data[idx].clone().requires_grad_() for c, s in lp.lam.items()}
-    mu0 = {c: s.data[idx].clone() for c, s in lp.mu.items()}
+    lam0 = {c: s.data[idx].clone().requires_grad_() for c, s in stores.items()}
+    mu0 = {c: s.data[idx].clone() for c, s in mu_stores.items()}
 
     lp.step(x, y, idx)
 
@@ -74,12 +74,12 @@ def test_local_steps_are_gradients_of_the_full_objective(method):
         torch.testing.assert_close(p.grad, g, rtol=1e-10, atol=1e-12, msg=name)
     for c, g in zip(sorted(lam0), lam_grads):
         expected_lam = lam0[c].detach() - (eta / beta) * g
-        torch.testing.assert_close(lp.lam[c].data[idx], expected_lam, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(stores[c].data[idx], expected_lam, rtol=1e-10, atol=1e-12)
         if method == "al":
             expected_mu = mu0[c] + beta * (outs[c] - expected_lam)
-            torch.testing.assert_close(lp.mu[c].data[idx], expected_mu, rtol=1e-10, atol=1e-12)
+            torch.testing.assert_close(mu_stores[c].data[idx], expected_mu, rtol=1e-10, atol=1e-12)
     untouched = torch.tensor([2, 5, 6, 8])
-    assert all(torch.equal(s.data[untouched], s.data[untouched]) for s in lp.lam.values())
+    assert all(torch.equal(s.data[untouched], s.data[untouched]) for s in stores.values())
 
 
 # ------------------------------------------------------------------------------ K = 1
@@ -116,9 +116,18 @@ def run_workers(tmp_path, config):
     return [torch.load(tmp_path / f"rank{rank}.pt", weights_only=False) for rank in range(2)]
 
 
-@pytest.mark.parametrize("method, ds", [("penalty", False), ("al", False), ("penalty", True)])
-def test_one_process_and_two_workers_agree(tmp_path, method, ds):
-    config = dict(method=method, stages=2, epochs=2, batch_size=32, threads=1)
+def tensors(state, path=""):
+    """(path, tensor) for every tensor in a nested state dict."""
+    if torch.is_tensor(state):
+        yield path, state
+    elif isinstance(state, dict):
+        for key, value in state.items():
+            yield from tensors(value, f"{path}/{key}")
+
+
+@pytest.mark.parametrize("method, ds, aux", [("penalty", False, "store"), ("al", False, "store"), ("penalty", True, "store"), ("al", True, "net")])
+def test_one_process_and_two_workers_agree(tmp_path, method, ds, aux):
+    config = dict(method=method, stages=2, epochs=2, batch_size=32, threads=1, aux=aux)
     if ds:
         config |= dict(ds_factor=2, wire_dtype="bfloat16", ds_mode="bilinear")
     workers = run_workers(tmp_path, config)
@@ -129,15 +138,17 @@ def test_one_process_and_two_workers_agree(tmp_path, method, ds):
     for rank, worker in enumerate(workers):
         for name, value in worker["state"]["stages"][rank].items():
             torch.testing.assert_close(value, state["stages"][rank][name], rtol=1e-6, atol=1e-7, msg=name)
-        for key in ("lam", "mu"):
-            for c, value in worker["state"][key].items():
-                torch.testing.assert_close(value, state[key][c], rtol=1e-6, atol=1e-7)
+        single_aux = dict(tensors(state["aux"]))
+        for path, value in tensors(worker["state"]["aux"]):
+            torch.testing.assert_close(value, single_aux[path], rtol=1e-6, atol=1e-7, msg=path)
         # Every worker reports the whole network's statistics.
         for mine, theirs in zip(records, worker["records"]):
             assert mine["test_acc"] == pytest.approx(theirs["test_acc"])
             assert mine["violation"] == pytest.approx(theirs["violation"], rel=1e-5)
             assert mine["bytes_forward"] == theirs["bytes_forward"] and mine["bytes_backward"] == theirs["bytes_backward"]
-    assert worker["state"]["lam"].keys() == {0} and (method == "al") == bool(worker["state"]["mu"])
+    assert worker["state"]["aux"].keys() == {0} and not workers[0]["state"]["aux"]
+    if aux == "net":
+        return  # its memory and regression are tested on their own
     # One activation-sized message each way per step: 6 steps of 32 samples × 16×14×14 in float32,
     # or 16×7×7 in bfloat16 through the DS filter.
     per_message = 32 * 16 * 7 * 7 * 2 if ds else 32 * 16 * 14 * 14 * 4
@@ -205,9 +216,10 @@ def test_stage_errors():
         lp.step(torch.zeros(2, 1, 28, 28), torch.zeros(2, dtype=torch.long), torch.arange(2))
 
 
-def test_parallel_run_resumes_exactly(tmp_path):
+@pytest.mark.parametrize("aux", ["store", "net"])
+def test_parallel_run_resumes_exactly(tmp_path, aux):
     train, test = small_data()
-    config = TrainConfig(method="al", stages=2, epochs=2, batch_size=32, threads=1, mu_every=2)
+    config = TrainConfig(method="al", stages=2, epochs=2, batch_size=32, threads=1, mu_every=2, aux=aux)
     straight = Trainer(config, tmp_path / "a", train_data=train, test_data=test, log=lambda s: None)
     straight.fit()
     first = Trainer(config, tmp_path / "b", train_data=train, test_data=test, log=lambda s: None)
@@ -219,9 +231,8 @@ def test_parallel_run_resumes_exactly(tmp_path):
     for s in a["stages"]:
         for name, value in a["stages"][s].items():
             assert torch.equal(value, b["stages"][s][name]), name
-    for key in ("lam", "mu"):
-        for c in a[key]:
-            assert torch.equal(a[key][c], b[key][c]), key
+    resumed_aux = dict(tensors(b["aux"]))
+    assert resumed_aux and all(torch.equal(value, resumed_aux[path]) for path, value in tensors(a["aux"]))
     assert (a["epoch"], a["steps"]) == (b["epoch"], b["steps"])
 
 
@@ -297,7 +308,7 @@ def test_identity_filter_is_bit_identical_to_none():
     filtered.fit()
     for (name, a), b in zip(plain.model.state_dict().items(), filtered.model.state_dict().values()):
         assert torch.equal(a, b), name
-    assert torch.equal(plain.lp.lam[0].data, filtered.lp.lam[0].data)
+    assert torch.equal(plain.lp.aux[0].lam.data, filtered.lp.aux[0].lam.data)
 
 
 def test_coarse_store_and_filter_errors():
@@ -307,8 +318,63 @@ def test_coarse_store_and_filter_errors():
     records = trainer.fit()
     # λ and μ of 192 samples at 16×7×7 in bfloat16.
     assert records[0]["aux_bytes"] == [2 * 192 * 16 * 7 * 7 * 2]
-    assert trainer.lp.lam[0].data.shape == (192, 16, 7, 7)
+    assert trainer.lp.aux[0].lam.data.shape == (192, 16, 7, 7)
     with pytest.raises(ValueError, match="DS factor 3 does not divide the cut's feature map"):
         Trainer(TrainConfig(method="penalty", stages=2, ds_factor=3), train_data=train, test_data=test, log=lambda s: None)
     with pytest.raises(ValueError, match="use them with --method penalty"):
         TrainConfig(ds_factor=2)
+
+
+# ------------------------------------------------------------------------------ auxiliary networks
+
+
+def test_aux_net_regression_reduces_its_loss_on_a_fixed_batch():
+    from lpfast.auxnet import AuxNet, NetAux
+
+    torch.manual_seed(0)
+    aux = NetAux(AuxNet(1, (28, 28), (16, 14, 14), width=8, depth=2, heads=2),
+                 lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9), with_mu=True)
+    x, idx = torch.randn(16, 1, 28, 28), torch.arange(16)
+    lam_target, mu_target = torch.randn(16, 16, 14, 14).relu(), torch.randn(16, 16, 14, 14) * 0.1
+    losses = []
+    for _ in range(30):
+        lam, mu = aux.fetch(x, idx)
+        assert lam.shape == mu.shape == (16, 16, 14, 14) and not lam.requires_grad
+        losses.append(F.mse_loss(torch.cat([lam, mu], 1), torch.cat([lam_target, mu_target], 1)).item())
+        aux.update(x, idx, lam_target, mu_target)
+    assert losses[-1] < 0.6 * losses[0]
+    assert aux.take_fit_loss().item() == pytest.approx(sum(losses) / len(losses), rel=1e-5)
+
+
+def test_aux_net_run_holds_no_per_sample_tensor_and_augments_in_parallel():
+    train, test = small_data()
+    config = TrainConfig(method="penalty", stages=2, epochs=1, batch_size=32, threads=1, aux="net", augment=True)
+    assert config.use_augmentation(0)
+    trainer = Trainer(config, train_data=train, test_data=test, log=lambda s: None)
+    records = trainer.fit()
+    per_sample = [path for path, t in tensors(trainer.lp.state_dict()) if t.dim() and t.shape[0] == len(train)]
+    assert per_sample == []
+    aux = trainer.lp.aux[0]
+    net_bytes = sum(t.numel() * 4 for t in [*aux.net.parameters(), *aux.net.buffers()] if t.is_floating_point())
+    int_bytes = sum(t.numel() * t.element_size() for t in aux.net.buffers() if not t.is_floating_point())
+    momentum = sum(p.numel() * 4 for p in aux.net.parameters())
+    assert records[0]["aux_bytes"] == [net_bytes + int_bytes + momentum]
+    assert records[0]["aux_bytes"][0] < 192 * 16 * 14 * 14 * 4 / 4  # under a quarter of even this tiny store
+    assert records[0]["aux_fit_loss"][0] > 0 and records[0]["violation"][0] > 0
+
+
+def test_aux_net_default_width_fits_the_budget():
+    from lpfast.auxnet import build_aux_net, forward_flops
+    from lpfast.models import build_model
+
+    for name, shape in (("resnet20", (3, 32, 32)), ("mnist_resnet", (1, 28, 28))):
+        model = build_model(name, in_channels=shape[0])
+        plan = partition(model, 2, shape)
+        budget = 0.1 * plan.stage_flops[1]
+        net = build_aux_net(shape[0], shape[1:], plan.cut_shapes[0], depth=2, width=None, heads=1, budget_flops=budget)
+        assert forward_flops(net, torch.zeros(2, *shape)) <= budget
+        assert net(torch.zeros(2, *shape)).shape == (2, *plan.cut_shapes[0])
+    with pytest.raises(ValueError, match="--aux net is a layer-parallel option"):
+        TrainConfig(aux="net")
+    with pytest.raises(ValueError, match="which --aux net does not have"):
+        TrainConfig(method="penalty", stages=2, aux="net", store_ds_factor=2)
