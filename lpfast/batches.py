@@ -24,9 +24,10 @@ class Batch:
     idx: Tensor
 
 
-def epoch_generator(seed: int, epoch: int, stream: int) -> torch.Generator:
-    """A generator private to (seed, epoch, stream): streams keep shuffling and augmentation apart."""
-    return torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 16 + stream)
+def epoch_generator(seed: int, epoch: int, stream: int, shard: int = 0) -> torch.Generator:
+    """A generator private to (seed, epoch, stream, shard): streams keep shuffling and
+    augmentation apart, shards keep data-parallel workers' augmentations apart."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + epoch) * 16 + stream + (shard << 48))
 
 
 class BatchIterator:
@@ -34,6 +35,8 @@ class BatchIterator:
 
     ``shuffle`` draws the epoch's permutation from ``(seed, epoch)``; ``augment_padding`` > 0
     applies random crop + flip; ``drop_last`` drops a final partial batch (training).
+    ``shard=(rank, workers)`` yields only this data-parallel worker's equal slice of every batch
+    (the batch order is the same on every worker; the augmentation draws are the worker's own).
     """
 
     def __init__(
@@ -48,9 +51,14 @@ class BatchIterator:
         drop_last: bool = False,
         device: torch.device | str = "cpu",
         channels_last: bool = False,
+        shard: tuple[int, int] = (0, 1),
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        rank, workers = shard
+        if not 0 <= rank < workers or batch_size % workers:
+            raise ValueError(f"shard {shard} must be (rank, workers) with workers dividing batch_size={batch_size}")
+        self.shard = shard
         self.dataset = dataset
         self.batch_size = batch_size
         self.device = torch.device(device)
@@ -58,7 +66,7 @@ class BatchIterator:
         self.channels_last = channels_last
         n = len(dataset)
         self.order = torch.randperm(n, generator=epoch_generator(seed, epoch, 0)) if shuffle else torch.arange(n)
-        self.augment_rng = epoch_generator(seed, epoch, 1)
+        self.augment_rng = epoch_generator(seed, epoch, 1, rank)
         self.num_batches = n // batch_size if drop_last else -(-n // batch_size)
 
     def __len__(self) -> int:
@@ -67,6 +75,9 @@ class BatchIterator:
     def __iter__(self) -> Iterator[Batch]:
         for b in range(self.num_batches):
             idx = self.order[b * self.batch_size : (b + 1) * self.batch_size]
+            rank, workers = self.shard
+            if workers > 1:
+                idx = idx.tensor_split(workers)[rank]
             images = self.dataset.images[idx].to(self.device, non_blocking=True)
             x = prepare(images, mean=self.dataset.mean, std=self.dataset.std, padding=self.augment_padding,
                         generator=self.augment_rng, channels_last=self.channels_last)

@@ -36,6 +36,8 @@ def _int_list(text: str) -> tuple[int, ...]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lpfast", description="Layer-parallel training of residual networks.")
     sub = parser.add_subparsers(dest="command", required=True)
+    bench = sub.add_parser("bench", add_help=False, help="run an end-to-end benchmark preset (lpfast bench -h)")
+    bench.add_argument("args", nargs=argparse.REMAINDER)
     train = sub.add_parser("train", help="train a model", description="Train a model; writes config, metrics and checkpoint to --out.")
     _option(train, "model", f"model name: {', '.join(MODEL_NAMES)}, any resnetD (D=6n+2) or wrn_D_K")
     _option(train, "dataset", "data set", choices=DATASET_NAMES)
@@ -74,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     _option(train, "aux", "auxiliary variables: per-sample store, or a small network per cut predicting them from the image", choices=AUX_KINDS)
     _option(train, "aux_depth", "conv layers of each auxiliary network", type=int)
     _option(train, "aux_width", "channels of each auxiliary network (none: the widest costing <= 10%% of the stage it feeds)", type=int)
+    _option(train, "train_subset", "train on the first N training samples only (quick checks)", type=int)
     _option(train, "dist_timeout", "seconds a worker waits for a silent neighbour before stopping with an error", type=float)
     train.add_argument("--serial-epochs", type=int, default=None, metavar="S",
                        help="with --parallel-epochs P: S serial epochs after them (sets --epochs to P+S)")
@@ -116,6 +119,8 @@ def train_command(args: argparse.Namespace) -> None:
     trainer = Trainer(config, args.out, resume=args.resume)
     if trainer.rank == 0:
         parallel = f", {config.method} with {config.stages} stages {trainer.lp.plan.blocks_per_stage} on {workers} worker(s)" if trainer.lp else ""
+        if trainer.data_parallel:
+            parallel = f", data-parallel backprop (DDP) on {workers} workers"
         print(
             f"lpfast: {config.model} on {config.dataset} ({len(trainer.train_data)} train / {len(trainer.test_data)} test), "
             f"{config.epochs} epochs{parallel}, device {trainer.device}, run folder {args.out}",
@@ -154,6 +159,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "train":
             train_command(args)
+        elif args.command == "bench":
+            from lpfast.benchmark import main as bench_main
+
+            bench_main(args.args)
     except (DatasetError, ValueError, RuntimeError) as exc:
         # One line per worker: a torchrun job shows which rank stopped and why.
         print(f"lpfast: error: {exc}", file=sys.stderr)

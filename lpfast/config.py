@@ -30,6 +30,7 @@ class TrainConfig:
     ``ds_factor``, ``wire_dtype``, ``ds_mode``: the DS filter of what crosses a cut in the
     parallel phase (None wire dtype: the compute dtype); ``store_ds_factor`` keeps λ and μ
     down-sampled.
+    ``train_subset`` N trains on the first N training samples only (quick checks).
     ``aux`` ``net`` replaces the per-sample λ/μ store by a small network per cut (``aux_depth``
     layers of ``aux_width`` channels; None: the widest costing at most 10% of the stage it
     feeds), which also lets augmentation run in the parallel phase.
@@ -70,6 +71,7 @@ class TrainConfig:
     wire_dtype: str | None = None
     ds_mode: str = "nearest"
     store_ds_factor: int = 1
+    train_subset: int | None = None
     aux: str = "store"
     aux_depth: int = 2
     aux_width: int | None = None
@@ -94,6 +96,8 @@ class TrainConfig:
             raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
         if not 0 <= self.warmup_epochs < self.epochs:
             raise ValueError(f"warmup_epochs must be in [0, epochs={self.epochs}), got {self.warmup_epochs}")
+        if self.train_subset is not None and self.train_subset < 1:
+            raise ValueError(f"train_subset must be >= 1 samples, got {self.train_subset}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
         if self.method not in METHODS:

@@ -71,6 +71,10 @@ class ImageDataset:
     def in_channels(self) -> int:
         return self.images.shape[1]
 
+    def subset(self, n: int) -> "ImageDataset":
+        """The first ``n`` samples (views, no copy); indices stay those of this split."""
+        return ImageDataset(self.images[:n], self.labels[:n], self.num_classes, self.mean, self.std)
+
 
 # ------------------------------------------------------------------------------------ MNIST
 

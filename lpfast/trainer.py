@@ -1,8 +1,10 @@
-"""Training runs: serial backprop (the baseline every speed-up is measured against) or the
-layer-parallel phase, with run folders, metrics and exact resume."""
+"""Training runs: serial backprop (the baseline every speed-up is measured against; data-parallel
+with DistributedDataParallel under torchrun) or the layer-parallel phase, with run folders,
+metrics and exact resume."""
 from __future__ import annotations
 
 import datetime
+import resource
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -55,7 +57,10 @@ def distributed_rank() -> tuple[int, int]:
 class Trainer:
     """Trains ``config.model`` on ``config.dataset`` by ``config.method``.
 
-    ``serial``: SGD + momentum + weight decay on the whole network. ``penalty`` / ``al``: the
+    ``serial``: SGD + momentum + weight decay on the whole network; with ``torch.distributed``
+    initialised, data-parallel (DistributedDataParallel): every rank holds the whole network and
+    trains on its 1/world slice of each batch, gradients averaged across ranks (batch-norm
+    statistics stay per rank, as plain DDP has them). ``penalty`` / ``al``: the
     layer-parallel phase through :class:`~lpfast.parallel.LayerParallel`, all stages in this
     process, or one stage per rank when ``torch.distributed`` is initialised with one rank per stage.
 
@@ -84,11 +89,15 @@ class Trainer:
         if resume:
             self._check_resumable(config)
         self.config = config
-        if self.world > 1 and (config.method == "serial" or self.world != config.stages):
+        self.data_parallel = self.world > 1 and config.method == "serial"
+        if self.world > 1 and not self.data_parallel and self.world != config.stages:
             raise ValueError(
-                f"{self.world} workers need --method penalty|al with --stages {self.world} (one stage per worker); "
-                f"got --method {config.method} --stages {config.stages}"
+                f"{self.world} workers need --stages {self.world} with --method penalty|al (one stage per worker), "
+                f"or --method serial (data-parallel); got --method {config.method} --stages {config.stages}"
             )
+        if self.data_parallel and config.batch_size % self.world:
+            raise ValueError(f"data-parallel training splits each batch over {self.world} workers: "
+                             f"choose a --batch-size divisible by {self.world} (got {config.batch_size})")
         if config.threads is not None:
             torch.set_num_threads(config.threads)
         self.device = torch.device(config.device)
@@ -97,6 +106,8 @@ class Trainer:
         self.channels_last = config.channels_last
         self.train_data = train_data if train_data is not None else load_dataset(config.dataset, "train", config.data_dir)
         self.test_data = test_data if test_data is not None else load_dataset(config.dataset, "test", config.data_dir)
+        if config.train_subset is not None:
+            self.train_data = self.train_data.subset(config.train_subset)
         if len(self.train_data) < config.batch_size:
             raise ValueError(f"batch_size {config.batch_size} exceeds the {len(self.train_data)} training samples")
 
@@ -111,6 +122,8 @@ class Trainer:
         self.lp: LayerParallel | None = None
         if config.method == "serial":
             self.optimizers = [make_optimizer(self.model.parameters())]
+            # The module the training forward runs through; self.model stays the bare network.
+            self.train_module: nn.Module = nn.parallel.DistributedDataParallel(self.model) if self.data_parallel else self.model
         else:
             transport = DistTransport(datetime.timedelta(seconds=config.dist_timeout)) if self.world > 1 else LocalTransport()
             self.lp = LayerParallel(
@@ -189,6 +202,7 @@ class Trainer:
             self.train_data, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=self.epoch,
             augment_padding=CIFAR_PADDING if cfg.use_augmentation(self.epoch) else 0, drop_last=True,
             device=self.device, channels_last=self.channels_last,
+            shard=(self.rank, self.world) if self.data_parallel else (0, 1),
         )
 
     def _eval_batches(self, data: ImageDataset) -> BatchIterator:
@@ -216,7 +230,7 @@ class Trainer:
         start = time.perf_counter()
         for batch in batches:
             if self.lp is None:
-                logits = self.model(batch.x)
+                logits = self.train_module(batch.x)
                 loss = F.cross_entropy(logits, batch.y)
                 self.optimizers[0].zero_grad(set_to_none=True)
                 loss.backward()
@@ -241,13 +255,29 @@ class Trainer:
             progress.close()
         record = {"epoch": self.epoch + 1, "method": cfg.method}
         if self.lp is None:
-            record |= {"train_loss": loss_sum.item() / seen, "train_acc": 100.0 * correct.item() / seen}
+            totals = torch.stack([loss_sum, correct.double(), torch.tensor(float(seen), dtype=torch.float64, device=self.device)])
+            if self.data_parallel:
+                dist.all_reduce(totals)
+            record |= {"train_loss": totals[0].item() / totals[2].item(), "train_acc": 100.0 * totals[1].item() / totals[2].item()}
+            seen = int(totals[2].item())
         else:
             stats = self.lp.end_epoch()
             record |= {"train_loss": stats["stage_loss"][-1]} | stats
-        record |= {"epoch_time_s": elapsed, "samples_per_s": seen / elapsed, "lr": self.optimizers[0].param_groups[0]["lr"]}
+        record |= {"epoch_time_s": elapsed, "samples_per_s": seen / elapsed, "lr": self.optimizers[0].param_groups[0]["lr"],
+                   "peak_rss_mb": self._peak_memory_mb()}
         self.epoch += 1
         return record
+
+    def _peak_memory_mb(self) -> float:
+        """Largest resident set of any worker so far (MiB; device memory instead on a GPU)."""
+        if self.device.type == "cuda":
+            peak = torch.cuda.max_memory_allocated(self.device) / 2**20
+        else:
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+        value = torch.tensor(float(peak), dtype=torch.float64, device=self.device)
+        if self.world > 1:
+            dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        return value.item()
 
     def evaluate(self) -> tuple[float, float]:
         if self.lp is not None:

@@ -11,19 +11,15 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from lpfast.config import TrainConfig
-from lpfast.datasets import ImageDataset, load_embedded
+from lpfast.datasets import load_embedded
 from lpfast.models import mnist_resnet
 from lpfast.parallel import LayerParallel
 from lpfast.stages import partition
 from lpfast.trainer import Trainer
 
 
-def subset(data: ImageDataset, n: int) -> ImageDataset:
-    return ImageDataset(data.images[:n], data.labels[:n], data.num_classes, data.mean, data.std)
-
-
 def small_data(n_train=192, n_test=64):
-    return subset(load_embedded("train"), n_train), subset(load_embedded("test"), n_test)
+    return load_embedded("train").subset(n_train), load_embedded("test").subset(n_test)
 
 
 # ------------------------------------------------------------------------------ exactness
@@ -106,7 +102,8 @@ def _worker(rank, world, store_file, out_dir, config_kwargs):
         train, test = small_data()
         trainer = Trainer(TrainConfig(**config_kwargs), train_data=train, test_data=test, log=lambda s: None)
         records = trainer.fit()
-        torch.save({"state": trainer.lp.state_dict(), "records": records}, os.path.join(out_dir, f"rank{rank}.pt"))
+        state = trainer.lp.state_dict() if trainer.lp is not None else None
+        torch.save({"state": state, "model": trainer.model.state_dict(), "records": records}, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
 
@@ -378,3 +375,33 @@ def test_aux_net_default_width_fits_the_budget():
         TrainConfig(aux="net")
     with pytest.raises(ValueError, match="which --aux net does not have"):
         TrainConfig(method="penalty", stages=2, aux="net", store_ds_factor=2)
+
+
+# ------------------------------------------------------------------------------ data-parallel baseline
+
+
+def test_data_parallel_serial_is_backprop_on_the_whole_batch(tmp_path):
+    # DDP on 2 workers: each trains on its half of every batch, gradients averaged. The same steps
+    # in one process: the mean of the two halves' gradients (batch norm on each half's statistics).
+    config = dict(method="serial", epochs=1, batch_size=32, threads=1, weight_decay=5e-4)
+    workers = run_workers(tmp_path, config)
+    for name, value in workers[0]["model"].items():
+        if "running" not in name and "num_batches" not in name:
+            assert torch.equal(value, workers[1]["model"][name]), name
+    train, test = small_data()
+    torch.manual_seed(0)
+    trainer = Trainer(TrainConfig(**config), train_data=train, test_data=test, log=lambda s: None)
+    model, opt = trainer.model, trainer.optimizers[0]
+    for batch in trainer._train_batches():
+        opt.zero_grad()
+        for x, y in zip(batch.x.chunk(2), batch.y.chunk(2)):
+            (F.cross_entropy(model(x), y) / 2).backward()
+        opt.step()
+        trainer.schedulers[0].step()
+    for name, value in model.state_dict().items():
+        if "running" not in name and "num_batches" not in name:
+            torch.testing.assert_close(workers[0]["model"][name], value, rtol=1e-5, atol=1e-6, msg=name)
+    assert workers[0]["records"][0]["samples_per_s"] > 0
+    with pytest.raises(ValueError, match="workers dividing batch_size"):
+        from lpfast.batches import BatchIterator
+        BatchIterator(train, 33, shuffle=True, shard=(0, 2))

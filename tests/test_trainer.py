@@ -8,18 +8,14 @@ import torch
 
 from lpfast.cli import main
 from lpfast.config import TrainConfig
-from lpfast.datasets import ImageDataset, load_embedded
+from lpfast.datasets import load_embedded
 from lpfast.trainer import RunFolderError, Trainer
 from test_datasets import write_mnist
 
 
-def subset(data: ImageDataset, n: int) -> ImageDataset:
-    return ImageDataset(data.images[:n], data.labels[:n], data.num_classes, data.mean, data.std)
-
-
 @pytest.fixture(scope="module")
 def small_data():
-    return subset(load_embedded("train"), 256), subset(load_embedded("test"), 100)
+    return load_embedded("train").subset(256), load_embedded("test").subset(100)
 
 
 def trainer(config, run_dir, small_data, **kwargs):

@@ -1,5 +1,5 @@
-// CUDA kernel of lpfast::penalty_residual: a grid-stride pass that writes the gradient and
-// leaves one partial sum of r^2 per block; the partials are reduced on the device, so the op
+// CUDA kernel of lpfast::penalty_residual: a grid-stride pass (16-byte packs where aligned) that
+// writes the gradient and leaves one partial sum of r^2 per block; the partials are reduced on the device, so the op
 // never synchronises with the host.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -10,6 +10,7 @@
 #include <cub/block/block_reduce.cuh>
 
 #include "../penalty_residual.h"
+#include "packs.cuh"
 
 namespace lpfast {
 namespace {
@@ -17,7 +18,7 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int64_t kMaxBlocks = 1024;
 
-template <typename scalar_t>
+template <typename scalar_t, int V>
 __global__ void penalty_residual_kernel(const scalar_t* __restrict__ o,
                                         const scalar_t* __restrict__ l,
                                         const scalar_t* __restrict__ m, scalar_t* __restrict__ g,
@@ -27,13 +28,24 @@ __global__ void penalty_residual_kernel(const scalar_t* __restrict__ o,
   using BlockReduce = cub::BlockReduce<double, kThreads>;
   __shared__ typename BlockReduce::TempStorage tmp;
   double acc = 0.0;
-  for (int64_t i = blockIdx.x * int64_t(kThreads) + threadIdx.x; i < n;
-       i += int64_t(gridDim.x) * kThreads) {
-    opmath_t r = opmath_t(o[i]) - opmath_t(l[i]);
-    if (m != nullptr) r = r + opmath_t(m[i]) * inv_beta;
-    g[i] = scalar_t(r * scale);
+  auto residual = [&](scalar_t oi, scalar_t li, scalar_t mi) {
+    opmath_t r = opmath_t(oi) - opmath_t(li);
+    if (m != nullptr) r = r + opmath_t(mi) * inv_beta;
     acc += double(r) * double(r);
+    return scalar_t(r * scale);
+  };
+  const int64_t first = blockIdx.x * int64_t(kThreads) + threadIdx.x, stride = int64_t(gridDim.x) * kThreads;
+  const int64_t packs = n / V;
+  for (int64_t p = first; p < packs; p += stride) {
+    const Pack<scalar_t, V> po = load_pack<V>(o, p), pl = load_pack<V>(l, p);
+    const Pack<scalar_t, V> pm = m != nullptr ? load_pack<V>(m, p) : Pack<scalar_t, V>{};
+    Pack<scalar_t, V> pg;
+#pragma unroll
+    for (int k = 0; k < V; ++k) pg.v[k] = residual(po.v[k], pl.v[k], pm.v[k]);
+    store_pack<V>(g, p, pg);
   }
+  for (int64_t i = packs * V + first; i < n; i += stride)
+    g[i] = residual(o[i], l[i], m != nullptr ? m[i] : scalar_t(0));
   const double block_sum = BlockReduce(tmp).Sum(acc);
   if (threadIdx.x == 0) partial[blockIdx.x] = block_sum;
 }
@@ -58,11 +70,17 @@ std::tuple<at::Tensor, at::Tensor> penalty_residual_cuda(const at::Tensor& out,
   at::Tensor partial = at::empty({blocks}, o.options().dtype(at::kDouble));
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, o.scalar_type(), "penalty_residual_cuda", [&] {
     using opmath_t = at::opmath_type<scalar_t>;
-    penalty_residual_kernel<scalar_t><<<blocks, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
-        o.const_data_ptr<scalar_t>(), l.const_data_ptr<scalar_t>(),
-        m.defined() ? m.const_data_ptr<scalar_t>() : nullptr, grad.mutable_data_ptr<scalar_t>(), n,
-        opmath_t(1.0 / beta), opmath_t(scale), partial.mutable_data_ptr<double>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    const scalar_t* op = o.const_data_ptr<scalar_t>();
+    const scalar_t* lp = l.const_data_ptr<scalar_t>();
+    const scalar_t* mp = m.defined() ? m.const_data_ptr<scalar_t>() : nullptr;
+    scalar_t* gp = grad.mutable_data_ptr<scalar_t>();
+    auto launch = [&](auto kernel) {
+      kernel<<<blocks, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+          op, lp, mp, gp, n, opmath_t(1.0 / beta), opmath_t(scale), partial.mutable_data_ptr<double>());
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    };
+    if (packs_aligned({op, lp, mp, gp})) launch(penalty_residual_kernel<scalar_t, pack_width<scalar_t>()>);
+    else launch(penalty_residual_kernel<scalar_t, 1>);
   });
   at::Tensor loss = (partial.sum() * (0.5 * scale)).to(loss_opts.dtype());
   return {loss, grad};

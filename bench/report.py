@@ -1,0 +1,153 @@
+"""Turns the benchmark records (``bench/results/records.jsonl``, written by ``lpfast bench``) into
+``bench/RESULTS.md`` with PNG plots beside it.
+
+For each (benchmark, model, data set) the latest invocation gives one table: every
+configuration's final accuracy, training and wall time at the same epoch budget, the speed-up of
+the parallel phase per epoch and of the whole run over serial backprop on the same cores, bytes
+sent and memory. Plots: test accuracy against wall time, per-cut constraint violation against
+epoch, bytes per epoch, and the speed-up against K with the model ρ(K) of ALGORITHM.md §8 fitted
+from the measured epoch times. Every number comes from a record; the commands are listed on top.
+
+    python bench/report.py [--records bench/results/records.jsonl] [--out bench/RESULTS.md]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load(records_path: Path) -> dict[tuple[str, str, str], list[dict]]:
+    """Records of the latest invocation of each (benchmark, model, dataset), in row order."""
+    groups: dict[tuple[str, str, str], dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    for line in records_path.read_text().splitlines():
+        if line.strip():
+            r = json.loads(line)
+            groups[(r["benchmark"], r["model"], r["dataset"])][r["invocation"]].append(r)
+    return {key: runs[max(runs)] for key, runs in sorted(groups.items())}
+
+
+def baseline(records: list[dict]) -> dict:
+    """Serial backprop using all the cores the parallel rows use (else the first row)."""
+    serial = [r for r in records if r["config"]["method"] == "serial" and r["workers"] == 1]
+    return max(serial, key=lambda r: r["threads"]) if serial else records[0]
+
+
+def phase_median(r: dict, phase: str) -> float | None:
+    times = [t for t, p in zip(r["epoch_time_s"], r["phase"]) if p == phase]
+    return statistics.median(times) if times else None
+
+
+def rho_model(serial_1: float, parallel_k: float, k: int):
+    """ρ(K) = T / (o + (T - o)/K) with T the 1-thread serial epoch and o = T_d + t_aux fitted
+    from the measured K-worker parallel epoch (ALGORITHM.md §8)."""
+    overhead = (parallel_k - serial_1 / k) / (1 - 1 / k)
+    return overhead, lambda kk: serial_1 / (overhead + (serial_1 - overhead) / kk)
+
+
+def plots(key, records: list[dict], folder: Path) -> list[str]:
+    stem = "-".join(key)
+    made = []
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in records:
+        wall = [sum(r["epoch_time_s"][: i + 1]) for i in range(len(r["epoch_time_s"]))]
+        ax.plot(wall, r["test_acc"], marker="o", label=r["name"])
+    ax.set(xlabel="training time (s)", ylabel="test accuracy (%)", title=f"{key[1]} on {key[2]}")
+    ax.legend(fontsize=7)
+    made.append(_save(fig, folder / f"{stem}-accuracy.png"))
+
+    with_violation = [r for r in records if any(v for v in r["violation"])]
+    if with_violation:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for r in with_violation:
+            epochs = [i + 1 for i, v in enumerate(r["violation"]) if v]
+            ax.plot(epochs, [v[0] for v in r["violation"] if v], marker="o", label=f"{r['name']} (cut 0)")
+        ax.set(xlabel="epoch", ylabel="relative violation", yscale="log", title="constraint violation per cut")
+        ax.legend(fontsize=7)
+        made.append(_save(fig, folder / f"{stem}-violation.png"))
+
+    sending = [r for r in records if r["bytes_sent"]]
+    if sending:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.barh([r["name"] for r in sending], [r["bytes_sent"] / len(r["epoch_time_s"]) / 1e9 for r in sending])
+        ax.set(xlabel="GB sent between stages per epoch", title="communication, with and without DS")
+        fig.tight_layout()
+        made.append(_save(fig, folder / f"{stem}-bytes.png"))
+
+    serial_1 = next((r for r in records if r["name"] == "serial, 1 thread"), None)
+    parallel = [r for r in records if r["config"]["method"] != "serial" and phase_median(r, "parallel")]
+    if serial_1 and parallel:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        t1 = serial_1["median_epoch_time_s"]
+        ks = list(range(1, 17))
+        for r in parallel[:1]:
+            k = r["workers"]
+            overhead, rho = rho_model(t1, phase_median(r, "parallel"), k)
+            ax.plot(ks, [rho(kk) for kk in ks], label=f"ρ(K), T_d + t_aux = {overhead:.1f} s fitted from {r['name']}")
+            ax.plot([k], [t1 / phase_median(r, "parallel")], "o", label="measured")
+        ax.plot(ks, ks, ":", color="grey", label="linear")
+        ax.set(xlabel="K (stages)", ylabel="parallel-epoch speed-up over 1-thread serial", ylim=(0, 8))
+        ax.legend(fontsize=7)
+        made.append(_save(fig, folder / f"{stem}-speedup.png"))
+    return made
+
+
+def _save(fig, path: Path) -> str:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path.name
+
+
+def table(records: list[dict]) -> list[str]:
+    base = baseline(records)
+    base_epoch, base_total = base["median_epoch_time_s"], base["train_time_s"]
+    lines = [
+        f"Speed-ups are against **{base['name']}** (same cores). Parallel-epoch speed-up: its median epoch time over "
+        "the median parallel-phase epoch; run speed-up: training time of the whole budget.", "",
+        "| configuration | final test acc (%) | Δ acc vs baseline | training time (s) | wall time (s) | parallel-epoch speed-up "
+        "| run speed-up | bytes sent | aux. memory | peak memory |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in records:
+        par = phase_median(r, "parallel")
+        lines.append(
+            f"| {r['name']} | {r['final_test_acc']:.2f} | {r['final_test_acc'] - base['final_test_acc']:+.2f} | {r['train_time_s']:.0f} | "
+            f"{r['wall_time_s']:.0f} | {'' if par is None else f'{base_epoch / par:.2f}x'} | {base_total / r['train_time_s']:.2f}x | "
+            f"{r['bytes_sent'] / 1e9:.2f} GB | {sum(r['aux_bytes_per_cut'] or [0]) / 1e6:.1f} MB | {r['peak_rss_mb']:.0f} MB |"
+        )
+    return lines
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--records", type=Path, default=ROOT / "bench" / "results" / "records.jsonl")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "RESULTS.md")
+    args = parser.parse_args(argv)
+    groups = load(args.records)
+    plot_dir = args.out.parent / "plots"
+    lines = ["# lpfast benchmark results", "",
+             f"Made by `bench/report.py` from `{args.records.name}`; each section is one invocation of the command shown.", ""]
+    for key, records in groups.items():
+        first = records[0]
+        machine = first["machine"]
+        lines += [f"## {key[0]}: {key[1]} on {key[2]}, {first['epoch_budget']} epochs", "",
+                  f"Machine: {machine['platform']}, {machine['cpus']} CPUs, torch {machine['torch']}, commit "
+                  f"`{(first['git_commit'] or 'unknown')[:10]}`, invocation {first['invocation']}. Commands (from the repository root):", "",
+                  "```", *(f"python {r['command']}" for r in records), "```", "", *table(records), ""]
+        lines += [f"![{name}](plots/{name})" for name in plots(key, records, plot_dir)] + [""]
+    args.out.write_text("\n".join(lines) + "\n")
+    print(f"wrote {args.out} ({sum(len(r) for r in groups.values())} rows) and plots in {plot_dir}")
+
+
+if __name__ == "__main__":
+    main()

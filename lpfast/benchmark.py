@@ -1,0 +1,190 @@
+"""End-to-end benchmarks: configurations of ``lpfast train`` side by side at one epoch budget.
+
+Every configuration runs through the real CLI (``torchrun`` for the K-worker rows), one epoch of
+each in turn (A B C ... A B C ...) using ``--pause-after 1`` and ``--resume``, so drift of a shared
+machine's speed hits every row alike. After every round the per-benchmark table
+``<out>/<preset>-<model>-<dataset>.{json,md}`` is rewritten; when the budget is done, one JSON
+record per configuration (config, machine, torch version, git commit, per-epoch metrics, final
+accuracy, times, bytes sent, peak memory) is appended to ``<out>/records.jsonl``, which
+``bench/report.py`` turns into ``bench/RESULTS.md``.
+
+Presets (rows; ``+SPH`` where ``--parallel-epochs`` is given):
+
+- ``smoke``: every kind of row once, on the embedded set, one epoch (the end-to-end test);
+- ``parallel``: the parallel phase alone, penalty and AL on K workers, against serial backprop
+  with 1 and K threads;
+- ``sph``: penalty+SPH and AL+SPH with and without DS (s=2, bfloat16 wire) against serial backprop;
+- ``aux``: penalty+SPH with stored λ against ``--aux net`` and serial backprop;
+- ``grid``: serial (1 and K threads), DDP on K workers, penalty+SPH and AL+SPH with and without
+  DS, and ``--aux net``.
+
+    lpfast bench sph --model resnet20 --dataset cifar10 --epochs 3 --parallel-epochs 2
+    python bench/e2e.py grid --dataset mnist --epochs 3 --parallel-epochs 2
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+DS_OPTIONS = ["--ds-factor", "2", "--wire-dtype", "bfloat16"]
+PRESETS = {
+    "smoke": ("serial-1", "serial-K", "ddp", "penalty", "penalty+ds", "penalty+net"),
+    "parallel": ("serial-1", "serial-K", "penalty", "al", "penalty+lr0.1"),
+    "sph": ("serial-K", "penalty", "al", "penalty+ds", "al+ds"),
+    "aux": ("serial-K", "penalty", "penalty+net"),
+    "grid": ("serial-1", "serial-K", "ddp", "penalty", "al", "penalty+ds", "al+ds", "penalty+net"),
+}
+
+
+def row(kind: str, workers: int, parallel_epochs: int | None, micro_batches: int) -> tuple[str, list[str], int, int]:
+    """(name, extra CLI options, torchrun workers (0 = plain process), threads per process) of a row kind:
+    ``serial-1``, ``serial-K``, ``ddp``, or ``penalty``/``al`` with modifiers ``+ds``, ``+net``, ``+lr0.1``."""
+    if kind == "serial-1":
+        return "serial, 1 thread", [], 0, 1
+    if kind == "serial-K":
+        return f"serial, {workers} threads", [], 0, workers
+    if kind == "ddp":
+        return f"DDP, {workers} workers x 1 thread", ["--method", "serial"], workers, 1
+    method, *modifiers = kind.split("+")
+    options = ["--method", method, "--stages", str(workers)]
+    name = f"{method}{'+SPH' if parallel_epochs is not None else ''} K={workers}"
+    if parallel_epochs is not None:
+        options += ["--parallel-epochs", str(parallel_epochs), "--micro-batches", str(micro_batches)]
+    labels = {"ds": ("DS s=2 bf16", DS_OPTIONS), "net": ("--aux net", ["--aux", "net"]),
+              "lr0.1": ("regression lr x0.1", ["--regression-lr-scale", "0.1"])}
+    for modifier in modifiers:
+        label, extra = labels[modifier]
+        name += f", {label}"
+        options += extra
+    return name, options, workers, 1
+
+
+def command(options: list[str], workers: int, threads: int, common: list[str], out: Path, resume: bool, port: int) -> list[str]:
+    launcher = [sys.executable, "-m", "lpfast"]
+    if workers:
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(workers), "--master-port", str(port), "-m", "lpfast"]
+    return [*launcher, "train", *common, *options, "--threads", str(threads), "--out", str(out), "--pause-after", "1", *(["--resume"] if resume else [])]
+
+
+def git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def collect(args, runs: Path, rows: dict, walls: dict, stamp: str) -> list[dict]:
+    """One record per row that has finished epochs, from its run folder."""
+    records = []
+    machine = {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
+               "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    for i, (name, (options, workers, threads)) in enumerate(rows.items()):
+        folder = runs / f"run{i}"
+        metrics_file = folder / "metrics.jsonl"
+        metrics = [json.loads(line) for line in metrics_file.read_text().splitlines()] if metrics_file.exists() else []
+        if not metrics:
+            continue
+        epoch_times = [m["epoch_time_s"] for m in metrics]
+        records.append({
+            "benchmark": args.preset, "invocation": stamp, "name": name, "model": args.model, "dataset": args.dataset,
+            "workers": workers or 1, "threads": threads, "epoch_budget": args.epochs,
+            "command": " ".join(command(options, workers, threads, args.common, Path(f"run{i}"), False, args.port)[1:]),
+            "config": json.loads((folder / "config.json").read_text()), "machine": machine, "git_commit": args.commit,
+            "epochs": metrics, "phase": [m.get("phase", "serial") for m in metrics],
+            "epoch_time_s": epoch_times, "median_epoch_time_s": statistics.median(epoch_times), "train_time_s": sum(epoch_times),
+            "process_wall_s": walls[name][: len(metrics)], "wall_time_s": sum(walls[name][: len(metrics)]),
+            "test_acc": [m["test_acc"] for m in metrics], "final_test_acc": metrics[-1]["test_acc"],
+            "violation": [m.get("violation") for m in metrics], "beta": [m.get("beta") for m in metrics],
+            "bytes_sent": sum(sum(m.get("bytes_forward") or [0]) + sum(m.get("bytes_backward") or [0]) for m in metrics),
+            "aux_bytes_per_cut": next((m["aux_bytes"] for m in metrics if m.get("aux_bytes")), None),
+            "stage_time_s": [m.get("stage_time_s") for m in metrics],
+            "peak_rss_mb": max(m.get("peak_rss_mb", 0.0) for m in metrics),
+        })
+    return records
+
+
+def write_table(args, records: list[dict]) -> None:
+    name = f"{args.preset}-{args.model}-{args.dataset}"
+    base, base_total = records[0]["median_epoch_time_s"], records[0]["train_time_s"]
+    (args.out / f"{name}.json").write_text(json.dumps({"benchmark": args.preset, "records": records}, indent=1) + "\n")
+    machine = records[0]["machine"]
+    epochs_done = min(len(r["epoch_time_s"]) for r in records)
+    lines = [
+        f"# {args.preset}: {args.model} on {args.dataset}, {epochs_done}/{args.epochs} epochs, batch {args.batch_size}",
+        "", f"Machine: {machine['platform']}, {machine['cpus']} CPUs, torch {machine['torch']}. "
+        "Epochs of all rows interleaved. Training time counts the training loops only; wall time is that of the "
+        "whole processes (start-up, data loading, λ initialisation, evaluation, checkpoints). Bytes are those sent "
+        "between stages in training steps, both directions; auxiliary memory is that of λ and μ (or of the "
+        "auxiliary networks with their optimizer state), all cuts.", "",
+        "| configuration | final test acc (%) | median epoch (s) | epoch speed vs first row | training time (s) | total vs first row "
+        "| wall time (s) | bytes sent | auxiliary memory | peak memory | last parallel-epoch violation |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in records:
+        violation = next((v for v in reversed(r["violation"]) if v), None)
+        lines.append(
+            f"| {r['name']} | {r['final_test_acc']:.2f} | {r['median_epoch_time_s']:.1f} | {base / r['median_epoch_time_s']:.2f}x | "
+            f"{r['train_time_s']:.0f} | {base_total / r['train_time_s']:.2f}x | {r['wall_time_s']:.0f} | {r['bytes_sent'] / 1e9:.2f} GB | "
+            f"{sum(r['aux_bytes_per_cut'] or [0]) / 1e6:.2f} MB | {r['peak_rss_mb']:.0f} MB | "
+            f"{'' if violation is None else ' '.join(f'{v:.4f}' for v in violation)} |"
+        )
+    (args.out / f"{name}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines), flush=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lpfast bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("preset", choices=tuple(PRESETS))
+    parser.add_argument("--model", default="mnist_resnet")
+    parser.add_argument("--dataset", default="mnist")
+    parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--train-subset", type=int, default=None, help="train on the first N samples only (quick checks)")
+    parser.add_argument("--workers", type=int, default=2, help="K: stages / data-parallel workers / threads of the serial row")
+    parser.add_argument("--parallel-epochs", type=int, default=None, help="P: the layer-parallel rows run SPH, P parallel epochs first")
+    parser.add_argument("--micro-batches", type=int, default=4, help="micro-batches of the serial phase's pipeline")
+    parser.add_argument("--port", type=int, default=29533, help="torchrun master port")
+    parser.add_argument("--out", type=Path, default=Path("bench") / "results", help="results folder (default: bench/results)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    runs = args.out / f"{args.preset}-{args.model}-{args.dataset}-{stamp}"
+    args.common = ["--model", args.model, "--dataset", args.dataset, "--epochs", str(args.epochs), "--batch-size", str(args.batch_size)]
+    if args.dataset != "embedded":
+        args.common += ["--data-dir", args.data_dir]
+    if args.train_subset is not None:
+        args.common += ["--train-subset", str(args.train_subset)]
+    args.commit = git_commit()
+    rows = {}
+    for kind in PRESETS[args.preset]:
+        name, options, workers, threads = row(kind, args.workers, args.parallel_epochs, args.micro_batches)
+        rows[name] = (options, workers, threads)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    walls: dict[str, list[float]] = {name: [] for name in rows}
+    args.out.mkdir(parents=True, exist_ok=True)
+    for epoch in range(args.epochs):
+        for i, (name, (options, workers, threads)) in enumerate(rows.items()):
+            cmd = command(options, workers, threads, args.common, runs / f"run{i}", epoch > 0, args.port)
+            print(f"[epoch {epoch + 1}/{args.epochs}] {name}: {' '.join(cmd[1:])}", flush=True)
+            start = time.perf_counter()
+            subprocess.run(cmd, check=True, env=env)
+            walls[name].append(time.perf_counter() - start)
+        write_table(args, collect(args, runs, rows, walls, stamp))
+    with open(args.out / "records.jsonl", "a") as f:
+        for record in collect(args, runs, rows, walls, stamp):
+            f.write(json.dumps(record) + "\n")
+    print(f"appended {len(rows)} records to {args.out / 'records.jsonl'}", flush=True)
