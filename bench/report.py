@@ -55,7 +55,7 @@ def rho_model(serial_1: float, parallel_k: float, k: int):
 
 
 def plots(key, records: list[dict], folder: Path) -> list[str]:
-    stem = "-".join(key)
+    stem = "-".join(key).replace(" ", "_")
     made = []
     fig, ax = plt.subplots(figsize=(6, 4))
     for r in records:
@@ -113,7 +113,9 @@ def table(records: list[dict]) -> list[str]:
     base_epoch, base_total = base["median_epoch_time_s"], base["train_time_s"]
     lines = [
         f"Speed-ups are against **{base['name']}** (same cores). Parallel-epoch speed-up: its median epoch time over "
-        "the median parallel-phase epoch; run speed-up: training time of the whole budget.", "",
+        "the median parallel-phase epoch; run speed-up: training time of the whole budget. Bytes sent count the "
+        "messages between stages; DDP's gradient all-reduce (about 2(K-1)/K × the parameters' bytes per step) is not "
+        "counted there.", "",
         "| configuration | final test acc (%) | Δ acc vs baseline | training time (s) | wall time (s) | parallel-epoch speed-up "
         "| run speed-up | bytes sent | aux. memory | peak memory |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -143,7 +145,7 @@ def main(argv: list[str] | None = None) -> None:
         lines += [f"## {key[0]}: {key[1]} on {key[2]}, {first['epoch_budget']} epochs", "",
                   f"Machine: {machine['platform']}, {machine['cpus']} CPUs, torch {machine['torch']}, commit "
                   f"`{(first['git_commit'] or 'unknown')[:10]}`, invocation {first['invocation']}. Commands (from the repository root):", "",
-                  "```", *(f"python {r['command']}" for r in records), "```", "", *table(records), ""]
+                  "```", *(r["command"] for r in records), "```", "", *table(records), ""]
         lines += [f"![{name}](plots/{name})" for name in plots(key, records, plot_dir)] + [""]
     args.out.write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out} ({sum(len(r) for r in groups.values())} rows) and plots in {plot_dir}")

@@ -19,6 +19,11 @@ Presets (rows; ``+SPH`` where ``--parallel-epochs`` is given):
   DS, and ``--aux net``.
 
     lpfast bench sph --model resnet20 --dataset cifar10 --epochs 3 --parallel-epochs 2
+    lpfast bench grid --dataset mnist --epochs 3 --parallel-epochs 2 --slow-link 1gbit   # as root
+
+With ``--slow-link RATE`` the 2-worker rows run as two hosts, each in its own network namespace
+with its worker pinned to its own core, joined by a veth pair shaped to RATE (:mod:`lpfast.netns`):
+there messages cost what they cost between machines, which is where the DS filters pay.
     python bench/e2e.py grid --dataset mnist --epochs 3 --parallel-epochs 2
 """
 from __future__ import annotations
@@ -31,9 +36,12 @@ import statistics
 import subprocess
 import sys
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
+
+from lpfast.netns import Host, slow_link
 
 ROOT = Path(__file__).resolve().parents[1]
 DS_OPTIONS = ["--ds-factor", "2", "--wire-dtype", "bfloat16"]
@@ -69,11 +77,23 @@ def row(kind: str, workers: int, parallel_epochs: int | None, micro_batches: int
     return name, options, workers, 1
 
 
-def command(options: list[str], workers: int, threads: int, common: list[str], out: Path, resume: bool, port: int) -> list[str]:
-    launcher = [sys.executable, "-m", "lpfast"]
-    if workers:
-        launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(workers), "--master-port", str(port), "-m", "lpfast"]
-    return [*launcher, "train", *common, *options, "--threads", str(threads), "--out", str(out), "--pause-after", "1", *(["--resume"] if resume else [])]
+def commands(options: list[str], workers: int, threads: int, common: list[str], out: Path, resume: bool, port: int,
+             link: tuple[Host, Host] | None = None) -> list[list[str]]:
+    """The processes of one epoch of a row: one plain process, one torchrun on this machine, or
+    (over a slow link) one torchrun node per namespace, each worker pinned to its own core."""
+    train = ["-m", "lpfast", "train", *common, *options, "--threads", str(threads), "--out", str(out), "--pause-after", "1",
+             *(["--resume"] if resume else [])]
+    if not workers:
+        return [[sys.executable, *train]]
+    if link is None:
+        return [[sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(workers), "--master-port", str(port), *train]]
+    return [host.wrap([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", str(rank), "--nproc-per-node", "1",
+                       "--master-addr", link[0].address, "--master-port", str(port), *train], cores=[rank])
+            for rank, host in enumerate(link)]
+
+
+def shown(cmds: list[list[str]]) -> str:
+    return " & ".join(" ".join("python" if part == sys.executable else part for part in cmd) for cmd in cmds)
 
 
 def git_commit() -> str | None:
@@ -96,9 +116,10 @@ def collect(args, runs: Path, rows: dict, walls: dict, stamp: str) -> list[dict]
             continue
         epoch_times = [m["epoch_time_s"] for m in metrics]
         records.append({
-            "benchmark": args.preset, "invocation": stamp, "name": name, "model": args.model, "dataset": args.dataset,
+            "benchmark": args.preset + ("" if args.slow_link is None else f" over a {args.slow_link} link"), "invocation": stamp, "name": name, "model": args.model, "dataset": args.dataset,
             "workers": workers or 1, "threads": threads, "epoch_budget": args.epochs,
-            "command": " ".join(command(options, workers, threads, args.common, Path(f"run{i}"), False, args.port)[1:]),
+            "command": shown(commands(options, workers, threads, args.common, Path(f"run{i}"), False, args.port, args.link)),
+            "slow_link": args.slow_link,
             "config": json.loads((folder / "config.json").read_text()), "machine": machine, "git_commit": args.commit,
             "epochs": metrics, "phase": [m.get("phase", "serial") for m in metrics],
             "epoch_time_s": epoch_times, "median_epoch_time_s": statistics.median(epoch_times), "train_time_s": sum(epoch_times),
@@ -113,8 +134,8 @@ def collect(args, runs: Path, rows: dict, walls: dict, stamp: str) -> list[dict]
     return records
 
 
-def write_table(args, records: list[dict]) -> None:
-    name = f"{args.preset}-{args.model}-{args.dataset}"
+def write_table(args, records: list[dict], suffix: str) -> None:
+    name = f"{args.preset}-{args.model}-{args.dataset}{suffix}"
     base, base_total = records[0]["median_epoch_time_s"], records[0]["train_time_s"]
     (args.out / f"{name}.json").write_text(json.dumps({"benchmark": args.preset, "records": records}, indent=1) + "\n")
     machine = records[0]["machine"]
@@ -155,14 +176,26 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--parallel-epochs", type=int, default=None, help="P: the layer-parallel rows run SPH, P parallel epochs first")
     parser.add_argument("--micro-batches", type=int, default=4, help="micro-batches of the serial phase's pipeline")
     parser.add_argument("--port", type=int, default=29533, help="torchrun master port")
+    parser.add_argument("--slow-link", metavar="RATE", default=None,
+                        help="run the 2-worker rows as two hosts in their own network namespaces joined by a veth pair "
+                             "shaped to RATE (tc syntax, e.g. 1gbit); needs root, ip and tc")
     parser.add_argument("--out", type=Path, default=Path("bench") / "results", help="results folder (default: bench/results)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    if args.slow_link is not None and args.workers != 2:
+        raise SystemExit("--slow-link joins exactly two hosts: use --workers 2")
+    with slow_link(args.slow_link) if args.slow_link is not None else nullcontext() as link:
+        args.link = link
+        run_benchmark(args)
+
+
+def run_benchmark(args: argparse.Namespace) -> None:
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    runs = args.out / f"{args.preset}-{args.model}-{args.dataset}-{stamp}"
+    suffix = "" if args.slow_link is None else f"-link{args.slow_link}"
+    runs = args.out / f"{args.preset}-{args.model}-{args.dataset}{suffix}-{stamp}"
     args.common = ["--model", args.model, "--dataset", args.dataset, "--epochs", str(args.epochs), "--batch-size", str(args.batch_size)]
     if args.dataset != "embedded":
         args.common += ["--data-dir", args.data_dir]
@@ -178,12 +211,14 @@ def main(argv: list[str] | None = None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     for epoch in range(args.epochs):
         for i, (name, (options, workers, threads)) in enumerate(rows.items()):
-            cmd = command(options, workers, threads, args.common, runs / f"run{i}", epoch > 0, args.port)
-            print(f"[epoch {epoch + 1}/{args.epochs}] {name}: {' '.join(cmd[1:])}", flush=True)
+            cmds = commands(options, workers, threads, args.common, runs / f"run{i}", epoch > 0, args.port, args.link)
+            print(f"[epoch {epoch + 1}/{args.epochs}] {name}: {shown(cmds)}", flush=True)
             start = time.perf_counter()
-            subprocess.run(cmd, check=True, env=env)
+            processes = [subprocess.Popen(cmd, env=env) for cmd in cmds]
+            if any(p.wait() != 0 for p in processes):
+                raise SystemExit(f"{name} failed (exit codes {[p.returncode for p in processes]}); its run folder is {runs / f'run{i}'}")
             walls[name].append(time.perf_counter() - start)
-        write_table(args, collect(args, runs, rows, walls, stamp))
+        write_table(args, collect(args, runs, rows, walls, stamp), suffix)
     with open(args.out / "records.jsonl", "a") as f:
         for record in collect(args, runs, rows, walls, stamp):
             f.write(json.dumps(record) + "\n")
