@@ -36,8 +36,7 @@ def _int_list(text: str) -> tuple[int, ...]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lpfast", description="Layer-parallel training of residual networks.")
     sub = parser.add_subparsers(dest="command", required=True)
-    bench = sub.add_parser("bench", add_help=False, help="run an end-to-end benchmark preset (lpfast bench -h)")
-    bench.add_argument("args", nargs=argparse.REMAINDER)
+    sub.add_parser("bench", add_help=False, help="run an end-to-end benchmark preset (lpfast bench -h)")
     train = sub.add_parser("train", help="train a model", description="Train a model; writes config, metrics and checkpoint to --out.")
     _option(train, "model", f"model name: {', '.join(MODEL_NAMES)}, any resnetD (D=6n+2) or wrn_D_K")
     _option(train, "dataset", "data set", choices=DATASET_NAMES)
@@ -155,14 +154,18 @@ def start_workers(config: TrainConfig) -> TrainConfig:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
     try:
-        if args.command == "train":
-            train_command(args)
-        elif args.command == "bench":
+        if args.command == "bench":  # its own parser reads everything after the word, -h included
             from lpfast.benchmark import main as bench_main
 
-            bench_main(args.args)
+            bench_main(argv[argv.index("bench") + 1 :])
+        elif unknown:
+            parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        else:
+            train_command(args)
     except (DatasetError, ValueError, RuntimeError) as exc:
         # One line per worker: a torchrun job shows which rank stopped and why.
         print(f"lpfast: error: {exc}", file=sys.stderr)
