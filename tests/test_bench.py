@@ -42,3 +42,32 @@ def test_smoke_preset_and_report(tmp_path):
         assert f"| {name} |" in text
     for plot in ("accuracy", "violation", "bytes", "speedup"):
         assert (tmp_path / "plots" / f"smoke-mnist_resnet-embedded-{plot}.png").stat().st_size > 1000
+
+
+def test_slow_link_joins_two_namespaces_and_removes_them():
+    import os
+    import shutil
+    import time
+
+    import pytest
+
+    from lpfast.netns import slow_link
+
+    if os.geteuid() != 0 or not all(shutil.which(t) for t in ("ip", "tc", "taskset")):
+        pytest.skip("needs root and ip, tc, taskset")
+    with slow_link("100mbit", tag="t") as (a, b):
+        qdisc = subprocess.run(a.wrap(["tc", "qdisc", "show", "dev", a.interface]), capture_output=True, text=True, check=True).stdout
+        assert "tbf" in qdisc and "100Mbit" in qdisc
+        server = subprocess.Popen(b.wrap([sys.executable, "-c", "import socket; s = socket.create_server(('0.0.0.0', 29871)); "
+                                          "c, _ = s.accept(); c.sendall(b'ok')"]))
+        try:
+            client = [sys.executable, "-c", f"import socket, time\nfor _ in range(50):\n    try:\n"
+                      f"        print(socket.create_connection(('{b.address}', 29871), timeout=5).recv(2).decode()); break\n"
+                      f"    except ConnectionRefusedError:\n        time.sleep(0.1)"]
+            reply = subprocess.run(a.wrap(client), capture_output=True, text=True, timeout=30).stdout
+            assert reply.strip() == "ok"
+        finally:
+            server.kill()
+            time.sleep(0.2)
+    names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert a.namespace not in names and b.namespace not in names
