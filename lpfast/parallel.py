@@ -480,7 +480,7 @@ class LayerParallel:
             "aux_bytes": [int(v) for v in table[5, : k - 1].tolist()],
         }
         if self.aux_kind == "net":
-            stats["aux_fit_loss"] = table[6, : k - 1].tolist()
+            stats["aux_fit_loss"] = table[6, : k - 1].tolist() if phase == "parallel" else None
         self.epoch += 1
         self._reset_epoch_stats()
         return stats
