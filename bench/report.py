@@ -24,6 +24,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+NOISY = 1.5  # timing spread above which a row's times are flagged
 
 
 def load(records_path: Path) -> dict[tuple[str, str, str], list[dict]]:
@@ -45,6 +46,15 @@ def baseline(records: list[dict]) -> dict:
 def phase_median(r: dict, phase: str) -> float | None:
     times = [t for t, p in zip(r["epoch_time_s"], r["phase"]) if p == phase]
     return statistics.median(times) if times else None
+
+
+def spread(r: dict) -> float:
+    """Largest ratio of two epoch times of one phase: near 1 on a quiet machine."""
+    ratios = [1.0]
+    for phase in set(r["phase"]):
+        times = [t for t, p in zip(r["epoch_time_s"], r["phase"]) if p == phase]
+        ratios.append(max(times) / min(times))
+    return max(ratios)
 
 
 def rho_model(serial_1: float, parallel_k: float, k: int):
@@ -115,17 +125,19 @@ def table(records: list[dict]) -> list[str]:
         f"Speed-ups are against **{base['name']}** (same cores). Parallel-epoch speed-up: its median epoch time over "
         "the median parallel-phase epoch; run speed-up: training time of the whole budget. Bytes sent count the "
         "messages between stages; DDP's gradient all-reduce (about 2(K-1)/K × the parameters' bytes per step) is not "
-        "counted there.", "",
+        "counted there. Timing spread: the largest ratio of two epoch times within one phase of a row; above "
+        f"{NOISY}× the machine's speed changed under that row (shared host) and its speed-ups are not to be trusted.", "",
         "| configuration | final test acc (%) | Δ acc vs baseline | training time (s) | wall time (s) | parallel-epoch speed-up "
-        "| run speed-up | bytes sent | aux. memory | peak memory |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| run speed-up | bytes sent | aux. memory | peak memory | timing spread |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in records:
         par = phase_median(r, "parallel")
         lines.append(
             f"| {r['name']} | {r['final_test_acc']:.2f} | {r['final_test_acc'] - base['final_test_acc']:+.2f} | {r['train_time_s']:.0f} | "
             f"{r['wall_time_s']:.0f} | {'' if par is None else f'{base_epoch / par:.2f}x'} | {base_total / r['train_time_s']:.2f}x | "
-            f"{r['bytes_sent'] / 1e9:.2f} GB | {sum(r['aux_bytes_per_cut'] or [0]) / 1e6:.1f} MB | {r['peak_rss_mb']:.0f} MB |"
+            f"{r['bytes_sent'] / 1e9:.2f} GB | {sum(r['aux_bytes_per_cut'] or [0]) / 1e6:.1f} MB | {r['peak_rss_mb']:.0f} MB | "
+            f"{spread(r):.2f}×{' (noisy)' if spread(r) > NOISY else ''} |"
         )
     return lines
 
