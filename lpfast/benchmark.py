@@ -218,8 +218,9 @@ def run_benchmark(args: argparse.Namespace) -> None:
             if any(p.wait() != 0 for p in processes):
                 raise SystemExit(f"{name} failed (exit codes {[p.returncode for p in processes]}); its run folder is {runs / f'run{i}'}")
             walls[name].append(time.perf_counter() - start)
-        write_table(args, collect(args, runs, rows, walls, stamp), suffix)
+        records = collect(args, runs, rows, walls, stamp)
+        write_table(args, records, suffix)
     with open(args.out / "records.jsonl", "a") as f:
-        for record in collect(args, runs, rows, walls, stamp):
+        for record in records:
             f.write(json.dumps(record) + "\n")
     print(f"appended {len(rows)} records to {args.out / 'records.jsonl'}", flush=True)
