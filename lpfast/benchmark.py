@@ -16,10 +16,12 @@ Presets (rows; ``+SPH`` where ``--parallel-epochs`` is given):
 - ``sph``: penalty+SPH and AL+SPH with and without DS (s=2, bfloat16 wire) against serial backprop;
 - ``aux``: penalty+SPH with stored λ against ``--aux net`` and serial backprop;
 - ``grid``: serial (1 and K threads), DDP on K workers, penalty+SPH and AL+SPH with and without
-  DS, and ``--aux net``.
+  DS, and ``--aux net``;
+- ``link``: what crosses a slow link (``--slow-link``): DDP, the serial pipeline, penalty+SPH with
+  and without DS, against serial backprop on one host.
 
     lpfast bench sph --model resnet20 --dataset cifar10 --epochs 3 --parallel-epochs 2
-    lpfast bench grid --dataset mnist --epochs 3 --parallel-epochs 2 --slow-link 1gbit   # as root
+    lpfast bench link --dataset mnist --epochs 3 --parallel-epochs 2 --slow-link 1gbit   # as root
 
 With ``--slow-link RATE`` the 2-worker rows run as two hosts, each in its own network namespace
 with its worker pinned to its own core, joined by a veth pair shaped to RATE (:mod:`lpfast.netns`):
@@ -46,23 +48,28 @@ from lpfast.netns import Host, slow_link
 ROOT = Path(__file__).resolve().parents[1]
 DS_OPTIONS = ["--ds-factor", "2", "--wire-dtype", "bfloat16"]
 PRESETS = {
-    "smoke": ("serial-1", "serial-K", "ddp", "penalty", "penalty+ds", "penalty+net"),
+    "smoke": ("serial-1", "serial-K", "ddp", "pipeline", "penalty", "penalty+ds", "penalty+net"),
     "parallel": ("serial-1", "serial-K", "penalty", "al", "penalty+lr0.1"),
     "sph": ("serial-K", "penalty", "al", "penalty+ds", "al+ds"),
     "aux": ("serial-K", "penalty", "penalty+net"),
     "grid": ("serial-1", "serial-K", "ddp", "penalty", "al", "penalty+ds", "al+ds", "penalty+net"),
+    "link": ("serial-K", "ddp", "pipeline", "penalty", "penalty+ds"),
 }
 
 
 def row(kind: str, workers: int, parallel_epochs: int | None, micro_batches: int) -> tuple[str, list[str], int, int]:
     """(name, extra CLI options, torchrun workers (0 = plain process), threads per process) of a row kind:
-    ``serial-1``, ``serial-K``, ``ddp``, or ``penalty``/``al`` with modifiers ``+ds``, ``+net``, ``+lr0.1``."""
+    ``serial-1``, ``serial-K``, ``ddp``, ``pipeline`` (backprop as the K-stage pipeline of SPH's serial
+    phase, every epoch), or ``penalty``/``al`` with modifiers ``+ds``, ``+net``, ``+lr0.1``."""
     if kind == "serial-1":
         return "serial, 1 thread", [], 0, 1
     if kind == "serial-K":
         return f"serial, {workers} threads", [], 0, workers
     if kind == "ddp":
         return f"DDP, {workers} workers x 1 thread", ["--method", "serial"], workers, 1
+    if kind == "pipeline":
+        return (f"serial pipeline K={workers}, {micro_batches} micro-batches",
+                ["--method", "penalty", "--stages", str(workers), "--parallel-epochs", "0", "--micro-batches", str(micro_batches)], workers, 1)
     method, *modifiers = kind.split("+")
     options = ["--method", method, "--stages", str(workers)]
     name = f"{method}{'+SPH' if parallel_epochs is not None else ''} K={workers}"
@@ -171,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=128)
-    parser.add_argument("--train-subset", type=int, default=None, help="train on the first N samples only (quick checks)")
+    parser.add_argument("--train-subset", type=int, default=None, help="train on N samples only, balanced over the classes (quick checks)")
     parser.add_argument("--workers", type=int, default=2, help="K: stages / data-parallel workers / threads of the serial row")
     parser.add_argument("--parallel-epochs", type=int, default=None, help="P: the layer-parallel rows run SPH, P parallel epochs first")
     parser.add_argument("--micro-batches", type=int, default=4, help="micro-batches of the serial phase's pipeline")

@@ -75,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     _option(train, "aux", "auxiliary variables: per-sample store, or a small network per cut predicting them from the image", choices=AUX_KINDS)
     _option(train, "aux_depth", "conv layers of each auxiliary network", type=int)
     _option(train, "aux_width", "channels of each auxiliary network (none: the widest costing <= 10%% of the stage it feeds)", type=int)
-    _option(train, "train_subset", "train on the first N training samples only (quick checks)", type=int)
+    _option(train, "train_subset", "train on N training samples only, balanced over the classes (quick checks)", type=int)
     _option(train, "dist_timeout", "seconds a worker waits for a silent neighbour before stopping with an error", type=float)
     train.add_argument("--serial-epochs", type=int, default=None, metavar="S",
                        help="with --parallel-epochs P: S serial epochs after them (sets --epochs to P+S)")

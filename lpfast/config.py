@@ -30,7 +30,7 @@ class TrainConfig:
     ``ds_factor``, ``wire_dtype``, ``ds_mode``: the DS filter of what crosses a cut in the
     parallel phase (None wire dtype: the compute dtype); ``store_ds_factor`` keeps λ and μ
     down-sampled.
-    ``train_subset`` N trains on the first N training samples only (quick checks).
+    ``train_subset`` N trains on N training samples only, balanced over the classes (quick checks).
     ``aux`` ``net`` replaces the per-sample λ/μ store by a small network per cut (``aux_depth``
     layers of ``aux_width`` channels; None: the widest costing at most 10% of the stage it
     feeds), which also lets augmentation run in the parallel phase.

@@ -72,8 +72,18 @@ class ImageDataset:
         return self.images.shape[1]
 
     def subset(self, n: int) -> "ImageDataset":
-        """The first ``n`` samples (views, no copy); indices stay those of this split."""
-        return ImageDataset(self.images[:n], self.labels[:n], self.num_classes, self.mean, self.std)
+        """``n`` samples taken class by class in turn (the first of every class, then the second of
+        every class, ...), kept in their original order: balanced even where the split is stored
+        sorted by class, as the CIFAR archives are. Deterministic, so every worker takes the same."""
+        if not 1 <= n <= len(self):
+            raise ValueError(f"a subset of {n} samples: choose 1..{len(self)}")
+        order = torch.sort(self.labels, stable=True).indices
+        counts = torch.bincount(self.labels, minlength=self.num_classes)
+        class_start = torch.cumsum(counts, 0) - counts
+        rank_in_class = torch.empty_like(order)
+        rank_in_class[order] = torch.arange(len(self)) - class_start[self.labels[order]]
+        chosen = torch.sort(torch.argsort(rank_in_class * len(self) + torch.arange(len(self)))[:n]).values
+        return ImageDataset(self.images[chosen], self.labels[chosen], self.num_classes, self.mean, self.std)
 
 
 # ------------------------------------------------------------------------------------ MNIST

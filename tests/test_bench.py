@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-ROWS = ["serial, 1 thread", "serial, 2 threads", "DDP, 2 workers x 1 thread", "penalty K=2",
-        "penalty K=2, DS s=2 bf16", "penalty K=2, --aux net"]
+ROWS = ["serial, 1 thread", "serial, 2 threads", "DDP, 2 workers x 1 thread", "serial pipeline K=2, 4 micro-batches",
+        "penalty K=2", "penalty K=2, DS s=2 bf16", "penalty K=2, --aux net"]
 
 
 def free_port() -> int:
@@ -20,18 +20,21 @@ def free_port() -> int:
 def test_smoke_preset_and_report(tmp_path):
     out = tmp_path / "results"
     subprocess.run([sys.executable, "-m", "lpfast", "bench", "smoke", "--dataset", "embedded", "--epochs", "1",
-                    "--train-subset", "512", "--batch-size", "64", "--out", str(out), "--port", str(free_port())],
+                    "--train-subset", "256", "--batch-size", "64", "--out", str(out), "--port", str(free_port())],
                    check=True, cwd=tmp_path, timeout=600, capture_output=True)
     records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
     assert [r["name"] for r in records] == ROWS
     by_name = {r["name"]: r for r in records}
     assert by_name["DDP, 2 workers x 1 thread"]["config"]["method"] == "serial" and by_name["DDP, 2 workers x 1 thread"]["workers"] == 2
-    # 8 steps of 64 samples × 16×14×14 each way; 1/8 of that through the DS filter; nothing for serial rows.
-    assert by_name["penalty K=2"]["bytes_sent"] == 2 * 8 * 64 * 16 * 14 * 14 * 4
+    # 4 steps of 64 samples × 16×14×14 each way; 1/8 of that through the DS filter; nothing for serial rows.
+    assert by_name["penalty K=2"]["bytes_sent"] == 2 * 4 * 64 * 16 * 14 * 14 * 4
     assert by_name["penalty K=2, DS s=2 bf16"]["bytes_sent"] == by_name["penalty K=2"]["bytes_sent"] // 8
+    # The pipeline sends every micro-batch's activations forward and their gradients back, unfiltered.
+    assert by_name["serial pipeline K=2, 4 micro-batches"]["bytes_sent"] == by_name["penalty K=2"]["bytes_sent"]
+    assert by_name["serial pipeline K=2, 4 micro-batches"]["phase"] == ["serial"]
     assert by_name["serial, 1 thread"]["bytes_sent"] == 0
-    assert by_name["penalty K=2"]["aux_bytes_per_cut"] == [512 * 16 * 14 * 14 * 4]
-    assert 0 < by_name["penalty K=2, --aux net"]["aux_bytes_per_cut"][0] < 512 * 16 * 14 * 14 * 4 / 10
+    assert by_name["penalty K=2"]["aux_bytes_per_cut"] == [256 * 16 * 14 * 14 * 4]
+    assert 0 < by_name["penalty K=2, --aux net"]["aux_bytes_per_cut"][0] < 256 * 16 * 14 * 14 * 4 / 10
     assert all(r["peak_rss_mb"] > 0 and 0 <= r["final_test_acc"] <= 100 for r in records)
 
     report = tmp_path / "RESULTS.md"

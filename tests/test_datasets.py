@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from lpfast.datasets import DatasetError, load_cifar, load_dataset, load_embedded, load_mnist
+from lpfast.datasets import DatasetError, ImageDataset, load_cifar, load_dataset, load_embedded, load_mnist
 
 
 def write_idx(path, array, gz):
@@ -153,6 +153,19 @@ def test_embedded_default():
     assert train.labels[:5].tolist() == [5, 0, 4, 1, 9]  # the first MNIST training labels
     assert test.labels[:5].tolist() == [7, 2, 1, 0, 4]
     assert train.labels.bincount().min() > 500  # all ten digits well represented
+
+
+def test_subset_is_balanced_over_classes_sorted_by_class():
+    # Stored sorted by class (as the CIFAR archives are): 3 classes of 4, 5 and 3 samples.
+    labels = torch.tensor([0] * 4 + [1] * 5 + [2] * 3)
+    images = torch.arange(12, dtype=torch.uint8).view(12, 1, 1, 1)
+    data = ImageDataset(images, labels, 3, (0.0,), (1.0,))
+    part = data.subset(7)  # the first two of each class, then the third of class 0
+    assert part.images.flatten().tolist() == [0, 1, 2, 4, 5, 9, 10]
+    assert part.labels.tolist() == [0, 0, 0, 1, 1, 2, 2]
+    assert torch.equal(data.subset(12).images, images)
+    with pytest.raises(ValueError, match="choose 1..12"):
+        data.subset(13)
 
 
 def test_real_mnist(shared_data):
