@@ -63,6 +63,24 @@ def test_nearest_round_trip_of_piecewise_constant_maps():
     assert torch.equal(ops.ds_encode(fine, 2, torch.float32), coarse)
 
 
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("dtypes", [(torch.bfloat16, torch.float32), (torch.float32, torch.float32), (torch.float32, torch.bfloat16)])
+def test_nearest_decode_split_across_threads_mid_repeat(layout, dtypes):
+    # Nearest decoding copies an output row from the row above within one thread's share of the
+    # rows; 6 rows of 8192 values split over 2 threads start the second share at row 3, a repeat
+    # whose row above belongs to the other thread, so it must be decoded from the source.
+    wire, out_dtype = dtypes
+    shape = (1, 1024, 3, 4) if layout == torch.channels_last else (1, 1, 3, 4096)
+    coarse = sample(shape, dtype=wire, layout=layout)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        out = ops.ds_decode(coarse, 2, "nearest", out_dtype)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(out, ops.ds_decode_reference(coarse, 2, "nearest", out_dtype))
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_opcheck(device):
     for layout in LAYOUTS:
