@@ -64,6 +64,94 @@ def rho_model(serial_1: float, parallel_k: float, k: int):
     return overhead, lambda kk: serial_1 / (overhead + (serial_1 - overhead) / kk)
 
 
+def bench_command(records: list[dict]) -> str:
+    """The ``lpfast bench`` invocation that made these records (its options are in every record)."""
+    first = records[0]
+    preset, _, link = first["benchmark"].partition(" over a ")
+    parts = ["lpfast bench", preset, "--model", first["model"], "--dataset", first["dataset"], "--epochs", str(first["epoch_budget"]),
+             "--batch-size", str(first["config"]["batch_size"]), "--workers", str(max(r["workers"] for r in records))]
+    if first["config"].get("train_subset") is not None:
+        parts += ["--train-subset", str(first["config"]["train_subset"])]
+    hybrid = [r["config"] for r in records if r["config"]["method"] != "serial" and r["config"]["parallel_epochs"]]
+    if hybrid:
+        parts += ["--parallel-epochs", str(hybrid[0]["parallel_epochs"]), "--micro-batches", str(hybrid[0]["micro_batches"])]
+    if link:
+        parts += ["--slow-link", link.removesuffix(" link")]
+    return " ".join(parts)
+
+
+def budget(record: dict) -> str:
+    subset = record["config"].get("train_subset")
+    return f"{record['epoch_budget']} epochs" + ("" if subset is None else f" over {subset} training images (a class-balanced subset)")
+
+
+def findings(records: list[dict]) -> list[str]:
+    """Plain statements of where the layer-parallel rows stand against serial backprop and DDP,
+    with the §8 model's reading of the measured epoch times."""
+    base = baseline(records)
+    out = [f"**Findings.** Baseline: {base['name']}, {base['final_test_acc']:.2f}% after {base['train_time_s']:.0f} s of training"
+           + (" (its epoch times are noisy: speed-ups against it are not to be trusted)." if spread(base) > NOISY else ".")]
+    serial_1 = next((r for r in records if r["name"] == "serial, 1 thread"), None)
+    if serial_1 is not None and serial_1 is not base:
+        out.append(f"- {base['name']} against 1 thread: {serial_1['median_epoch_time_s'] / base['median_epoch_time_s']:.2f}× per epoch "
+                   "(what intra-op threading gets from the same cores).")
+    for r in records:
+        if r is base or r["config"]["method"] == "serial" and r["workers"] == 1:
+            continue
+        faster = base["train_time_s"] / r["train_time_s"]
+        verdict = f"{faster:.2f}× faster" if faster >= 1 else f"{1 / faster:.2f}× slower"
+        line = f"- {r['name']}: {r['final_test_acc'] - base['final_test_acc']:+.2f} points, whole run {verdict}"
+        par, ser = phase_median(r, "parallel"), phase_median(r, "serial")
+        if par is not None:
+            line += f"; a parallel epoch takes {par:.1f} s against {base['median_epoch_time_s']:.1f} s ({base['median_epoch_time_s'] / par:.2f}×)"
+        if ser is not None and r["config"]["method"] != "serial":
+            k, m = r["workers"], r["config"]["micro_batches"]
+            line += (f"; a serial-phase epoch (pipeline of {k} stages, {m} micro-batches, idle fraction (K-1)/(M+K-1) = "
+                     f"{(k - 1) / (m + k - 1):.2f}) takes {ser:.1f} s ({base['median_epoch_time_s'] / ser:.2f}×)")
+        if spread(r) > NOISY:
+            line += " (timings noisy)"
+        out.append(line + ".")
+    parallel = [r for r in records if r["config"]["method"] != "serial" and phase_median(r, "parallel")]
+    if serial_1 and parallel:
+        r = parallel[0]
+        t1 = serial_1["median_epoch_time_s"]
+        overhead, rho = rho_model(t1, phase_median(r, "parallel"), r["workers"])
+        out.append(f"- §8 model from {r['name']}: T = {t1:.1f} s (1-thread serial epoch), fitted T_d + t_aux = {overhead:.1f} s "
+                   f"({100 * overhead / t1:.0f}% of T); predicted parallel-epoch speed-up over 1 thread ρ(2) = {rho(2):.2f}, "
+                   f"ρ(4) = {rho(4):.2f}, ρ(8) = {rho(8):.2f}, never above T/(T_d + t_aux) = {t1 / overhead:.1f}"
+                   if overhead > 0 else
+                   f"- §8 model from {r['name']}: the K-worker parallel epoch beat T/K (T = {t1:.1f} s), so no overhead can be fitted.")
+    return out
+
+
+def summary(groups: dict[tuple[str, str, str], list[dict]]) -> list[str]:
+    """One table over the data sets of the ``grid`` preset: per configuration and data set, the final
+    accuracy, its difference to the baseline and the whole run's speed-up over the baseline."""
+    grids = {key: records for key, records in groups.items() if key[0] == "grid"}
+    if not grids:
+        return []
+    names = list(dict.fromkeys(r["name"] for records in grids.values() for r in records))
+    lines = ["## Summary: the grid on every data set", "",
+             "Each cell: final test accuracy (difference to serial backprop on all cores) · training-time speed-up of the "
+             "whole run over it; `par.` is the speed-up of one parallel-phase epoch. Same epoch budget in every column; "
+             "details, noise flags and plots in the sections below.", "",
+             "| configuration | " + " | ".join(f"{model} on {dataset}, {budget(records[0])}" for (_, model, dataset), records in grids.items()) + " |",
+             "|---|" + "---|" * len(grids)]
+    for name in names:
+        cells = []
+        for records in grids.values():
+            base = baseline(records)
+            r = next((r for r in records if r["name"] == name), None)
+            if r is None:
+                cells.append("")
+                continue
+            par = phase_median(r, "parallel")
+            cells.append(f"{r['final_test_acc']:.2f}% ({r['final_test_acc'] - base['final_test_acc']:+.2f}) · "
+                         f"{base['train_time_s'] / r['train_time_s']:.2f}×" + ("" if par is None else f", par. {base['median_epoch_time_s'] / par:.2f}×"))
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def plots(key, records: list[dict], folder: Path) -> list[str]:
     stem = "-".join(key).replace(" ", "_")
     made = []
@@ -150,14 +238,18 @@ def main(argv: list[str] | None = None) -> None:
     groups = load(args.records)
     plot_dir = args.out.parent / "plots"
     lines = ["# lpfast benchmark results", "",
-             f"Made by `bench/report.py` from `{args.records.name}`; each section is one invocation of the command shown.", ""]
+             f"Made by `bench/report.py` from `{args.records.name}`; each section is one invocation of `lpfast bench`. "
+             "To reproduce every section on this kind of machine (the `--slow-link` one as root), from the repository root:", "",
+             "```", *(bench_command(records) for records in groups.values()), "python bench/report.py", "```", "",
+             *summary(groups)]
     for key, records in groups.items():
         first = records[0]
         machine = first["machine"]
-        lines += [f"## {key[0]}: {key[1]} on {key[2]}, {first['epoch_budget']} epochs", "",
+        lines += [f"## {key[0]}: {key[1]} on {key[2]}, {budget(first)}", "",
                   f"Machine: {machine['platform']}, {machine['cpus']} CPUs, torch {machine['torch']}, commit "
-                  f"`{(first['git_commit'] or 'unknown')[:10]}`, invocation {first['invocation']}. Commands (from the repository root):", "",
-                  "```", *(r["command"] for r in records), "```", "", *table(records), ""]
+                  f"`{(first['git_commit'] or 'unknown')[:10]}`, invocation {first['invocation']}: `{bench_command(records)}`, "
+                  "which ran these (from the repository root, one epoch at a time with `--pause-after 1`/`--resume`):", "",
+                  "```", *(r["command"] for r in records), "```", "", *table(records), "", *findings(records), ""]
         lines += [f"![{name}](plots/{name})" for name in plots(key, records, plot_dir)] + [""]
     args.out.write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out} ({sum(len(r) for r in groups.values())} rows) and plots in {plot_dir}")

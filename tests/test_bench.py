@@ -45,6 +45,17 @@ def test_smoke_preset_and_report(tmp_path):
         assert f"| {name} |" in text
     for plot in ("accuracy", "violation", "bytes", "speedup"):
         assert (tmp_path / "plots" / f"smoke-mnist_resnet-embedded-{plot}.png").stat().st_size > 1000
+    assert "lpfast bench smoke --model mnist_resnet --dataset embedded --epochs 1 --batch-size 64 --workers 2 --train-subset 256" in text
+    assert "**Findings.**" in text and "## Summary" not in text
+
+    # The summary table spans the grid preset's sections: the same records filed as a grid run.
+    grid = tmp_path / "grid.jsonl"
+    grid.write_text("".join(json.dumps({**r, "benchmark": "grid"}) + "\n" for r in records))
+    subprocess.run([sys.executable, str(ROOT / "bench" / "report.py"), "--records", str(grid), "--out", str(report)],
+                   check=True, timeout=120, capture_output=True)
+    summary = report.read_text().split("## Summary")[1].split("\n## ")[0]
+    for name in ROWS:
+        assert f"| {name} | " in summary
 
 
 def test_slow_link_joins_two_namespaces_and_removes_them():
