@@ -85,6 +85,17 @@ def budget(record: dict) -> str:
     return f"{record['epoch_budget']} epochs" + ("" if subset is None else f" over {subset} training images (a class-balanced subset)")
 
 
+def link_line(record: dict) -> list[str]:
+    """What a message cost on the slow link, measured before the rows (``--slow-link`` runs)."""
+    times = record.get("message_3.2MB_ms")
+    if not times:
+        return []
+    link = next(k for k in times if k != "loopback")
+    return [f"The two workers of each K=2 row ran as two hosts joined by a {link}: a 3.2 MB gloo message took "
+            f"{times[link]:.1f} ms there (median round trip) against {times['loopback']:.1f} ms on loopback. "
+            "The serial rows ran on one host.", ""]
+
+
 def findings(records: list[dict]) -> list[str]:
     """Plain statements of where the layer-parallel rows stand against serial backprop and DDP,
     with the §8 model's reading of the measured epoch times."""
@@ -249,7 +260,7 @@ def main(argv: list[str] | None = None) -> None:
                   f"Machine: {machine['platform']}, {machine['cpus']} CPUs, torch {machine['torch']}, commit "
                   f"`{(first['git_commit'] or 'unknown')[:10]}`, invocation {first['invocation']}: `{bench_command(records)}`, "
                   "which ran these (from the repository root, one epoch at a time with `--pause-after 1`/`--resume`):", "",
-                  "```", *(r["command"] for r in records), "```", "", *table(records), "", *findings(records), ""]
+                  "```", *(r["command"] for r in records), "```", "", *link_line(first), *table(records), "", *findings(records), ""]
         lines += [f"![{name}](plots/{name})" for name in plots(key, records, plot_dir)] + [""]
     args.out.write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out} ({sum(len(r) for r in groups.values())} rows) and plots in {plot_dir}")

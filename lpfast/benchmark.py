@@ -84,19 +84,44 @@ def row(kind: str, workers: int, parallel_epochs: int | None, micro_batches: int
     return name, options, workers, 1
 
 
+def launch(program: list[str], workers: int, port: int, link: tuple[Host, Host] | None = None) -> list[list[str]]:
+    """The processes that run ``python <program>``: one plain process (``workers`` 0), one torchrun
+    on this machine, or (over a slow link) one torchrun node per namespace, each worker pinned to
+    its own core."""
+    if not workers:
+        return [[sys.executable, *program]]
+    if link is None:
+        return [[sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(workers), "--master-port", str(port), *program]]
+    return [host.wrap([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", str(rank), "--nproc-per-node", "1",
+                       "--master-addr", link[0].address, "--master-port", str(port), *program], cores=[rank])
+            for rank, host in enumerate(link)]
+
+
 def commands(options: list[str], workers: int, threads: int, common: list[str], out: Path, resume: bool, port: int,
              link: tuple[Host, Host] | None = None) -> list[list[str]]:
-    """The processes of one epoch of a row: one plain process, one torchrun on this machine, or
-    (over a slow link) one torchrun node per namespace, each worker pinned to its own core."""
+    """The processes of one epoch of a row."""
     train = ["-m", "lpfast", "train", *common, *options, "--threads", str(threads), "--out", str(out), "--pause-after", "1",
              *(["--resume"] if resume else [])]
-    if not workers:
-        return [[sys.executable, *train]]
-    if link is None:
-        return [[sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(workers), "--master-port", str(port), *train]]
-    return [host.wrap([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", str(rank), "--nproc-per-node", "1",
-                       "--master-addr", link[0].address, "--master-port", str(port), *train], cores=[rank])
-            for rank, host in enumerate(link)]
+    return launch(train, workers, port, link)
+
+
+def run_all(cmds: list[list[str]], env: dict, what: str) -> None:
+    processes = [subprocess.Popen(cmd, env=env) for cmd in cmds]
+    if any(p.wait() != 0 for p in processes):
+        raise SystemExit(f"{what} failed (exit codes {[p.returncode for p in processes]})")
+
+
+def message_times(args: argparse.Namespace, folder: Path, env: dict) -> dict[str, float]:
+    """Median round trip (ms) of a 3.2 MB gloo message between two workers, on loopback and over
+    the slow link (:mod:`lpfast.message_time`): what the link costs, measured before the rows."""
+    times = {}
+    for where, link in (("loopback", None), (f"{args.slow_link} link", args.link)):
+        out = folder / f"message-{where.replace(' ', '-')}.json"
+        run_all(launch(["-m", "lpfast.message_time", "--megabytes", "3.2", "--out", str(out)], 2, args.port, link), env,
+                f"the message-time measurement on {where}")
+        times[where] = json.loads(out.read_text())["median_ms"]
+        print(f"3.2 MB message on {where}: {times[where]:.1f} ms (median round trip)", flush=True)
+    return times
 
 
 def shown(cmds: list[list[str]]) -> str:
@@ -126,7 +151,7 @@ def collect(args, runs: Path, rows: dict, walls: dict, stamp: str) -> list[dict]
             "benchmark": args.preset + ("" if args.slow_link is None else f" over a {args.slow_link} link"), "invocation": stamp, "name": name, "model": args.model, "dataset": args.dataset,
             "workers": workers or 1, "threads": threads, "epoch_budget": args.epochs,
             "command": shown(commands(options, workers, threads, args.common, Path(f"run{i}"), False, args.port, args.link)),
-            "slow_link": args.slow_link,
+            "slow_link": args.slow_link, "message_3.2MB_ms": args.message_ms,
             "config": json.loads((folder / "config.json").read_text()), "machine": machine, "git_commit": args.commit,
             "epochs": metrics, "phase": [m.get("phase", "serial") for m in metrics],
             "epoch_time_s": epoch_times, "median_epoch_time_s": statistics.median(epoch_times), "train_time_s": sum(epoch_times),
@@ -166,6 +191,8 @@ def write_table(args, records: list[dict], suffix: str) -> None:
             f"{sum(r['aux_bytes_per_cut'] or [0]) / 1e6:.2f} MB | {r['peak_rss_mb']:.0f} MB | "
             f"{'' if violation is None else ' '.join(f'{v:.4f}' for v in violation)} |"
         )
+    if args.message_ms:
+        lines += ["", "3.2 MB gloo message, median round trip: " + ", ".join(f"{ms:.1f} ms on {where}" for where, ms in args.message_ms.items())]
     (args.out / f"{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines), flush=True)
 
@@ -215,15 +242,14 @@ def run_benchmark(args: argparse.Namespace) -> None:
         rows[name] = (options, workers, threads)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     walls: dict[str, list[float]] = {name: [] for name in rows}
-    args.out.mkdir(parents=True, exist_ok=True)
+    runs.mkdir(parents=True, exist_ok=True)
+    args.message_ms = None if args.link is None else message_times(args, runs, env)
     for epoch in range(args.epochs):
         for i, (name, (options, workers, threads)) in enumerate(rows.items()):
             cmds = commands(options, workers, threads, args.common, runs / f"run{i}", epoch > 0, args.port, args.link)
             print(f"[epoch {epoch + 1}/{args.epochs}] {name}: {shown(cmds)}", flush=True)
             start = time.perf_counter()
-            processes = [subprocess.Popen(cmd, env=env) for cmd in cmds]
-            if any(p.wait() != 0 for p in processes):
-                raise SystemExit(f"{name} failed (exit codes {[p.returncode for p in processes]}); its run folder is {runs / f'run{i}'}")
+            run_all(cmds, env, f"{name} (run folder {runs / f'run{i}'})")
             walls[name].append(time.perf_counter() - start)
         records = collect(args, runs, rows, walls, stamp)
         write_table(args, records, suffix)

@@ -85,3 +85,27 @@ def test_slow_link_joins_two_namespaces_and_removes_them():
             time.sleep(0.2)
     names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     assert a.namespace not in names and b.namespace not in names
+
+
+def test_message_over_slow_link_costs_its_rate(tmp_path):
+    import os
+    import shutil
+
+    import pytest
+
+    from lpfast.benchmark import launch
+    from lpfast.netns import slow_link
+
+    if os.geteuid() != 0 or not all(shutil.which(t) for t in ("ip", "tc", "taskset")):
+        pytest.skip("needs root and ip, tc, taskset")
+    program = ["-m", "lpfast.message_time", "--megabytes", "1.25", "--repeats", "3", "--warmup", "1"]
+    times = {}
+    with slow_link("100mbit", tag="m") as link:
+        for where, hosts in (("loopback", None), ("link", link)):
+            out = tmp_path / f"{where}.json"
+            processes = [subprocess.Popen(cmd) for cmd in launch([*program, "--out", str(out)], 2, free_port(), hosts)]
+            assert all(p.wait(timeout=120) == 0 for p in processes)
+            times[where] = json.loads(out.read_text())["median_ms"]
+    # 1.25 MB at 100 Mbit/s is 100 ms on the wire; loopback moves it in a few ms.
+    assert 90 < times["link"] < 400
+    assert times["loopback"] < times["link"] / 5
