@@ -28,13 +28,29 @@ NOISY = 1.5  # timing spread above which a row's times are flagged
 
 
 def load(records_path: Path) -> dict[tuple[str, str, str], list[dict]]:
-    """Records of the latest invocation of each (benchmark, model, dataset), in row order."""
+    """Per (benchmark, model, dataset), every row from the latest invocation that ran it (a re-run
+    of some rows with ``lpfast bench --rows`` replaces those), in the row order of the latest
+    invocation that ran the most rows."""
     groups: dict[tuple[str, str, str], dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for line in records_path.read_text().splitlines():
         if line.strip():
             r = json.loads(line)
             groups[(r["benchmark"], r["model"], r["dataset"])][r["invocation"]].append(r)
-    return {key: runs[max(runs)] for key, runs in sorted(groups.items())}
+    merged = {}
+    for key, runs in sorted(groups.items()):
+        order = max(runs, key=lambda invocation: (len(runs[invocation]), invocation))
+        latest = {r["name"]: r for invocation in sorted(runs) for r in runs[invocation]}
+        names = [r["name"] for r in runs[order]] + [name for name in latest if name not in {r["name"] for r in runs[order]}]
+        merged[key] = [latest[name] for name in names]
+    return merged
+
+
+def invocations(records: list[dict]) -> list[tuple[str, list[dict]]]:
+    """The invocations behind a section's rows, oldest first, each with its rows."""
+    by_invocation: dict[str, list[dict]] = defaultdict(list)
+    for r in records:
+        by_invocation[r["invocation"]].append(r)
+    return sorted(by_invocation.items())
 
 
 def baseline(records: list[dict]) -> dict:
@@ -64,12 +80,13 @@ def rho_model(serial_1: float, parallel_k: float, k: int):
     return overhead, lambda kk: serial_1 / (overhead + (serial_1 - overhead) / kk)
 
 
-def bench_command(records: list[dict]) -> str:
-    """The ``lpfast bench`` invocation that made these records (its options are in every record)."""
+def bench_command(records: list[dict], rows: list[str] | None = None) -> str:
+    """The ``lpfast bench`` invocation that made these records (its options are in every record);
+    ``rows`` the row kinds of a partial re-run."""
     first = records[0]
     preset, _, link = first["benchmark"].partition(" over a ")
     parts = ["lpfast bench", preset, "--model", first["model"], "--dataset", first["dataset"], "--epochs", str(first["epoch_budget"]),
-             "--batch-size", str(first["config"]["batch_size"]), "--workers", str(max(r["workers"] for r in records))]
+             "--batch-size", str(first["config"]["batch_size"]), "--workers", str(max(max(r["workers"], r["threads"]) for r in records))]
     if first["config"].get("train_subset") is not None:
         parts += ["--train-subset", str(first["config"]["train_subset"])]
     hybrid = [r["config"] for r in records if r["config"]["method"] != "serial" and r["config"]["parallel_epochs"]]
@@ -77,7 +94,32 @@ def bench_command(records: list[dict]) -> str:
         parts += ["--parallel-epochs", str(hybrid[0]["parallel_epochs"]), "--micro-batches", str(hybrid[0]["micro_batches"])]
     if link:
         parts += ["--slow-link", link.removesuffix(" link")]
+    if rows:
+        parts += ["--rows", ",".join(rows)]
     return " ".join(parts)
+
+
+def row_kind(record: dict) -> str:
+    """The ``lpfast bench`` row kind of a record (``--rows`` syntax), from its name."""
+    name = record["name"]
+    if name.startswith("serial, 1 thread"):
+        return "serial-1"
+    if name.startswith("serial, "):
+        return "serial-K"
+    if name.startswith("DDP"):
+        return "ddp"
+    if name.startswith("serial pipeline"):
+        return "pipeline"
+    method = name.split("+")[0].split(" ")[0]
+    modifiers = {"DS s=2 bf16": "+ds", "--aux net": "+net", "regression lr x0.1": "+lr0.1"}
+    return method + "".join(tag for label, tag in modifiers.items() if label in name)
+
+
+def section_commands(records: list[dict]) -> list[str]:
+    """The bench commands of a section: the full run, then any partial re-runs (``--rows``)."""
+    runs = invocations(records)
+    full = max(runs, key=lambda run: (len(run[1]), run[0]))[0]
+    return [bench_command(records)] + [bench_command(rows, [row_kind(r) for r in rows]) for invocation, rows in runs if invocation != full]
 
 
 def budget(record: dict) -> str:
@@ -144,7 +186,8 @@ def summary(groups: dict[tuple[str, str, str], list[dict]]) -> list[str]:
     names = list(dict.fromkeys(r["name"] for records in grids.values() for r in records))
     lines = ["## Summary: the grid on every data set", "",
              "Each cell: final test accuracy (difference to serial backprop on all cores) · training-time speed-up of the "
-             "whole run over it; `par.` is the speed-up of one parallel-phase epoch. Same epoch budget in every column; "
+             "whole run over it; `par.` is the speed-up of one parallel-phase epoch; (noisy): that row's or the baseline's epoch "
+             f"times spread more than {NOISY}× (shared host). Same epoch budget in every column; "
              "details, noise flags and plots in the sections below.", "",
              "| configuration | " + " | ".join(f"{model} on {dataset}, {budget(records[0])}" for (_, model, dataset), records in grids.items()) + " |",
              "|---|" + "---|" * len(grids)]
@@ -158,7 +201,8 @@ def summary(groups: dict[tuple[str, str, str], list[dict]]) -> list[str]:
                 continue
             par = phase_median(r, "parallel")
             cells.append(f"{r['final_test_acc']:.2f}% ({r['final_test_acc'] - base['final_test_acc']:+.2f}) · "
-                         f"{base['train_time_s'] / r['train_time_s']:.2f}×" + ("" if par is None else f", par. {base['median_epoch_time_s'] / par:.2f}×"))
+                         f"{base['train_time_s'] / r['train_time_s']:.2f}×" + ("" if par is None else f", par. {base['median_epoch_time_s'] / par:.2f}×")
+                         + (" (noisy)" if spread(r) > NOISY or spread(base) > NOISY else ""))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines + [""]
 
@@ -249,17 +293,20 @@ def main(argv: list[str] | None = None) -> None:
     groups = load(args.records)
     plot_dir = args.out.parent / "plots"
     lines = ["# lpfast benchmark results", "",
-             f"Made by `bench/report.py` from `{args.records.name}`; each section is one invocation of `lpfast bench`. "
+             f"Made by `bench/report.py` from `{args.records.name}`; each section is one invocation of `lpfast bench`, with any rows "
+             "re-run later (`--rows`) taken from the re-run. "
              "To reproduce every section on this kind of machine (the `--slow-link` one as root), from the repository root:", "",
-             "```", *(bench_command(records) for records in groups.values()), "python bench/report.py", "```", "",
+             "```", *(command for records in groups.values() for command in section_commands(records)), "python bench/report.py", "```", "",
              *summary(groups)]
     for key, records in groups.items():
         first = records[0]
         machine = first["machine"]
         lines += [f"## {key[0]}: {key[1]} on {key[2]}, {budget(first)}", "",
-                  f"Machine: {machine['platform']}, {machine['cpus']} CPUs, torch {machine['torch']}, commit "
-                  f"`{(first['git_commit'] or 'unknown')[:10]}`, invocation {first['invocation']}: `{bench_command(records)}`, "
-                  "which ran these (from the repository root, one epoch at a time with `--pause-after 1`/`--resume`):", "",
+                  f"Machine: {machine['platform']}, {machine['cpus']} CPUs, torch {machine['torch']}. "
+                  + " ".join(f"Invocation {invocation} (commit `{(rows[0]['git_commit'] or 'unknown')[:10]}`) ran "
+                             + ", ".join(f"*{r['name']}*" for r in rows) + "." for invocation, rows in invocations(records))
+                  + " Rows of one invocation ran interleaved, one epoch at a time (`--pause-after 1`/`--resume`), as these commands "
+                  "from the repository root:", "",
                   "```", *(r["command"] for r in records), "```", "", *link_line(first), *table(records), "", *findings(records), ""]
         lines += [f"![{name}](plots/{name})" for name in plots(key, records, plot_dir)] + [""]
     args.out.write_text("\n".join(lines) + "\n")

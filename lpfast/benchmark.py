@@ -214,6 +214,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="run the 2-worker rows as two hosts in their own network namespaces joined by a veth pair "
                              "shaped to RATE (tc syntax, e.g. 1gbit); needs root, ip and tc")
     parser.add_argument("--out", type=Path, default=Path("bench") / "results", help="results folder (default: bench/results)")
+    parser.add_argument("--rows", default=None, metavar="KIND,KIND",
+                        help="run only these of the preset's row kinds (e.g. serial-1,serial-K to re-run rows whose timings were "
+                             "disturbed); bench/report.py takes every row from the latest invocation that ran it")
     return parser
 
 
@@ -221,6 +224,10 @@ def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
     if args.slow_link is not None and args.workers != 2:
         raise SystemExit("--slow-link joins exactly two hosts: use --workers 2")
+    args.kinds = PRESETS[args.preset] if args.rows is None else tuple(args.rows.split(","))
+    unknown = [kind for kind in args.kinds if kind not in PRESETS[args.preset]]
+    if unknown:
+        raise SystemExit(f"--rows {args.rows}: {', '.join(unknown)} not in the {args.preset} preset's rows {', '.join(PRESETS[args.preset])}")
     with slow_link(args.slow_link) if args.slow_link is not None else nullcontext() as link:
         args.link = link
         run_benchmark(args)
@@ -237,7 +244,7 @@ def run_benchmark(args: argparse.Namespace) -> None:
         args.common += ["--train-subset", str(args.train_subset)]
     args.commit = git_commit()
     rows = {}
-    for kind in PRESETS[args.preset]:
+    for kind in args.kinds:
         name, options, workers, threads = row(kind, args.workers, args.parallel_epochs, args.micro_batches)
         rows[name] = (options, workers, threads)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

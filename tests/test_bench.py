@@ -57,6 +57,16 @@ def test_smoke_preset_and_report(tmp_path):
     for name in ROWS:
         assert f"| {name} | " in summary
 
+    # A later re-run of some rows (lpfast bench --rows) replaces just those rows.
+    rerun = {**records[1], "invocation": "99999999-999999", "final_test_acc": 12.34}
+    with open(grid, "a") as f:
+        f.write(json.dumps(rerun) + "\n")
+    subprocess.run([sys.executable, str(ROOT / "bench" / "report.py"), "--records", str(grid), "--out", str(report)],
+                   check=True, timeout=120, capture_output=True)
+    text = report.read_text()
+    assert f"| {ROWS[1]} | 12.34 |" in text and text.count(f"| {ROWS[0]} | {records[0]['final_test_acc']:.2f} |") == 1
+    assert "--train-subset 256 --rows serial-K" in text and "Invocation 99999999-999999" in text
+
 
 def test_slow_link_joins_two_namespaces_and_removes_them():
     import os
