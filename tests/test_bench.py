@@ -1,10 +1,13 @@
 """The smallest benchmark preset end to end: lpfast bench runs every kind of row through the real
-CLI (torchrun for the worker rows) and bench/report.py turns its records into the report."""
+CLI (torchrun for the worker rows) and bench/report.py turns its records into the report;
+the slow link between two network namespaces and what a message costs on it."""
 import json
 import socket
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = ["serial, 1 thread", "serial, 2 threads", "DDP, 2 workers x 1 thread", "serial pipeline K=2, 4 micro-batches",
@@ -17,12 +20,25 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_smoke_preset_and_report(tmp_path):
-    out = tmp_path / "results"
+@pytest.fixture(scope="module")
+def smoke_records(tmp_path_factory) -> list[dict]:
+    """The smoke preset's records: every kind of row, one epoch on 256 embedded images."""
+    out = tmp_path_factory.mktemp("bench") / "results"
     subprocess.run([sys.executable, "-m", "lpfast", "bench", "smoke", "--dataset", "embedded", "--epochs", "1",
                     "--train-subset", "256", "--batch-size", "64", "--out", str(out), "--port", str(free_port())],
-                   check=True, cwd=tmp_path, timeout=600, capture_output=True)
-    records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+                   check=True, cwd=out.parent, timeout=600, capture_output=True)
+    return [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+
+
+def make_report(records: list[dict], folder: Path) -> str:
+    (folder / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    subprocess.run([sys.executable, str(ROOT / "bench" / "report.py"), "--records", str(folder / "records.jsonl"),
+                    "--out", str(folder / "RESULTS.md")], check=True, timeout=120, capture_output=True)
+    return (folder / "RESULTS.md").read_text()
+
+
+def test_smoke_preset_records(smoke_records):
+    records = smoke_records
     assert [r["name"] for r in records] == ROWS
     by_name = {r["name"]: r for r in records}
     assert by_name["DDP, 2 workers x 1 thread"]["config"]["method"] == "serial" and by_name["DDP, 2 workers x 1 thread"]["workers"] == 2
@@ -37,10 +53,9 @@ def test_smoke_preset_and_report(tmp_path):
     assert 0 < by_name["penalty K=2, --aux net"]["aux_bytes_per_cut"][0] < 256 * 16 * 14 * 14 * 4 / 10
     assert all(r["peak_rss_mb"] > 0 and 0 <= r["final_test_acc"] <= 100 for r in records)
 
-    report = tmp_path / "RESULTS.md"
-    subprocess.run([sys.executable, str(ROOT / "bench" / "report.py"), "--records", str(out / "records.jsonl"), "--out", str(report)],
-                   check=True, timeout=120, capture_output=True)
-    text = report.read_text()
+
+def test_report_of_the_smoke_preset(smoke_records, tmp_path):
+    text = make_report(smoke_records, tmp_path)
     for name in ROWS:
         assert f"| {name} |" in text
     for plot in ("accuracy", "violation", "bytes", "speedup"):
@@ -48,23 +63,17 @@ def test_smoke_preset_and_report(tmp_path):
     assert "lpfast bench smoke --model mnist_resnet --dataset embedded --epochs 1 --batch-size 64 --workers 2 --train-subset 256" in text
     assert "**Findings.**" in text and "## Summary" not in text
 
+
+def test_report_summary_and_rerun_rows(smoke_records, tmp_path):
     # The summary table spans the grid preset's sections: the same records filed as a grid run.
-    grid = tmp_path / "grid.jsonl"
-    grid.write_text("".join(json.dumps({**r, "benchmark": "grid"}) + "\n" for r in records))
-    subprocess.run([sys.executable, str(ROOT / "bench" / "report.py"), "--records", str(grid), "--out", str(report)],
-                   check=True, timeout=120, capture_output=True)
-    summary = report.read_text().split("## Summary")[1].split("\n## ")[0]
+    grid = [{**r, "benchmark": "grid"} for r in smoke_records]
+    summary = make_report(grid, tmp_path).split("## Summary")[1].split("\n## ")[0]
     for name in ROWS:
         assert f"| {name} | " in summary
-
     # A later re-run of some rows (lpfast bench --rows) replaces just those rows.
-    rerun = {**records[1], "invocation": "99999999-999999", "final_test_acc": 12.34}
-    with open(grid, "a") as f:
-        f.write(json.dumps(rerun) + "\n")
-    subprocess.run([sys.executable, str(ROOT / "bench" / "report.py"), "--records", str(grid), "--out", str(report)],
-                   check=True, timeout=120, capture_output=True)
-    text = report.read_text()
-    assert f"| {ROWS[1]} | 12.34 |" in text and text.count(f"| {ROWS[0]} | {records[0]['final_test_acc']:.2f} |") == 1
+    rerun = {**grid[1], "invocation": "99999999-999999", "final_test_acc": 12.34}
+    text = make_report(grid + [rerun], tmp_path)
+    assert f"| {ROWS[1]} | 12.34 |" in text and text.count(f"| {ROWS[0]} | {grid[0]['final_test_acc']:.2f} |") == 1
     assert "--train-subset 256 --rows serial-K" in text and "Invocation 99999999-999999" in text
 
 
@@ -72,8 +81,6 @@ def test_slow_link_joins_two_namespaces_and_removes_them():
     import os
     import shutil
     import time
-
-    import pytest
 
     from lpfast.netns import slow_link
 
@@ -100,8 +107,6 @@ def test_slow_link_joins_two_namespaces_and_removes_them():
 def test_message_over_slow_link_costs_its_rate(tmp_path):
     import os
     import shutil
-
-    import pytest
 
     from lpfast.benchmark import launch
     from lpfast.netns import slow_link
