@@ -68,7 +68,9 @@ def cuda_include_dirs() -> list[str]:
 def extensions():
     # Exact float semantics (no fused multiply-add contraction) keep the kernels bit-comparable
     # with their PyTorch references.
-    cxx = ["-O3", "-std=c++20", "-ffp-contract=off", *cpu_capability_flags()]
+    # -fopenmp: at::parallel_for is a header template over `#pragma omp parallel`; without the flag
+    # it silently runs every CPU kernel on one thread. The .so then shares torch's libgomp.
+    cxx = ["-O3", "-std=c++20", "-ffp-contract=off", "-fopenmp", *cpu_capability_flags()]
     sources = sorted(glob.glob("csrc/*.cpp"))
     if want_cuda():
         if "TORCH_CUDA_ARCH_LIST" not in os.environ and not torch.cuda.is_available():
@@ -81,10 +83,11 @@ def extensions():
                 sources + sorted(glob.glob("csrc/cuda/*.cu")),
                 include_dirs=cuda_include_dirs(),
                 extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "-std=c++20", "--fmad=false", "-lineinfo"]},
+                extra_link_args=["-fopenmp"],
             )
         ]
     print("lpfast: building CPU kernels only", file=sys.stderr)
-    return [CppExtension("lpfast._C", sources, extra_compile_args={"cxx": cxx})]
+    return [CppExtension("lpfast._C", sources, extra_compile_args={"cxx": cxx}, extra_link_args=["-fopenmp"])]
 
 
 if shutil.which("ninja") is None:

@@ -5,10 +5,22 @@
 
 extern "C" {
 // Importing lpfast._C loads this shared library, which runs the static registrations below.
-// The module itself is empty: the ops are reached through torch.ops.lpfast.
+// The ops are reached through torch.ops.lpfast; the module holds one flag, `openmp`: whether
+// at::parallel_for (an inline template over `#pragma omp parallel`) runs the CPU kernels on
+// torch's threads, or, built without -fopenmp, on one.
 PyObject* PyInit__C(void) {
   static struct PyModuleDef module_def = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
-  return PyModule_Create(&module_def);
+  PyObject* module = PyModule_Create(&module_def);
+#ifdef _OPENMP
+  const int openmp = 1;
+#else
+  const int openmp = 0;
+#endif
+  if (module != nullptr && PyModule_AddIntConstant(module, "openmp", openmp) != 0) {
+    Py_DECREF(module);
+    return nullptr;
+  }
+  return module;
 }
 }
 

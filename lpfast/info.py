@@ -21,6 +21,8 @@ def report() -> str:
         f"CUDA devices: {', '.join(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())) or 'none'}",
         f"compiled kernels (lpfast._C): {'loaded' if ops.LOAD_ERROR is None else 'NOT loaded: ' + ops.LOAD_ERROR}",
     ]
+    if ops.LOAD_ERROR is None:
+        lines.append("CPU kernels: " + ("parallel (OpenMP, torch's threads)" if ops.PARALLEL_CPU else "ONE thread (built without OpenMP)"))
     for name in ops.OP_NAMES:
         devices = kernel_devices(name) if ops.LOAD_ERROR is None else []
         lines.append(f"  lpfast::{name:<24} {', '.join(devices) or 'no kernel'}")

@@ -13,8 +13,11 @@ try:
     from lpfast import _C  # noqa: F401  (loading the library registers the ops)
 
     LOAD_ERROR: str | None = None
+    #: Whether the CPU kernels were built with OpenMP, so they run on torch's intra-op threads.
+    PARALLEL_CPU: bool = bool(_C.openmp)
 except ImportError as exc:  # pragma: no cover - exercised only on a broken install
     LOAD_ERROR = f"{type(exc).__name__}: {exc}"
+    PARALLEL_CPU = False
 
 #: Names of the ops this module exposes, as registered under ``torch.ops.lpfast``.
 OP_NAMES = ("penalty_residual", "aux_update_", "ds_encode", "ds_decode", "aux_gather", "aux_scatter_", "crop_flip_normalise")

@@ -129,6 +129,8 @@ def test_device_mismatch_error():
 
 def test_info_lists_compiled_kernels():
     assert ops.LOAD_ERROR is None
+    # Built without -fopenmp, at::parallel_for runs every CPU kernel on one thread, silently.
+    assert ops.PARALLEL_CPU
     for name in ops.OP_NAMES:
         assert "CPU" in kernel_devices(name), name
     import shutil
