@@ -23,6 +23,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from lpfast.benchmark import PRESETS  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 NOISY = 1.5  # timing spread above which a row's times are flagged
 
@@ -73,6 +75,12 @@ def spread(r: dict) -> float:
     return max(ratios)
 
 
+def apart(r: dict, base: dict) -> str:
+    """A mark for a row timed in another invocation than the baseline: machine speed drifts between
+    invocations (this project's shared host: up to 3x), so their times do not compare."""
+    return "" if r["invocation"] == base["invocation"] else " (other invocation: times not comparable)"
+
+
 def rho_model(serial_1: float, parallel_k: float, k: int):
     """ρ(K) = T / (o + (T - o)/K) with T the 1-thread serial epoch and o = T_d + t_aux fitted
     from the measured K-worker parallel epoch (ALGORITHM.md §8)."""
@@ -118,8 +126,11 @@ def row_kind(record: dict) -> str:
 def section_commands(records: list[dict]) -> list[str]:
     """The bench commands of a section: the full run, then any partial re-runs (``--rows``)."""
     runs = invocations(records)
-    full = max(runs, key=lambda run: (len(run[1]), run[0]))[0]
-    return [bench_command(records)] + [bench_command(rows, [row_kind(r) for r in rows]) for invocation, rows in runs if invocation != full]
+    full, rows = max(runs, key=lambda run: (len(run[1]), run[0]))
+    kinds = [row_kind(r) for r in rows]
+    preset = records[0]["benchmark"].partition(" over a ")[0]
+    first = bench_command(records, None if tuple(kinds) == PRESETS[preset] else kinds)
+    return [first] + [bench_command(rows, [row_kind(r) for r in rows]) for invocation, rows in runs if invocation != full]
 
 
 def budget(record: dict) -> str:
@@ -163,7 +174,7 @@ def findings(records: list[dict]) -> list[str]:
                      f"{(k - 1) / (m + k - 1):.2f}) takes {ser:.1f} s ({base['median_epoch_time_s'] / ser:.2f}×)")
         if spread(r) > NOISY:
             line += " (timings noisy)"
-        out.append(line + ".")
+        out.append(line + apart(r, base) + ".")
     parallel = [r for r in records if r["config"]["method"] != "serial" and phase_median(r, "parallel")]
     if serial_1 and parallel:
         r = parallel[0]
@@ -202,7 +213,7 @@ def summary(groups: dict[tuple[str, str, str], list[dict]]) -> list[str]:
             par = phase_median(r, "parallel")
             cells.append(f"{r['final_test_acc']:.2f}% ({r['final_test_acc'] - base['final_test_acc']:+.2f}) · "
                          f"{base['train_time_s'] / r['train_time_s']:.2f}×" + ("" if par is None else f", par. {base['median_epoch_time_s'] / par:.2f}×")
-                         + (" (noisy)" if spread(r) > NOISY or spread(base) > NOISY else ""))
+                         + (" (noisy)" if spread(r) > NOISY or spread(base) > NOISY else "") + apart(r, base))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines + [""]
 
@@ -278,7 +289,7 @@ def table(records: list[dict]) -> list[str]:
         par = phase_median(r, "parallel")
         lines.append(
             f"| {r['name']} | {r['final_test_acc']:.2f} | {r['final_test_acc'] - base['final_test_acc']:+.2f} | {r['train_time_s']:.0f} | "
-            f"{r['wall_time_s']:.0f} | {'' if par is None else f'{base_epoch / par:.2f}x'} | {base_total / r['train_time_s']:.2f}x | "
+            f"{r['wall_time_s']:.0f} | {'' if par is None else f'{base_epoch / par:.2f}x'} | {base_total / r['train_time_s']:.2f}x{apart(r, base)} | "
             f"{r['bytes_sent'] / 1e9:.2f} GB | {sum(r['aux_bytes_per_cut'] or [0]) / 1e6:.1f} MB | {r['peak_rss_mb']:.0f} MB | "
             f"{spread(r):.2f}×{' (noisy)' if spread(r) > NOISY else ''} |"
         )

@@ -67,14 +67,18 @@ def test_report_of_the_smoke_preset(smoke_records, tmp_path):
 def test_report_summary_and_rerun_rows(smoke_records, tmp_path):
     # The summary table spans the grid preset's sections: the same records filed as a grid run.
     grid = [{**r, "benchmark": "grid"} for r in smoke_records]
-    summary = make_report(grid, tmp_path).split("## Summary")[1].split("\n## ")[0]
+    single = make_report(grid, tmp_path)
+    summary = single.split("## Summary")[1].split("\n## ")[0]
     for name in ROWS:
         assert f"| {name} | " in summary
+    assert "times not comparable" not in single
     # A later re-run of some rows (lpfast bench --rows) replaces just those rows.
     rerun = {**grid[1], "invocation": "99999999-999999", "final_test_acc": 12.34}
     text = make_report(grid + [rerun], tmp_path)
     assert f"| {ROWS[1]} | 12.34 |" in text and text.count(f"| {ROWS[0]} | {grid[0]['final_test_acc']:.2f} |") == 1
     assert "--train-subset 256 --rows serial-K" in text and "Invocation 99999999-999999" in text
+    # The re-run row is the baseline: every other row's speed-up now compares two invocations.
+    assert f"| {ROWS[0]} | " in text and "(other invocation: times not comparable)" in text
 
 
 def test_slow_link_joins_two_namespaces_and_removes_them():
