@@ -68,6 +68,13 @@ void encode_channels_last(const in_t* xp, out_t* yp, int64_t N, int64_t C, int64
       for (int64_t wo = 0; wo < Wo; ++wo) {
         opmath_t* __restrict__ acc = acc_row + wo * C;
         const in_t* __restrict__ first = src + wo * s * C;
+        if (s == 2) {
+          // The default factor in one vectorised pass, summing in the general loop's order.
+          const in_t* __restrict__ below = first + L;
+          for (int64_t c = 0; c < C; ++c)
+            acc[c] = (opmath_t(first[c]) + opmath_t(first[C + c]) + opmath_t(below[c]) + opmath_t(below[C + c])) * inv_area;
+          continue;
+        }
         for (int64_t c = 0; c < C; ++c) acc[c] = opmath_t(first[c]);
         for (int64_t i = 0; i < s; ++i)
           for (int64_t j = (i == 0 ? 1 : 0); j < s; ++j) {
