@@ -83,8 +83,9 @@ class LayerParallel:
       ``aux_width`` shape that network; without a width, the widest whose forward costs at most
       ``aux_budget`` (a fraction) of the stage it feeds.
     - ``store_dtype``, ``store_location``: how λ and μ are kept (``"device"`` or ``"pinned"``).
-    - ``memory_format``: layout of λ and μ rows; the model's (``torch.channels_last`` for a
-      channels-last model), so gathered batches and the fused updates need no transposing copy.
+    - ``memory_format``: layout of λ and μ rows and of what crosses a cut; the model's
+      (``torch.channels_last`` for a channels-last model), so gathered batches, messages and the
+      fused updates need no transposing copy.
     - ``wire_filter``: how tensors cross a cut in the parallel phase (a :class:`DsFilter`:
       down-sampling factor, wire dtype, up-sampling mode); default none. The serial phase sends
       exact tensors, so it stays exact backprop.
@@ -142,6 +143,7 @@ class LayerParallel:
         if aux_depth < 1 or (aux_width is not None and aux_width < 1) or not 0 < aux_budget <= 1:
             raise ValueError(f"need aux_depth >= 1, aux_width >= 1 (or None), 0 < aux_budget <= 1; got {aux_depth}, {aux_width}, {aux_budget}")
         self.model = model
+        self.memory_format = memory_format  # of every activation-sized tensor, also on the wire
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
         self.method = method
@@ -246,12 +248,12 @@ class LayerParallel:
                 inp = x
             else:
                 shape = (batch, *self.plan.cut_shapes[s - 1])
-                inp = self.transport.irecv(shape, self.dtype, self.device, s - 1, s).wait()
+                inp = self.transport.irecv(shape, self.dtype, self.device, s - 1, s, memory_format=self.memory_format).wait()
                 if take_input is not None:
                     inp = take_input(s, inp)
             h = self.stages[s](inp)
             if s < last:
-                self.transport.isend(h, s, s + 1)
+                self.transport.isend(h, s, s + 1, memory_format=self.memory_format)
         self.transport.flush()
         return h if last in self.own else None
 
@@ -274,7 +276,7 @@ class LayerParallel:
                 lam, mus[s] = self.aux[s - 1].fetch(x, idx)
                 inputs[s] = lam
                 target = lam if mus[s] is None else lam - mus[s] * (1.0 / beta)
-                self.transport.isend(self.wire.encode(target), s, s - 1)  # coarse: a low-pass target
+                self.transport.isend(self.wire.encode(target), s, s - 1, memory_format=self.memory_format)  # coarse: a low-pass target
                 outs_in[s] = self._irecv_filtered(batch, s - 1, s)
             if s + 1 < self.num_stages:
                 targets_in[s] = self._irecv_filtered(batch, s, s)
@@ -293,7 +295,7 @@ class LayerParallel:
                     # penalty compares pooled output with the pooled target it received.
                     coarse = self.wire.pool(out)
                     sent = self.wire.cast(coarse.detach())
-                    self.transport.isend(sent, s, s + 1)
+                    self.transport.isend(sent, s, s + 1, memory_format=self.memory_format)
                     sent_outputs.append(sent)
                     target = targets_in[s].wait().to(self.dtype)
                     loss, grad_coarse = ops.penalty_residual(coarse.detach(), target, None, beta=beta)
@@ -336,7 +338,7 @@ class LayerParallel:
         """Posts the receive of a filtered batch across ``cut`` (from its other side)."""
         src = cut + 1 if to_stage == cut else cut
         shape = self.wire.wire_shape((batch, *self.plan.cut_shapes[cut]))
-        return self.transport.irecv(shape, self.wire.dtype_on_wire(self.dtype), self.device, src, to_stage)
+        return self.transport.irecv(shape, self.wire.dtype_on_wire(self.dtype), self.device, src, to_stage, memory_format=self.memory_format)
 
     def _theta_step(self, s: int, lr_scale: float) -> None:
         opt = self.optimizers[s]
@@ -380,13 +382,13 @@ class LayerParallel:
                         inp = xj
                     else:
                         shape = (yj.numel(), *self.plan.cut_shapes[s - 1])
-                        inp = self.transport.irecv(shape, self.dtype, self.device, s - 1, s).wait().requires_grad_()
+                        inp = self.transport.irecv(shape, self.dtype, self.device, s - 1, s, memory_format=self.memory_format).wait().requires_grad_()
                     out = self.stages[s](inp)
                     if s == last:
                         out = F.cross_entropy(out, yj, reduction="sum") / batch
                         total += out.detach()
                     else:
-                        self.transport.isend(out.detach(), s, s + 1)
+                        self.transport.isend(out.detach(), s, s + 1, memory_format=self.memory_format)
                     record[s] = (inp, out)
                     self._stage_time[s] += time.perf_counter() - tick
                 saved.append(record)
@@ -397,9 +399,9 @@ class LayerParallel:
                     if s == last:
                         out.backward()
                     else:
-                        out.backward(self.transport.irecv(tuple(out.shape), self.dtype, self.device, s + 1, s).wait())
+                        out.backward(self.transport.irecv(tuple(out.shape), self.dtype, self.device, s + 1, s, memory_format=self.memory_format).wait())
                     if s > 0:
-                        self.transport.isend(inp.grad, s, s - 1)
+                        self.transport.isend(inp.grad, s, s - 1, memory_format=self.memory_format)
                     self._stage_time[s] += time.perf_counter() - tick
             self.transport.flush()
         for s in self.own:

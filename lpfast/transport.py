@@ -47,10 +47,12 @@ class Transport:
     def owns(self, stage: int) -> bool:
         raise NotImplementedError
 
-    def isend(self, tensor: Tensor, src: int, dst: int) -> None:
+    def isend(self, tensor: Tensor, src: int, dst: int, *, memory_format: torch.memory_format = torch.contiguous_format) -> None:
+        """Sends ``tensor`` laid out as ``memory_format`` (the receiver's :meth:`irecv` names the same)."""
         raise NotImplementedError
 
-    def irecv(self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device, src: int, dst: int) -> Pending:
+    def irecv(self, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device, src: int, dst: int,
+              *, memory_format: torch.memory_format = torch.contiguous_format) -> Pending:
         raise NotImplementedError
 
     def flush(self) -> None:
@@ -84,11 +86,11 @@ class LocalTransport(Transport):
     def owns(self, stage: int) -> bool:
         return True
 
-    def isend(self, tensor: Tensor, src: int, dst: int) -> None:
+    def isend(self, tensor: Tensor, src: int, dst: int, *, memory_format: torch.memory_format = torch.contiguous_format) -> None:
         self._count(tensor, src, dst)
         self.queues[(src, dst)].append(tensor)
 
-    def irecv(self, shape, dtype, device, src, dst) -> Pending:
+    def irecv(self, shape, dtype, device, src, dst, *, memory_format=torch.contiguous_format) -> Pending:
         return _Ready(self.queues[(src, dst)], f"stage {src} -> stage {dst}")
 
 
@@ -107,6 +109,13 @@ class _DistPending(Pending):
         return self.buffer
 
 
+def _flat(tensor: Tensor, memory_format: torch.memory_format) -> Tensor:
+    """A view of ``tensor`` (dense in ``memory_format``) that gloo and NCCL accept as a plain buffer:
+    a channels-last tensor as NHWC, rather than a copy to NCHW on every send and a layout change
+    for the receiving stage."""
+    return tensor.permute(0, 2, 3, 1) if memory_format == torch.channels_last else tensor
+
+
 class DistTransport(Transport):
     """One stage per ``torch.distributed`` rank: stage ``i`` is rank ``i`` of the default group."""
 
@@ -121,14 +130,14 @@ class DistTransport(Transport):
     def owns(self, stage: int) -> bool:
         return stage == self.rank
 
-    def isend(self, tensor: Tensor, src: int, dst: int) -> None:
-        tensor = tensor.contiguous()
+    def isend(self, tensor: Tensor, src: int, dst: int, *, memory_format: torch.memory_format = torch.contiguous_format) -> None:
+        tensor = tensor.contiguous(memory_format=memory_format)  # no copy when it is laid out so already
         self._count(tensor, src, dst)
-        self._sends.append((dist.isend(tensor, dst=dst), tensor, dst))
+        self._sends.append((dist.isend(_flat(tensor, memory_format), dst=dst), tensor, dst))
 
-    def irecv(self, shape, dtype, device, src, dst) -> Pending:
-        buffer = torch.empty(shape, dtype=dtype, device=device)
-        return _DistPending(dist.irecv(buffer, src=src), buffer, src, dst, self.timeout)
+    def irecv(self, shape, dtype, device, src, dst, *, memory_format=torch.contiguous_format) -> Pending:
+        buffer = torch.empty(shape, dtype=dtype, device=device, memory_format=memory_format)
+        return _DistPending(dist.irecv(_flat(buffer, memory_format), src=src), buffer, src, dst, self.timeout)
 
     def flush(self) -> None:
         sends, self._sends = self._sends, []

@@ -1,6 +1,7 @@
 """The layer-parallel phase: exact local gradients, K=1 = backprop, one process = K workers,
 falling constraint violation, and a clear stop when a worker dies."""
 import copy
+import datetime
 import os
 import time
 
@@ -152,6 +153,38 @@ def test_one_process_and_two_workers_agree(tmp_path, method, ds, aux):
     assert records[0]["bytes_forward"] == records[0]["bytes_backward"] == [6 * per_message]
     # λ (and μ) for all 192 samples, float32.
     assert records[0]["aux_bytes"] == worker["records"][0]["aux_bytes"] == [192 * 16 * 14 * 14 * 4 * (2 if method == "al" else 1)]
+
+
+def _layout_worker(rank, store_file, result_file):
+    from lpfast.transport import DistTransport
+
+    dist.init_process_group("gloo", init_method=f"file://{store_file}", rank=rank, world_size=2)
+    try:
+        transport = DistTransport(timeout=datetime.timedelta(seconds=20))
+        x = torch.arange(2 * 3 * 4 * 5, dtype=torch.float32).reshape(2, 3, 4, 5)
+        cl = x.contiguous(memory_format=torch.channels_last)
+        # (tensor sent, layout both sides name): NCHW and NHWC tensors each way.
+        cases = [(cl, torch.channels_last), (x, torch.channels_last), (cl, torch.contiguous_format), (x, torch.contiguous_format)]
+        if rank == 0:
+            for tensor, layout in cases:
+                transport.isend(tensor, 0, 1, memory_format=layout)
+            transport.flush()
+            return
+        lines = []
+        for _, layout in cases:
+            got = transport.irecv(tuple(x.shape), x.dtype, torch.device("cpu"), 0, 1, memory_format=layout).wait()
+            lines.append(f"{torch.equal(got, x)} {got.is_contiguous(memory_format=layout)}")
+        with open(result_file, "w") as f:
+            f.write("\n".join(lines))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_channels_last_tensors_cross_as_they_are(tmp_path):
+    # A channels-last tensor goes on the wire as its NHWC bytes and arrives channels-last; a tensor
+    # in the other layout is laid out as both sides agreed before it leaves.
+    mp.start_processes(_layout_worker, args=(str(tmp_path / "store"), str(tmp_path / "result")), nprocs=2, start_method="spawn")
+    assert (tmp_path / "result").read_text().split("\n") == ["True True"] * 4
 
 
 def _dying_worker(rank, store_file, result_file):
