@@ -126,8 +126,8 @@ def row_kind(record: dict) -> str:
 def section_commands(records: list[dict]) -> list[str]:
     """The bench commands of a section: the full run, then any partial re-runs (``--rows``)."""
     runs = invocations(records)
-    full, rows = max(runs, key=lambda run: (len(run[1]), run[0]))
-    kinds = [row_kind(r) for r in rows]
+    full, full_rows = max(runs, key=lambda run: (len(run[1]), run[0]))
+    kinds = [row_kind(r) for r in full_rows]
     preset = records[0]["benchmark"].partition(" over a ")[0]
     first = bench_command(records, None if tuple(kinds) == PRESETS[preset] else kinds)
     return [first] + [bench_command(rows, [row_kind(r) for r in rows]) for invocation, rows in runs if invocation != full]
