@@ -17,6 +17,7 @@ from lpfast.models import mnist_resnet
 from lpfast.parallel import LayerParallel
 from lpfast.stages import partition
 from lpfast.trainer import Trainer
+from lpfast.transport import DistTransport
 
 
 def small_data(n_train=192, n_test=64):
@@ -156,8 +157,6 @@ def test_one_process_and_two_workers_agree(tmp_path, method, ds, aux):
 
 
 def _layout_worker(rank, store_file, result_file):
-    from lpfast.transport import DistTransport
-
     dist.init_process_group("gloo", init_method=f"file://{store_file}", rank=rank, world_size=2)
     try:
         transport = DistTransport(timeout=datetime.timedelta(seconds=20))
