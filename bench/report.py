@@ -7,6 +7,7 @@ the parallel phase per epoch and of the whole run over serial backprop on the sa
 sent and memory. Plots: test accuracy against wall time, per-cut constraint violation against
 epoch, bytes per epoch, and the speed-up against K with the model ρ(K) of ALGORITHM.md §8 fitted
 from the measured epoch times. Every number comes from a record; the commands are listed on top.
+The speed-limit tables of ``bench/ceiling.py`` found beside the records close the report.
 
     python bench/report.py [--records bench/results/records.jsonl] [--out bench/RESULTS.md]
 """
@@ -296,6 +297,19 @@ def table(records: list[dict]) -> list[str]:
     return lines
 
 
+def ceilings(folder: Path) -> list[str]:
+    """The speed-limit tables that ``bench/ceiling.py`` wrote beside the records, one subsection each."""
+    tables = [path.read_text().strip().splitlines() for path in sorted(folder.glob("ceiling-*.md"))]
+    if not tables:
+        return []
+    lines = ["## Speed limit: the method's compute without its overhead (`bench/ceiling.py`)", "",
+             "What the cut's stages cost when they step at once with nothing else to do, against backprop on the same cores: "
+             "no implementation of layer-parallel training or its pipeline beats these bounds with this cut.", ""]
+    for heading, *body in tables:
+        lines += ["##" + heading, *body, ""]
+    return lines
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=Path, default=ROOT / "bench" / "results" / "records.jsonl")
@@ -320,6 +334,7 @@ def main(argv: list[str] | None = None) -> None:
                   "from the repository root:", "",
                   "```", *(r["command"] for r in records), "```", "", *link_line(first), *table(records), "", *findings(records), ""]
         lines += [f"![{name}](plots/{name})" for name in plots(key, records, plot_dir)] + [""]
+    lines += ceilings(args.records.parent)
     args.out.write_text("\n".join(lines) + "\n")
     print(f"wrote {args.out} ({sum(len(r) for r in groups.values())} rows) and plots in {plot_dir}")
 

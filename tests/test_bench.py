@@ -128,3 +128,35 @@ def test_message_over_slow_link_costs_its_rate(tmp_path):
     # 1.25 MB at 100 Mbit/s is 100 ms on the wire; loopback moves it in a few ms.
     assert 90 < times["link"] < 400
     assert times["loopback"] < times["link"] / 5
+
+
+def load_ceiling():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ceiling", ROOT / "bench" / "ceiling.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_ceiling_bounds_follow_the_pipeline_and_amdahl():
+    bounds = load_ceiling().bounds
+    # Stages twice as fast as backprop; 4 micro-batches through 2 stages take 5/4 of one stage step.
+    b = bounds(serial=1.0, stages=0.5, micro=0.5, k=2, m=4, p=2, s=1)
+    assert b["parallel_epoch"] == 2.0 and b["pipeline_epoch"] == 1.6
+    assert b["hybrid_run"] == pytest.approx(3 / (2 * 0.5 + 0.625))
+
+
+def test_ceiling_benchmark_end_to_end(smoke_records, tmp_path):
+    subprocess.run([sys.executable, str(ROOT / "bench" / "ceiling.py"), "--dataset", "embedded", "--batch-size", "32",
+                    "--rounds", "2", "--steps", "2", "--warmup", "1", "--port", str(free_port()), "--out", str(tmp_path)],
+                   check=True, timeout=300, capture_output=True)
+    record = json.loads((tmp_path / "ceiling-mnist_resnet-embedded.json").read_text())
+    assert len(record["rounds"]) == 2 and all(t > 0 for r in record["rounds"] for t in r.values())
+    med = record["median_s"]
+    assert record["speedup_bound"] == load_ceiling().bounds(med["serial"], med["stages"], med["micro"], 2, 4, 2, 1)
+    assert "| backprop, whole model, 1 process x 2 threads |" in (tmp_path / "ceiling-mnist_resnet-embedded.md").read_text()
+    # The report closes with the speed-limit table found beside the records.
+    report = make_report(smoke_records, tmp_path).split("## Speed limit: ")[1]
+    assert "### Speed limit of K=2 layer-parallel training: mnist_resnet on embedded, batch 32" in report
+    assert f"hybrid run of 2 parallel + 1 serial epochs: **{record['speedup_bound']['hybrid_run']:.2f}x**" in report

@@ -1,0 +1,202 @@
+"""The speed limit of layer-parallel training on this machine: the method's compute without its overhead.
+
+Three step times, measured in turn (A B C A B C ...) on a real batch so a shared machine's drift
+hits all alike, medians reported:
+
+- ``serial``: backprop of the whole model (forward, backward, SGD step) at batch B in one process
+  with K threads: the baseline every lpfast speed-up is measured against;
+- ``stages``: the model cut into K stages as ``lpfast train --stages K`` cuts it, each stage on its
+  own ``torchrun`` worker (one thread, pinned to its own core), all stepping at once (forward,
+  backward to its input, SGD step) on a fixed input of its own, with a barrier after every step.
+  This is the parallel phase with no auxiliary variables, messages or data loading: no
+  implementation of the method steps faster with this cut on these cores;
+- ``micro``: the same, each stage's step made of M micro-batches of B/M (one SGD step). The
+  serial phase's synchronous pipeline needs at least (M + K - 1)/M times this per batch.
+
+From them: the bound on a parallel epoch's speed-up, on a pipeline epoch's, and on a whole
+serial-parallel hybrid run of P parallel and S serial epochs. Writes
+``bench/results/ceiling-<model>-<dataset>.{json,md}``.
+
+    python bench/ceiling.py --model resnet20 --dataset cifar10 --parallel-epochs 3 --serial-epochs 2
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+from lpfast.augment import prepare
+from lpfast.datasets import load_dataset
+from lpfast.models import build_model
+from lpfast.stages import partition, split
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def real_batch(args: argparse.Namespace) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    """The model (seed 0, channels-last as lpfast trains it) and the first ``batch_size`` training images."""
+    data = load_dataset(args.dataset, "train", args.data_dir)
+    torch.manual_seed(0)
+    model = build_model(args.model, in_channels=data.in_channels, num_classes=data.num_classes)
+    model = model.to(memory_format=torch.channels_last)
+    x = prepare(data.images[: args.batch_size], mean=data.mean, std=data.std, channels_last=True)
+    return model, x, data.labels[: args.batch_size]
+
+
+def sgd(params) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=0.01, momentum=0.9, weight_decay=5e-4)
+
+
+def time_steps(step, args: argparse.Namespace, sync=lambda: None) -> float:
+    """Median seconds of ``step()`` over ``--steps`` after ``--warmup`` (each followed by ``sync()``)."""
+    times = []
+    for i in range(args.warmup + args.steps):
+        sync()
+        start = time.perf_counter()
+        step()
+        sync()
+        if i >= args.warmup:
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def serial_step_time(args: argparse.Namespace) -> float:
+    torch.set_num_threads(args.workers)
+    model, x, y = real_batch(args)
+    opt = sgd(model.parameters())
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+
+    return time_steps(step, args)
+
+
+def stage_worker(args: argparse.Namespace) -> None:
+    """One torchrun worker: its stage's step time, all stages at once (rank 0 writes the result)."""
+    dist.init_process_group("gloo")
+    rank, k = dist.get_rank(), dist.get_world_size()
+    cores = sorted(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, [cores[rank % len(cores)]])
+    torch.set_num_threads(1)
+    model, x, y = real_batch(args)
+    stages = split(model, partition(model, k, tuple(x.shape[1:])))
+    with torch.no_grad():  # the stage's input: the activation at its cut for this batch
+        for s in range(rank):
+            x = stages[s](x)
+    stage, opt = stages[rank], sgd(stages[rank].parameters())
+    result = {}
+    for name, chunks in (("stages", 1), ("micro", args.micro_batches)):
+        xs, ys = x.chunk(chunks), y.chunk(chunks)
+
+        def step() -> None:
+            opt.zero_grad(set_to_none=True)
+            for xj, yj in zip(xs, ys):
+                inp = xj if rank == 0 else xj.detach().requires_grad_()
+                out = stage(inp)
+                loss = F.cross_entropy(out, yj) if rank == k - 1 else out.square().mean()
+                loss.backward()
+            opt.step()
+
+        result[name] = time_steps(step, args, dist.barrier)
+    if rank == 0:
+        Path(args.worker_out).write_text(json.dumps(result))
+    dist.destroy_process_group()
+
+
+def stage_step_times(args: argparse.Namespace, port: int) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / "stages.json"
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(args.workers), "--master-port", str(port),
+               __file__, *sys.argv[1:], "--worker-out", str(out)]
+        subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        return json.loads(out.read_text())
+
+
+def bounds(serial: float, stages: float, micro: float, k: int, m: int, p: int, s: int) -> dict[str, float]:
+    """Speed-up bounds over the serial step: a parallel epoch, a pipeline epoch, and a P + S hybrid run."""
+    pipeline = micro * (m + k - 1) / m
+    return {"parallel_epoch": serial / stages, "pipeline_epoch": serial / pipeline,
+            "hybrid_run": (p + s) * serial / (p * stages + s * pipeline)}
+
+
+def write_report(args: argparse.Namespace, rounds: list[dict[str, float]]) -> dict:
+    med = {key: statistics.median(r[key] for r in rounds) for key in ("serial", "stages", "micro")}
+    limit = bounds(med["serial"], med["stages"], med["micro"], args.workers, args.micro_batches, args.parallel_epochs, args.serial_epochs)
+    record = {"model": args.model, "dataset": args.dataset, "batch_size": args.batch_size, "workers": args.workers,
+              "micro_batches": args.micro_batches, "parallel_epochs": args.parallel_epochs, "serial_epochs": args.serial_epochs,
+              "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__},
+              "rounds": rounds, "median_s": med, "speedup_bound": limit}
+    name = f"ceiling-{args.model}-{args.dataset}"
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n")
+    k, m = args.workers, args.micro_batches
+    lines = [
+        f"# Speed limit of K={k} layer-parallel training: {args.model} on {args.dataset}, batch {args.batch_size}", "",
+        f"Machine: {record['machine']['platform']}, {record['machine']['cpus']} CPUs, torch {torch.__version__}. "
+        f"Medians of {len(rounds)} interleaved rounds of {args.steps} steps each (`python bench/ceiling.py "
+        f"--model {args.model} --dataset {args.dataset} --workers {k} --micro-batches {m} --parallel-epochs "
+        f"{args.parallel_epochs} --serial-epochs {args.serial_epochs}`).", "",
+        "| step | median (ms) | per round (ms) |", "|---|---|---|",
+    ]
+    labels = {"serial": f"backprop, whole model, 1 process x {k} threads",
+              "stages": f"{k} stages at once, 1 worker x 1 thread each, no auxiliary variables or messages",
+              "micro": f"the same in {m} micro-batches of {args.batch_size // m}"}
+    for key, label in labels.items():
+        lines.append(f"| {label} | {1e3 * med[key]:.1f} | {' '.join(f'{1e3 * r[key]:.1f}' for r in rounds)} |")
+    lines += ["", "Upper bounds on the speed-up over backprop on the same cores (no implementation of the method does better with this cut):", "",
+              f"- parallel-phase epoch: **{limit['parallel_epoch']:.2f}x**",
+              f"- serial-phase pipeline epoch ({m} micro-batches, (M+K-1)/M = {(m + k - 1) / m:.2f} of the micro-batched stage step): "
+              f"**{limit['pipeline_epoch']:.2f}x**",
+              f"- hybrid run of {args.parallel_epochs} parallel + {args.serial_epochs} serial epochs: **{limit['hybrid_run']:.2f}x**"]
+    (args.out / f"{name}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines), flush=True)
+    return record
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="mnist_resnet")
+    parser.add_argument("--dataset", default="mnist")
+    parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--workers", type=int, default=2, help="K: stages, workers, and threads of the serial step")
+    parser.add_argument("--micro-batches", type=int, default=4, help="M of the serial phase's pipeline")
+    parser.add_argument("--parallel-epochs", type=int, default=2, help="P of the hybrid run the bound is stated for")
+    parser.add_argument("--serial-epochs", type=int, default=1, help="S of the hybrid run the bound is stated for")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per measurement")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--port", type=int, default=29541, help="torchrun master port")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--worker-out", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.batch_size % args.micro_batches or min(args.workers, args.rounds, args.steps, args.micro_batches) < 1:
+        raise SystemExit("need --workers, --rounds, --steps, --micro-batches >= 1 and --micro-batches dividing --batch-size")
+    if args.worker_out is not None:
+        stage_worker(args)
+        return
+    rounds = []
+    for i in range(args.rounds):
+        serial = serial_step_time(args)
+        staged = stage_step_times(args, args.port)
+        rounds.append({"serial": serial, **staged})
+        print(f"round {i + 1}/{args.rounds}: serial {1e3 * serial:.1f} ms, stages {1e3 * staged['stages']:.1f} ms, "
+              f"micro-batched {1e3 * staged['micro']:.1f} ms", flush=True)
+    write_report(args, rounds)
+
+
+if __name__ == "__main__":
+    main()
