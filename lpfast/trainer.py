@@ -214,8 +214,11 @@ class Trainer:
         phase = cfg.phase(self.epoch)
         if self.lp is not None and phase == "parallel" and not self.lp.initialised:
             start = time.perf_counter()
-            # Same batch size as training, so batch norm sees the statistics it trains with.
-            init_batches = BatchIterator(self.train_data, cfg.batch_size, shuffle=False, device=self.device, channels_last=self.channels_last)
+            # This epoch's own batches (then the few samples drop_last leaves out), so each sample's λ
+            # comes from the batch-norm statistics of the batch it first trains in. In file order the
+            # CIFAR archives, sorted by class, would give single-class batches and skewed statistics.
+            init_batches = BatchIterator(self.train_data, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=self.epoch,
+                                         device=self.device, channels_last=self.channels_last)
             self.lp.initialise((b.x, b.idx) for b in init_batches)
             self.log(f"initialised auxiliary variables ({self.lp.aux_nbytes() / 2**20:.1f} MiB on this worker) in {time.perf_counter() - start:.1f}s")
         batches = self._train_batches()

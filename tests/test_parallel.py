@@ -12,7 +12,7 @@ import torch.multiprocessing as mp
 import torch.nn.functional as F
 
 from lpfast.config import TrainConfig
-from lpfast.datasets import load_embedded
+from lpfast.datasets import ImageDataset, load_embedded
 from lpfast.models import mnist_resnet
 from lpfast.parallel import LayerParallel
 from lpfast.stages import partition
@@ -323,6 +323,20 @@ def test_hybrid_switches_phase_and_augments_only_serially():
     assert records[2]["violation"] is None and records[2]["bytes_forward"] == [6 * 32 * 16 * 14 * 14 * 4]
     with pytest.raises(ValueError, match="add --parallel-epochs"):
         TrainConfig(method="al", stages=2, augment=True)
+
+
+def test_lambda_starts_from_the_batch_statistics_it_trains_with():
+    # Sorted by class, as the CIFAR archives are: filled in file order, every batch of the λ pass
+    # would hold one class, and λ would differ from what stage 0 computes on its training batch.
+    train, test = small_data()
+    order = torch.sort(train.labels, stable=True).indices
+    train = ImageDataset(train.images[order], train.labels[order], train.num_classes, train.mean, train.std)
+    trainer = Trainer(TrainConfig(method="penalty", stages=2, epochs=1, batch_size=32, threads=1),
+                      train_data=train, test_data=test, log=lambda s: None)
+    losses, step = [], trainer.lp.step
+    trainer.lp.step = lambda x, y, idx: losses.append(step(x, y, idx)) or losses[-1]
+    trainer.train_epoch()
+    assert losses[0][0].item() == 0.0  # stage 0's first output is exactly its λ: nothing to regress yet
 
 
 # ------------------------------------------------------------------------------ DS filters
