@@ -71,9 +71,8 @@ def time_steps(step, args: argparse.Namespace, sync=lambda: None) -> float:
     return statistics.median(times)
 
 
-def serial_step_time(args: argparse.Namespace) -> float:
+def serial_step_time(args: argparse.Namespace, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     torch.set_num_threads(args.workers)
-    model, x, y = real_batch(args)
     opt = sgd(model.parameters())
 
     def step() -> None:
@@ -116,10 +115,10 @@ def stage_worker(args: argparse.Namespace) -> None:
     dist.destroy_process_group()
 
 
-def stage_step_times(args: argparse.Namespace, port: int) -> dict[str, float]:
+def stage_step_times(args: argparse.Namespace) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "stages.json"
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(args.workers), "--master-port", str(port),
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(args.workers), "--master-port", str(args.port),
                __file__, *sys.argv[1:], "--worker-out", str(out)]
         subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
         return json.loads(out.read_text())
@@ -188,10 +187,11 @@ def main() -> None:
     if args.worker_out is not None:
         stage_worker(args)
         return
+    model, x, y = real_batch(args)  # the workers load their own
     rounds = []
     for i in range(args.rounds):
-        serial = serial_step_time(args)
-        staged = stage_step_times(args, args.port)
+        serial = serial_step_time(args, model, x, y)
+        staged = stage_step_times(args)
         rounds.append({"serial": serial, **staged})
         print(f"round {i + 1}/{args.rounds}: serial {1e3 * serial:.1f} ms, stages {1e3 * staged['stages']:.1f} ms, "
               f"micro-batched {1e3 * staged['micro']:.1f} ms", flush=True)

@@ -196,11 +196,14 @@ class Trainer:
 
     # ---------------------------------------------------------------- training
 
-    def _train_batches(self) -> BatchIterator:
+    def _train_batches(self, *, initialising: bool = False) -> BatchIterator:
+        """This epoch's training batches; ``initialising``: the same batches un-augmented, then the
+        samples ``drop_last`` leaves out, so that the λ pass reaches every sample."""
         cfg = self.config
+        augment = cfg.use_augmentation(self.epoch) and not initialising
         return BatchIterator(
             self.train_data, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=self.epoch,
-            augment_padding=CIFAR_PADDING if cfg.use_augmentation(self.epoch) else 0, drop_last=True,
+            augment_padding=CIFAR_PADDING if augment else 0, drop_last=not initialising,
             device=self.device, channels_last=self.channels_last,
             shard=(self.rank, self.world) if self.data_parallel else (0, 1),
         )
@@ -214,12 +217,10 @@ class Trainer:
         phase = cfg.phase(self.epoch)
         if self.lp is not None and phase == "parallel" and not self.lp.initialised:
             start = time.perf_counter()
-            # This epoch's own batches (then the few samples drop_last leaves out), so each sample's λ
-            # comes from the batch-norm statistics of the batch it first trains in. In file order the
-            # CIFAR archives, sorted by class, would give single-class batches and skewed statistics.
-            init_batches = BatchIterator(self.train_data, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=self.epoch,
-                                         device=self.device, channels_last=self.channels_last)
-            self.lp.initialise((b.x, b.idx) for b in init_batches)
+            # This epoch's own batches, so each sample's λ comes from the batch-norm statistics of the
+            # batch it first trains in. In file order the CIFAR archives, sorted by class, would give
+            # single-class batches and skewed statistics.
+            self.lp.initialise((b.x, b.idx) for b in self._train_batches(initialising=True))
             self.log(f"initialised auxiliary variables ({self.lp.aux_nbytes() / 2**20:.1f} MiB on this worker) in {time.perf_counter() - start:.1f}s")
         batches = self._train_batches()
         self.model.train()
