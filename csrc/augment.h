@@ -1,7 +1,7 @@
 #pragma once
 // Argument checks and the per-pixel rule shared by the CPU and CUDA kernels of
 // lpfast::crop_flip_normalise.
-#include <ATen/ATen.h>
+#include <ATen/core/Tensor.h>
 
 namespace lpfast {
 

@@ -1,6 +1,6 @@
 #pragma once
 // Argument checks shared by the CPU and CUDA kernels of lpfast::aux_update_.
-#include <ATen/ATen.h>
+#include <ATen/core/Tensor.h>
 #include <optional>
 
 #include "checks.h"

@@ -1,6 +1,6 @@
 #pragma once
 // Argument checks shared by lpfast's kernels.
-#include <ATen/ATen.h>
+#include <ATen/core/Tensor.h>
 
 namespace lpfast {
 

@@ -1,6 +1,7 @@
 #pragma once
 // Shapes and checks shared by the CPU and CUDA kernels of lpfast::ds_encode / ds_decode.
-#include <ATen/ATen.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
 
 namespace lpfast {
 

@@ -1,10 +1,12 @@
 // CPU kernel of lpfast::penalty_residual: one pass over out, lam (and mu) that writes the
 // gradient and reduces the squared residual.
 #include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 #include <ATen/cpu/vec/functional.h>
 #include <ATen/cpu/vec/vec.h>
-#include <ATen/OpMathType.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/scalar_tensor.h>
 #include <torch/library.h>
 
 #include <numeric>

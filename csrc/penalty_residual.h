@@ -1,6 +1,6 @@
 #pragma once
 // Argument checks shared by the CPU and CUDA kernels of lpfast::penalty_residual.
-#include <ATen/ATen.h>
+#include <ATen/core/Tensor.h>
 #include <optional>
 
 #include "checks.h"

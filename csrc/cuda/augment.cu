@@ -2,8 +2,10 @@
 // memory order (channels-last or contiguous), so writes are coalesced.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
-#include <ATen/cuda/CUDAContext.h>
+#include <ATen/ops/empty.h>
+#include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include "../augment.h"
@@ -59,7 +61,7 @@ at::Tensor crop_flip_normalise_cuda(const at::Tensor& images_in, const at::Tenso
       norm.mean[c] = opmath_t(mean[c]);
       norm.std[c] = opmath_t(std[c]);
     }
-    crop_flip_normalise_kernel<scalar_t><<<blocks, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+    crop_flip_normalise_kernel<scalar_t><<<blocks, kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
         images.const_data_ptr<uint8_t>(), offsets.const_data_ptr<int64_t>(), flips.const_data_ptr<bool>(),
         out.mutable_data_ptr<scalar_t>(), norm, images.size(1), images.size(2), images.size(3), padding,
         channels_last, total);

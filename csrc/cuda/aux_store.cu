@@ -2,8 +2,10 @@
 // looked up by sample index, dtype converted in the copy. Rows outside the store trip a device
 // assertion (no host synchronisation to check them up front).
 #include <ATen/OpMathType.h>
-#include <ATen/cuda/CUDAContext.h>
+#include <ATen/ops/empty.h>
+#include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include "../aux_store.h"
@@ -32,7 +34,7 @@ void launch(const src_t* src, dst_t* dst, const at::Tensor& rows, int64_t num_ro
   const int64_t total = rows.numel() * row;
   if (total == 0) return;
   const int64_t blocks = std::min<int64_t>((total + kThreads - 1) / kThreads, 65535);
-  copy_rows_kernel<src_t, dst_t, kScatter><<<blocks, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+  copy_rows_kernel<src_t, dst_t, kScatter><<<blocks, kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
       src, dst, rows.const_data_ptr<int64_t>(), num_rows, row, total);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }

@@ -2,8 +2,9 @@
 // aligned), in place on lam and mu.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include "../aux_update.h"
@@ -66,7 +67,7 @@ void aux_update_cuda(const at::Tensor& lam, const std::optional<at::Tensor>& mu,
     const scalar_t* op = o.const_data_ptr<scalar_t>();
     const scalar_t* gp = g.const_data_ptr<scalar_t>();
     auto launch = [&](auto kernel) {
-      kernel<<<blocks, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+      kernel<<<blocks, kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
           lp, mp, op, gp, n, opmath_t(beta), opmath_t(eta), opmath_t(eta / beta), update_mu);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     };

@@ -2,8 +2,9 @@
 // output's memory order (contiguous or channels-last), so writes are coalesced.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include "../dispatch.h"
@@ -82,7 +83,7 @@ at::Tensor ds_encode_cuda(const at::Tensor& x_in, int64_t factor, at::ScalarType
   const Geometry g{y.size(0), y.size(1), y.size(2), y.size(3),
                    x.suggest_memory_format() == at::MemoryFormat::ChannelsLast};
   LPFAST_DISPATCH_PAIR(x.scalar_type(), wire, "ds_encode_cuda", [&] {
-    encode_kernel<src_t, dst_t><<<blocks_for(total), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+    encode_kernel<src_t, dst_t><<<blocks_for(total), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
         x.const_data_ptr<src_t>(), y.mutable_data_ptr<dst_t>(), g, factor, total);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
@@ -99,7 +100,7 @@ at::Tensor ds_decode_cuda(const at::Tensor& y_in, int64_t factor, int64_t mode, 
   const Geometry g{out.size(0), out.size(1), out.size(2), out.size(3),
                    y.suggest_memory_format() == at::MemoryFormat::ChannelsLast};
   LPFAST_DISPATCH_PAIR(y.scalar_type(), out_dtype, "ds_decode_cuda", [&] {
-    decode_kernel<src_t, dst_t><<<blocks_for(total), kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+    decode_kernel<src_t, dst_t><<<blocks_for(total), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
         y.const_data_ptr<src_t>(), out.mutable_data_ptr<dst_t>(), g, factor, mode, total);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });

@@ -3,8 +3,12 @@
 // never synchronises with the host.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
-#include <ATen/cuda/CUDAContext.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/zeros.h>
+#include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
 #include <cub/block/block_reduce.cuh>
@@ -75,14 +79,14 @@ std::tuple<at::Tensor, at::Tensor> penalty_residual_cuda(const at::Tensor& out,
     const scalar_t* mp = m.defined() ? m.const_data_ptr<scalar_t>() : nullptr;
     scalar_t* gp = grad.mutable_data_ptr<scalar_t>();
     auto launch = [&](auto kernel) {
-      kernel<<<blocks, kThreads, 0, at::cuda::getCurrentCUDAStream()>>>(
+      kernel<<<blocks, kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
           op, lp, mp, gp, n, opmath_t(1.0 / beta), opmath_t(scale), partial.mutable_data_ptr<double>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     };
     if (packs_aligned({op, lp, mp, gp})) launch(penalty_residual_kernel<scalar_t, pack_width<scalar_t>()>);
     else launch(penalty_residual_kernel<scalar_t, 1>);
   });
-  at::Tensor loss = (partial.sum() * (0.5 * scale)).to(loss_opts.dtype());
+  at::Tensor loss = partial.sum().mul(0.5 * scale).to(loss_opts.dtype());
   return {loss, grad};
 }
 
