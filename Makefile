@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 KERNEL_SOURCES := $(wildcard csrc/*.cpp csrc/*.h csrc/cuda/*.cu) setup.py pyproject.toml
 
-.PHONY: venv build demo test clean
+.PHONY: venv build demo test gpu-check clean
 
 venv: $(VENV)/.deps
 $(VENV)/.deps: requirements.txt
@@ -27,6 +27,16 @@ demo: build
 test: build
 	$(PY) -m lpfast.info
 	$(PY) -m pytest -q
+
+# On a GPU machine whose $(PYTHON) already has a CUDA build of torch (no venv): build the CUDA kernels,
+# run the kernel tests (their CUDA cases run wherever torch sees a GPU) and the kernel benchmark on
+# the GPU, writing kernels-cuda.{json,md} to $(KERNEL_RESULTS).
+KERNEL_RESULTS ?= bench/results
+gpu-check:
+	LPFAST_CUDA=1 $(PYTHON) -m pip install --quiet --no-build-isolation --no-deps -e .
+	$(PYTHON) -m lpfast.info
+	$(PYTHON) -m pytest -q tests/test_ops.py tests/test_ds_ops.py tests/test_store_ops.py tests/test_augment.py
+	$(PYTHON) bench/kernels.py --device cuda --out $(KERNEL_RESULTS)
 
 clean:
 	rm -rf build lpfast/_C*.so *.egg-info $(VENV)

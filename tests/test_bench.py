@@ -160,3 +160,25 @@ def test_ceiling_benchmark_end_to_end(smoke_records, tmp_path):
     report = make_report(smoke_records, tmp_path).split("## Speed limit: ")[1]
     assert "### Speed limit of K=2 layer-parallel training: mnist_resnet on embedded, batch 32" in report
     assert f"hybrid run of 2 parallel + 1 serial epochs: **{record['speedup_bound']['hybrid_run']:.2f}x**" in report
+
+
+def test_kernel_benchmark_rows_and_bandwidth(tmp_path):
+    subprocess.run([sys.executable, str(ROOT / "bench" / "kernels.py"), "--cuts", "resnet56 64x8x8", "--batches", "4",
+                    "--repeats", "1", "--out", str(tmp_path)], check=True, timeout=300, capture_output=True)
+    record = json.loads((tmp_path / "kernels-cpu.json").read_text())
+    rows = record["rows"]
+    ops_and_sizes = [(r["op"], r["cut"]) for r in rows]
+    assert ops_and_sizes[0] == ("crop_flip_normalise vs torchvision per-sample", "cifar images 3x32x32")
+    assert {op for op, cut in ops_and_sizes[1:]} == {
+        "penalty_residual (AL)", "aux_update_ (AL)", "ds_encode s=2 bf16, channels-last", "ds_encode s=2 bf16, contiguous",
+        "ds_decode s=2 nearest", "aux_gather bf16->f32", "aux_scatter_ f32->bf16"}
+    assert {cut for op, cut in ops_and_sizes[1:]} == {"resnet56 64x8x8"} and len(rows) == 8
+    for r in rows:
+        # On a CPU the bandwidth is the fused call's own wall time.
+        assert r["clock"] == "wall" and r["kernel_ms"] == r["fused_ms"] > 0 and r["eager_ms"] > 0
+        assert r["fused_GBps"] == pytest.approx(r["bytes"] / (r["fused_ms"] / 1e3) / 1e9)
+        assert r["copy_fraction"] == pytest.approx(r["fused_GBps"] / record["copy_GBps"])
+    # The penalty residual reads out, λ, μ and writes the gradient: 4 float32 tensors of 4×64×8×8.
+    assert rows[1]["bytes"] == 4 * 4 * 64 * 8 * 8 * 4
+    table = (tmp_path / "kernels-cpu.md").read_text()
+    assert table.count("| resnet56 64x8x8 | 4 | wall |") == 7
