@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -28,10 +29,16 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
+# PyTorch's CPU allocator backs tensors of 2 MiB and more with transparent huge pages when this is
+# set (read at its first allocation, so before torch loads). Without it, an output above glibc's
+# mmap threshold (32 MiB: the WRN-28-10 cuts) is faulted in 4 KiB at a time on every call, which
+# costs more than the op itself and would hide both sides' kernels behind the kernel's page faults.
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
-from lpfast import ops
-from lpfast.augment import draw_crop_flip, prepare
+import torch  # noqa: E402
+
+from lpfast import ops  # noqa: E402
+from lpfast.augment import draw_crop_flip, prepare  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 CUTS = {
@@ -182,7 +189,8 @@ def write_report(stem: Path, machine: dict, repeats: int, copy_GBps: float, rows
     gpu = machine["device_type"] == "cuda"
     clocks = ("Clock `gpu`: GPU time per call from a replayed CUDA graph of the op (no host overhead), for both sides; "
               "`wall`: host wall time per call, device synchronised around it; GB/s then from the fused kernel's GPU time."
-              if gpu else "Host wall time per call; the fused ops allocate their outputs, whose first touch (page faults on a CPU) counts in their time.")
+              if gpu else "Host wall time per call; the ops allocate their outputs, whose first touch (page faults) counts in their time, "
+              f"with PyTorch's huge-page allocation THP_MEM_ALLOC_ENABLE={machine['thp_mem_alloc']}.")
     lines = [f"# Fused ops vs eager PyTorch (and torchvision) on {machine['device']} ({machine['threads']} threads, torch {machine['torch']})", "",
              f"Medians of {repeats} alternating runs. GB/s: bytes the fused op must read and write / its time. "
              f"Copy bandwidth of this device, measured the same way (256 MiB between preallocated buffers): {copy_GBps:.1f} GB/s. {clocks}", "",
@@ -227,7 +235,7 @@ def main() -> None:
             print(f"{case.name:24s} {cut:20s} batch {batch:4d} ({r['clock']}): fused {r['fused_ms']:8.3f} ms  "
                   f"baseline {r['eager_ms']:8.3f} ms  {r['speedup']:5.2f}x  {r['fused_GBps']:6.1f} GB/s", flush=True)
     machine = {"platform": platform.platform(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-               "device_type": device.type,
+               "device_type": device.type, "thp_mem_alloc": os.environ["THP_MEM_ALLOC_ENABLE"],
                "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"}
     args.out.mkdir(parents=True, exist_ok=True)
     stem = args.out / f"kernels-{device.type}"
