@@ -1,5 +1,6 @@
 // CUDA kernel of lpfast::crop_flip_normalise: one thread per output element, in the output's
-// memory order (channels-last or contiguous), so writes are coalesced.
+// memory order (channels-last or contiguous), so writes are coalesced; 32-bit indices with
+// multiply-shift division map an element to its coordinates.
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
 #include <ATen/ops/empty.h>
@@ -9,11 +10,11 @@
 #include <torch/library.h>
 
 #include "../augment.h"
+#include "index.cuh"
 
 namespace lpfast {
 namespace {
 
-constexpr int kThreads = 256;
 constexpr int kMaxChannels = 8;  // per-channel constants travel in the kernel's arguments
 
 template <typename opmath_t>
@@ -24,16 +25,13 @@ struct Normalisation {
 template <typename out_t>
 __global__ void crop_flip_normalise_kernel(const uint8_t* __restrict__ img, const int64_t* __restrict__ off,
                                            const bool* __restrict__ flip, out_t* __restrict__ out,
-                                           Normalisation<at::opmath_type<out_t>> norm, int64_t C, int64_t H,
-                                           int64_t W, int64_t padding, bool channels_last, int64_t total) {
+                                           Normalisation<at::opmath_type<out_t>> norm, NchwIndex index,
+                                           int64_t padding, uint32_t total) {
   using opmath_t = at::opmath_type<out_t>;
-  for (int64_t e = blockIdx.x * int64_t(kThreads) + threadIdx.x; e < total; e += int64_t(gridDim.x) * kThreads) {
-    int64_t n, c, y, x, rest = e;
-    if (channels_last) {
-      c = rest % C; rest /= C; x = rest % W; rest /= W; y = rest % H; n = rest / H;
-    } else {
-      x = rest % W; rest /= W; y = rest % H; rest /= H; c = rest % C; n = rest / C;
-    }
+  const int64_t C = index.C.divisor, H = index.H.divisor, W = index.W.divisor;
+  for (uint32_t e = first_index(); e < total; e += grid_stride()) {
+    int64_t n, c, y, x;
+    index.coords(e, n, c, y, x);
     int64_t sy, sx;
     const bool inside = crop_source(y, x, off[2 * n], off[2 * n + 1], flip[n], padding, H, W, sy, sx);
     const uint8_t v = inside ? img[((n * C + c) * H + sy) * W + sx] : 0;
@@ -51,9 +49,9 @@ at::Tensor crop_flip_normalise_cuda(const at::Tensor& images_in, const at::Tenso
   const at::Tensor images = images_in.contiguous(), offsets = offsets_in.contiguous(), flips = flips_in.contiguous();
   at::Tensor out = at::empty(images.sizes(), images.options().dtype(dtype).memory_format(
                                                  channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous));
-  const int64_t total = out.numel();
-  if (total == 0) return out;
-  const int64_t blocks = std::min<int64_t>((total + kThreads - 1) / kThreads, 65535);
+  if (out.numel() == 0) return out;
+  const uint32_t total = index_count(out.numel(), "crop_flip_normalise");
+  const NchwIndex index(images.size(1), images.size(2), images.size(3), channels_last);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "crop_flip_normalise_cuda", [&] {
     using opmath_t = at::opmath_type<scalar_t>;
     Normalisation<opmath_t> norm{};
@@ -61,10 +59,9 @@ at::Tensor crop_flip_normalise_cuda(const at::Tensor& images_in, const at::Tenso
       norm.mean[c] = opmath_t(mean[c]);
       norm.std[c] = opmath_t(std[c]);
     }
-    crop_flip_normalise_kernel<scalar_t><<<blocks, kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+    crop_flip_normalise_kernel<scalar_t><<<blocks_for(total), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
         images.const_data_ptr<uint8_t>(), offsets.const_data_ptr<int64_t>(), flips.const_data_ptr<bool>(),
-        out.mutable_data_ptr<scalar_t>(), norm, images.size(1), images.size(2), images.size(3), padding,
-        channels_last, total);
+        out.mutable_data_ptr<scalar_t>(), norm, index, padding, total);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return out;
