@@ -37,6 +37,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from lpfast.augment import prepare
+from lpfast.cli import pin_to_own_cores
 from lpfast.datasets import load_dataset
 from lpfast.models import build_model
 from lpfast.stages import partition, split
@@ -87,8 +88,7 @@ def stage_worker(args: argparse.Namespace) -> None:
     """One torchrun worker: its stage's step time, all stages at once (rank 0 writes the result)."""
     dist.init_process_group("gloo")
     rank, k = dist.get_rank(), dist.get_world_size()
-    cores = sorted(os.sched_getaffinity(0))
-    os.sched_setaffinity(0, [cores[rank % len(cores)]])
+    pin_to_own_cores(rank, k, threads=1)
     torch.set_num_threads(1)
     model, x, y = real_batch(args)
     stages = split(model, partition(model, k, tuple(x.shape[1:])))

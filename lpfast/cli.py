@@ -146,11 +146,18 @@ def start_workers(config: TrainConfig) -> TrainConfig:
         device = f"cuda:{local_rank}"
         torch.cuda.set_device(device)
     dist.init_process_group("nccl" if device.startswith("cuda") else "gloo", timeout=datetime.timedelta(seconds=config.dist_timeout))
-    cores = sorted(os.sched_getaffinity(0))
-    threads = config.threads or max(1, len(cores) // local_workers)
-    if device == "cpu" and threads * local_workers <= len(cores):
-        os.sched_setaffinity(0, cores[local_rank * threads : (local_rank + 1) * threads])
+    threads = config.threads or max(1, len(os.sched_getaffinity(0)) // local_workers)
+    if device == "cpu":
+        pin_to_own_cores(local_rank, local_workers, threads)
     return replace(config, threads=threads, device=device)
+
+
+def pin_to_own_cores(local_rank: int, local_workers: int, threads: int) -> None:
+    """Pins worker ``local_rank`` of ``local_workers`` on this machine to its own ``threads`` of the
+    cores it may use, when every worker gets its own; otherwise leaves the affinity alone."""
+    cores = sorted(os.sched_getaffinity(0))
+    if threads * local_workers <= len(cores):
+        os.sched_setaffinity(0, cores[local_rank * threads : (local_rank + 1) * threads])
 
 
 def main(argv: list[str] | None = None) -> int:

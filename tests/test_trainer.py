@@ -1,12 +1,13 @@
 """The serial trainer and the CLI: exact resume, run folders, clear errors."""
 import json
+import os
 import subprocess
 import sys
 
 import pytest
 import torch
 
-from lpfast.cli import main
+from lpfast.cli import main, pin_to_own_cores
 from lpfast.config import TrainConfig
 from lpfast.datasets import load_embedded
 from lpfast.trainer import RunFolderError, Trainer
@@ -110,3 +111,17 @@ def test_python_dash_m_entry_points():
     assert "--resume" in out.stdout
     info = subprocess.run([sys.executable, "-m", "lpfast.info"], capture_output=True, text=True, check=True)
     assert "lpfast::penalty_residual" in info.stdout and "loaded" in info.stdout
+
+
+def test_workers_pin_to_their_own_cores():
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < 2:
+        pytest.skip("needs 2 cores")
+    try:
+        pin_to_own_cores(1, 2, threads=len(cores) // 2)
+        assert sorted(os.sched_getaffinity(0)) == cores[len(cores) // 2 : 2 * (len(cores) // 2)]
+        os.sched_setaffinity(0, cores)
+        pin_to_own_cores(0, len(cores) + 1, threads=1)  # more workers than cores: shared, left alone
+        assert sorted(os.sched_getaffinity(0)) == cores
+    finally:
+        os.sched_setaffinity(0, cores)
