@@ -34,7 +34,7 @@ __global__ void crop_flip_normalise_kernel(const uint8_t* __restrict__ img, cons
     index.coords(e, n, c, y, x);
     int64_t sy, sx;
     const bool inside = crop_source(y, x, off[2 * n], off[2 * n + 1], flip[n], padding, H, W, sy, sx);
-    const uint8_t v = inside ? img[((n * C + c) * H + sy) * W + sx] : 0;
+    const uint8_t v = inside ? img[nchw_offset(n, c, sy, sx, C, H, W, false)] : 0;
     out[e] = out_t((opmath_t(v) * opmath_t(1.0 / 255.0) - norm.mean[c]) / norm.std[c]);
   }
 }

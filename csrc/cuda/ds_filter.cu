@@ -15,22 +15,17 @@
 namespace lpfast {
 namespace {
 
-C10_HOST_DEVICE inline int64_t offset(int64_t n, int64_t c, int64_t i, int64_t j, int64_t C, int64_t H,
-                                      int64_t W, bool channels_last) {
-  return channels_last ? ((n * H + i) * W + j) * C + c : ((n * C + c) * H + i) * W + j;
-}
-
-// `out` indexes the output (N×C×Ho×Wo); the input is N×C×(Ho·s)×(Wo·s) in the same layout.
+// `index` indexes the output y (N×C×Ho×Wo); the input is N×C×(Ho·s)×(Wo·s) in the same layout.
 template <typename in_t, typename out_t>
-__global__ void encode_kernel(const in_t* __restrict__ x, out_t* __restrict__ y, NchwIndex out, int64_t s,
+__global__ void encode_kernel(const in_t* __restrict__ x, out_t* __restrict__ y, NchwIndex index, int64_t s,
                               uint32_t total) {
   using opmath_t = at::opmath_type<in_t>;
-  const int64_t C = out.C.divisor, H = out.H.divisor * s, W = out.W.divisor * s;
-  const int64_t row_step = out.channels_last ? W * C : W, column_step = out.channels_last ? C : 1;
+  const int64_t C = index.C.divisor, H = index.H.divisor * s, W = index.W.divisor * s;
+  const int64_t row_step = index.channels_last ? W * C : W, column_step = index.channels_last ? C : 1;
   for (uint32_t idx = first_index(); idx < total; idx += grid_stride()) {
     int64_t n, c, i, j;
-    out.coords(idx, n, c, i, j);
-    const in_t* window = x + offset(n, c, i * s, j * s, C, H, W, out.channels_last);
+    index.coords(idx, n, c, i, j);
+    const in_t* window = x + nchw_offset(n, c, i * s, j * s, C, H, W, index.channels_last);
     opmath_t acc = 0;
     for (int64_t a = 0; a < s; ++a)
       for (int64_t b = 0; b < s; ++b) acc += opmath_t(window[a * row_step + b * column_step]);
@@ -38,25 +33,25 @@ __global__ void encode_kernel(const in_t* __restrict__ x, out_t* __restrict__ y,
   }
 }
 
-// `out` indexes the output (N×C×H×W); the input is N×C×(H/s)×(W/s) in the same layout.
+// `index` indexes the output out (N×C×H×W); the input is N×C×(H/s)×(W/s) in the same layout.
 template <typename in_t, typename out_t>
-__global__ void decode_kernel(const in_t* __restrict__ y, out_t* __restrict__ out_p, NchwIndex out, Divider s,
+__global__ void decode_kernel(const in_t* __restrict__ y, out_t* __restrict__ out, NchwIndex index, Divider s,
                               int64_t mode, uint32_t total) {
   using opmath_t = at::opmath_type<in_t>;
-  const int64_t C = out.C.divisor, h = out.H.divisor / s.divisor, w = out.W.divisor / s.divisor;
+  const int64_t C = index.C.divisor, h = index.H.divisor / s.divisor, w = index.W.divisor / s.divisor;
   for (uint32_t idx = first_index(); idx < total; idx += grid_stride()) {
     int64_t n, c, i, j;
-    out.coords(idx, n, c, i, j);
+    index.coords(idx, n, c, i, j);
     if (mode == kNearest) {
-      out_p[idx] = out_t(opmath_t(y[offset(n, c, s.div(uint32_t(i)), s.div(uint32_t(j)), C, h, w, out.channels_last)]));
+      out[idx] = out_t(opmath_t(y[nchw_offset(n, c, s.div(uint32_t(i)), s.div(uint32_t(j)), C, h, w, index.channels_last)]));
       continue;
     }
     int64_t i0, i1, j0, j1;
     opmath_t a0, a1, b0, b1;
     bilinear_source<opmath_t>(i, h, s.divisor, i0, i1, a0, a1);
     bilinear_source<opmath_t>(j, w, s.divisor, j0, j1, b0, b1);
-    auto val = [&](int64_t r, int64_t q) { return opmath_t(y[offset(n, c, r, q, C, h, w, out.channels_last)]); };
-    out_p[idx] = out_t(a0 * (b0 * val(i0, j0) + b1 * val(i0, j1)) + a1 * (b0 * val(i1, j0) + b1 * val(i1, j1)));
+    auto val = [&](int64_t r, int64_t q) { return opmath_t(y[nchw_offset(n, c, r, q, C, h, w, index.channels_last)]); };
+    out[idx] = out_t(a0 * (b0 * val(i0, j0) + b1 * val(i0, j1)) + a1 * (b0 * val(i1, j0) + b1 * val(i1, j1)));
   }
 }
 
@@ -67,10 +62,10 @@ at::Tensor ds_encode_cuda(const at::Tensor& x_in, int64_t factor, at::ScalarType
   at::Tensor y = ds_empty_output(x, x.size(2) / factor, x.size(3) / factor, wire);
   if (y.numel() == 0) return y;
   const uint32_t total = index_count(y.numel(), "ds_encode");
-  const NchwIndex out(y.size(1), y.size(2), y.size(3), x.suggest_memory_format() == at::MemoryFormat::ChannelsLast);
+  const NchwIndex index(y.size(1), y.size(2), y.size(3), x.suggest_memory_format() == at::MemoryFormat::ChannelsLast);
   LPFAST_DISPATCH_PAIR(x.scalar_type(), wire, "ds_encode_cuda", [&] {
     encode_kernel<src_t, dst_t><<<blocks_for(total), kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-        x.const_data_ptr<src_t>(), y.mutable_data_ptr<dst_t>(), out, factor, total);
+        x.const_data_ptr<src_t>(), y.mutable_data_ptr<dst_t>(), index, factor, total);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return y;

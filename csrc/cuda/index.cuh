@@ -50,6 +50,13 @@ struct NchwIndex {
   }
 };
 
+// The inverse of NchwIndex::coords, in 64 bits: where element (n, c, i, j) of an N×C×H×W tensor
+// with that layout lies.
+C10_HOST_DEVICE inline int64_t nchw_offset(int64_t n, int64_t c, int64_t i, int64_t j, int64_t C, int64_t H,
+                                           int64_t W, bool channels_last) {
+  return channels_last ? ((n * H + i) * W + j) * C + c : ((n * C + c) * H + i) * W + j;
+}
+
 // Grid-stride loop bounds: the stride stays below 2^24 and indices below 2^31, so their sum cannot
 // wrap a uint32_t.
 constexpr int kThreads = 256;
