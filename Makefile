@@ -19,10 +19,10 @@ $(VENV)/.built: $(VENV)/.deps $(KERNEL_SOURCES)
 	$(PY) -m pip install --quiet --no-build-isolation --no-deps -e .
 	touch $@
 
-# The main job on the embedded MNIST subset: no data folder, no network.
+# The main job on the embedded MNIST subset (no data folder, no network): layer-parallel training
+# on 2 torchrun workers, then backprop on the same data, and a table comparing the two.
 demo: build
-	$(PY) -m lpfast.info
-	$(PY) -m lpfast train --model mnist_resnet --dataset embedded --epochs 3
+	$(PY) -m lpfast.demo
 
 test: build
 	$(PY) -m lpfast.info

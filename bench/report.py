@@ -109,7 +109,9 @@ def bench_command(records: list[dict], rows: list[str] | None = None) -> str:
 
 
 def row_kind(record: dict) -> str:
-    """The ``lpfast bench`` row kind of a record (``--rows`` syntax), from its name."""
+    """The ``lpfast bench`` row kind of a record (``--rows`` syntax); older records only have their name."""
+    if "kind" in record:
+        return record["kind"]
     name = record["name"]
     if name.startswith("serial, 1 thread"):
         return "serial-1"

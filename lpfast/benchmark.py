@@ -18,7 +18,20 @@ Presets (rows; ``+SPH`` where ``--parallel-epochs`` is given):
 - ``grid``: serial (1 and K threads), DDP on K workers, penalty+SPH and AL+SPH with and without
   DS, and ``--aux net``;
 - ``link``: what crosses a slow link (``--slow-link``): DDP, the serial pipeline, penalty+SPH with
-  and without DS, against serial backprop on one host.
+  and without DS, against serial backprop on one host;
+- ``real``: the real-budget campaign (full training set, tens of epochs): backprop on one device
+  and with K threads (two seeds, for the seed-to-seed spread), penalty+SPH and AL+SPH with and
+  without DS, ``--aux net``, and penalty+SPH at parallel shares 0.25 and 0.75 besides the
+  ``--parallel-epochs`` share.
+
+Row modifiers (``--rows penalty+ds+seed1``): ``ds``, ``net``, ``lr0.1``, ``seedN`` (another seed),
+``shareF`` (F of the epochs parallel, rounded).
+
+A long invocation survives interruption: every row checkpoints after each epoch, the runs folder
+keeps the invocation's options (``invocation.json``) and the wall times so far, and
+``lpfast bench --continue RUNS_FOLDER`` picks it up where it stopped, from a checkout of the commit
+it started at. ``--commit-results`` commits the round tables to the results folder's git
+repository after every round, so partial results outlive the machine.
 
     lpfast bench sph --model resnet20 --dataset cifar10 --epochs 3 --parallel-epochs 2
     lpfast bench link --dataset mnist --epochs 3 --parallel-epochs 2 --slow-link 1gbit   # as root
@@ -43,6 +56,7 @@ from pathlib import Path
 
 import torch
 
+from lpfast import checkpoint as ckpt
 from lpfast.netns import Host, slow_link
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,34 +68,60 @@ PRESETS = {
     "aux": ("serial-K", "penalty", "penalty+net"),
     "grid": ("serial-1", "serial-K", "ddp", "penalty", "al", "penalty+ds", "al+ds", "penalty+net"),
     "link": ("serial-K", "ddp", "pipeline", "penalty", "penalty+ds"),
+    "real": ("serial-1", "serial-K", "serial-K+seed1", "penalty", "al", "penalty+ds", "al+ds", "penalty+net",
+             "penalty+share0.25", "penalty+share0.75"),
 }
+INVOCATION_FILE = "invocation.json"
+WALLS_FILE = "walls.json"
+FINISHED_FILE = "finished"  # written once the records are appended
 
 
-def row(kind: str, workers: int, parallel_epochs: int | None, micro_batches: int) -> tuple[str, list[str], int, int]:
+def modifier(tag: str, epochs: int) -> tuple[str, list[str]]:
+    """(label, extra CLI options) of a row modifier."""
+    fixed = {"ds": ("DS s=2 bf16", DS_OPTIONS), "net": ("--aux net", ["--aux", "net"]),
+             "lr0.1": ("regression lr x0.1", ["--regression-lr-scale", "0.1"])}
+    if tag in fixed:
+        return fixed[tag]
+    if tag.startswith("seed") and tag[4:].isdigit():
+        return f"seed {tag[4:]}", ["--seed", tag[4:]]
+    if tag.startswith("share"):
+        try:
+            share = float(tag[5:])
+        except ValueError:
+            share = -1.0
+        if 0 <= share <= 1:
+            parallel = round(share * epochs)
+            return f"{parallel} of {epochs} epochs parallel", ["--parallel-epochs", str(parallel)]
+    raise ValueError(f"unknown row modifier {tag!r}: use ds, net, lr0.1, seedN or shareF (0 <= F <= 1)")
+
+
+def row(kind: str, workers: int, parallel_epochs: int | None, micro_batches: int, epochs: int) -> tuple[str, list[str], int, int]:
     """(name, extra CLI options, torchrun workers (0 = plain process), threads per process) of a row kind:
     ``serial-1``, ``serial-K``, ``ddp``, ``pipeline`` (backprop as the K-stage pipeline of SPH's serial
-    phase, every epoch), or ``penalty``/``al`` with modifiers ``+ds``, ``+net``, ``+lr0.1``."""
-    if kind == "serial-1":
-        return "serial, 1 thread", [], 0, 1
-    if kind == "serial-K":
-        return f"serial, {workers} threads", [], 0, workers
-    if kind == "ddp":
-        return f"DDP, {workers} workers x 1 thread", ["--method", "serial"], workers, 1
-    if kind == "pipeline":
-        return (f"serial pipeline K={workers}, {micro_batches} micro-batches",
-                ["--method", "penalty", "--stages", str(workers), "--parallel-epochs", "0", "--micro-batches", str(micro_batches)], workers, 1)
-    method, *modifiers = kind.split("+")
-    options = ["--method", method, "--stages", str(workers)]
-    name = f"{method}{'+SPH' if parallel_epochs is not None else ''} K={workers}"
-    if parallel_epochs is not None:
-        options += ["--parallel-epochs", str(parallel_epochs), "--micro-batches", str(micro_batches)]
-    labels = {"ds": ("DS s=2 bf16", DS_OPTIONS), "net": ("--aux net", ["--aux", "net"]),
-              "lr0.1": ("regression lr x0.1", ["--regression-lr-scale", "0.1"])}
-    for modifier in modifiers:
-        label, extra = labels[modifier]
+    phase, every epoch), or ``penalty``/``al``; each followed by ``+modifier`` s (:func:`modifier`)."""
+    base, *tags = kind.split("+")
+    if base == "serial-1":
+        name, options, procs, threads = "serial, 1 thread", [], 0, 1
+    elif base == "serial-K":
+        name, options, procs, threads = f"serial, {workers} threads", [], 0, workers
+    elif base == "ddp":
+        name, options, procs, threads = f"DDP, {workers} workers x 1 thread", ["--method", "serial"], workers, 1
+    elif base == "pipeline":
+        name, options, procs, threads = (f"serial pipeline K={workers}, {micro_batches} micro-batches",
+                                          ["--method", "penalty", "--stages", str(workers), "--parallel-epochs", "0",
+                                           "--micro-batches", str(micro_batches)], workers, 1)
+    elif base in ("penalty", "al"):
+        options = ["--method", base, "--stages", str(workers)]
+        name, procs, threads = f"{base}{'+SPH' if parallel_epochs is not None else ''} K={workers}", workers, 1
+        if parallel_epochs is not None:
+            options += ["--parallel-epochs", str(parallel_epochs), "--micro-batches", str(micro_batches)]
+    else:
+        raise ValueError(f"unknown row kind {kind!r}")
+    for tag in tags:
+        label, extra = modifier(tag, epochs)
         name += f", {label}"
-        options += extra
-    return name, options, workers, 1
+        options += extra  # a later --parallel-epochs overrides the preset's
+    return name, options, procs, threads
 
 
 def launch(program: list[str], workers: int, port: int, link: tuple[Host, Host] | None = None) -> list[list[str]]:
@@ -140,7 +180,7 @@ def collect(args, runs: Path, rows: dict, walls: dict, stamp: str) -> list[dict]
     records = []
     machine = {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__,
                "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
-    for i, (name, (options, workers, threads)) in enumerate(rows.items()):
+    for i, (name, (kind, options, workers, threads)) in enumerate(rows.items()):
         folder = runs / f"run{i}"
         metrics_file = folder / "metrics.jsonl"
         metrics = [json.loads(line) for line in metrics_file.read_text().splitlines()] if metrics_file.exists() else []
@@ -148,14 +188,15 @@ def collect(args, runs: Path, rows: dict, walls: dict, stamp: str) -> list[dict]
             continue
         epoch_times = [m["epoch_time_s"] for m in metrics]
         records.append({
-            "benchmark": args.preset + ("" if args.slow_link is None else f" over a {args.slow_link} link"), "invocation": stamp, "name": name, "model": args.model, "dataset": args.dataset,
+            "benchmark": args.preset + ("" if args.slow_link is None else f" over a {args.slow_link} link"), "invocation": stamp, "name": name,
+            "kind": kind, "model": args.model, "dataset": args.dataset,
             "workers": workers or 1, "threads": threads, "epoch_budget": args.epochs,
             "command": shown(commands(options, workers, threads, args.common, Path(f"run{i}"), False, args.port, args.link)),
             "slow_link": args.slow_link, "message_3.2MB_ms": args.message_ms,
             "config": json.loads((folder / "config.json").read_text()), "machine": machine, "git_commit": args.commit,
             "epochs": metrics, "phase": [m.get("phase", "serial") for m in metrics],
             "epoch_time_s": epoch_times, "median_epoch_time_s": statistics.median(epoch_times), "train_time_s": sum(epoch_times),
-            "process_wall_s": walls[name][: len(metrics)], "wall_time_s": sum(walls[name][: len(metrics)]),
+            "process_wall_s": walls.get(name, [])[: len(metrics)], "wall_time_s": sum(walls.get(name, [])[: len(metrics)]),
             "test_acc": [m["test_acc"] for m in metrics], "final_test_acc": metrics[-1]["test_acc"],
             "violation": [m.get("violation") for m in metrics], "beta": [m.get("beta") for m in metrics],
             "bytes_sent": sum(sum(m.get("bytes_forward") or [0]) + sum(m.get("bytes_backward") or [0]) for m in metrics),
@@ -166,7 +207,8 @@ def collect(args, runs: Path, rows: dict, walls: dict, stamp: str) -> list[dict]
     return records
 
 
-def write_table(args, records: list[dict], suffix: str) -> None:
+def write_table(args, records: list[dict], suffix: str) -> list[Path]:
+    """Writes the round table ``<preset>-<model>-<dataset>.{json,md}``; returns the two paths."""
     name = f"{args.preset}-{args.model}-{args.dataset}{suffix}"
     base, base_total = records[0]["median_epoch_time_s"], records[0]["train_time_s"]
     (args.out / f"{name}.json").write_text(json.dumps({"benchmark": args.preset, "records": records}, indent=1) + "\n")
@@ -195,11 +237,12 @@ def write_table(args, records: list[dict], suffix: str) -> None:
         lines += ["", "3.2 MB gloo message, median round trip: " + ", ".join(f"{ms:.1f} ms on {where}" for where, ms in args.message_ms.items())]
     (args.out / f"{name}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines), flush=True)
+    return [args.out / f"{name}.json", args.out / f"{name}.md"]
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lpfast bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("preset", choices=tuple(PRESETS))
+    parser.add_argument("preset", nargs="?", choices=tuple(PRESETS), help="the rows to run (not with --continue)")
     parser.add_argument("--model", default="mnist_resnet")
     parser.add_argument("--dataset", default="mnist")
     parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
@@ -214,6 +257,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="run the 2-worker rows as two hosts in their own network namespaces joined by a veth pair "
                              "shaped to RATE (tc syntax, e.g. 1gbit); needs root, ip and tc")
     parser.add_argument("--out", type=Path, default=Path("bench") / "results", help="results folder (default: bench/results)")
+    parser.add_argument("--runs-dir", type=Path, default=None,
+                        help="where the rows' run folders go (default: the results folder); a long campaign's belong outside the work tree")
+    parser.add_argument("--continue", dest="continue_dir", type=Path, default=None, metavar="RUNS_FOLDER",
+                        help="continue the interrupted invocation whose runs folder this is, with its own options")
+    parser.add_argument("--commit-results", action="store_true",
+                        help="after every round, git-commit the round table (json and md) in the results folder's repository")
     parser.add_argument("--rows", default=None, metavar="KIND,KIND",
                         help="run only these of the preset's row kinds (e.g. serial-1,serial-K to re-run rows whose timings were "
                              "disturbed); bench/report.py takes every row from the latest invocation that ran it")
@@ -221,46 +270,109 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    runs = None
+    if args.continue_dir is not None:
+        runs = args.continue_dir
+        if not (runs / INVOCATION_FILE).is_file():
+            raise SystemExit(f"--continue {runs}: no {INVOCATION_FILE} there (it is the runs folder an invocation printed at its start)")
+        saved = json.loads((runs / INVOCATION_FILE).read_text())
+        if saved["commit"] != git_commit():
+            raise SystemExit(f"--continue {runs}: the invocation ran commit {saved['commit']}, this checkout is at {git_commit()}; "
+                             f"continue from a checkout of its commit (git worktree add DIR {saved['commit']}) so every epoch runs the same code")
+        commit = args.commit_results
+        args = parser.parse_args(saved["argv"])
+        args.continue_dir, args.stamp, args.out, args.data_dir = runs, saved["stamp"], Path(saved["out"]), saved["data_dir"]
+        args.commit_results = args.commit_results or commit
+    elif args.preset is None:
+        parser.error("name a preset, or --continue RUNS_FOLDER")
+    else:
+        args.stamp = time.strftime("%Y%m%d-%H%M%S")
     if args.slow_link is not None and args.workers != 2:
         raise SystemExit("--slow-link joins exactly two hosts: use --workers 2")
     args.kinds = PRESETS[args.preset] if args.rows is None else tuple(args.rows.split(","))
-    unknown = [kind for kind in args.kinds if kind not in PRESETS[args.preset]]
-    if unknown:
-        raise SystemExit(f"--rows {args.rows}: {', '.join(unknown)} not in the {args.preset} preset's rows {', '.join(PRESETS[args.preset])}")
+    for kind in args.kinds:
+        try:
+            row(kind, args.workers, args.parallel_epochs, args.micro_batches, args.epochs)
+        except ValueError as exc:
+            raise SystemExit(f"--rows {args.rows}: {exc} (the {args.preset} preset's rows: {', '.join(PRESETS[args.preset])})") from None
+    args.commit = git_commit()
+    suffix = "" if args.slow_link is None else f"-link{args.slow_link}"
+    if runs is None:
+        runs = (args.runs_dir or args.out) / f"{args.preset}-{args.model}-{args.dataset}{suffix}-{args.stamp}"
+        runs.mkdir(parents=True, exist_ok=True)
+        saved = {"argv": argv, "stamp": args.stamp, "commit": args.commit, "out": str(args.out.resolve()), "data_dir": str(Path(args.data_dir).resolve())}
+        (runs / INVOCATION_FILE).write_text(json.dumps(saved, indent=1) + "\n")
+    print(f"lpfast bench: runs folder {runs} (continue an interrupted invocation with --continue {runs})", flush=True)
     with slow_link(args.slow_link) if args.slow_link is not None else nullcontext() as link:
         args.link = link
-        run_benchmark(args)
+        run_benchmark(args, runs, suffix)
 
 
-def run_benchmark(args: argparse.Namespace) -> None:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    suffix = "" if args.slow_link is None else f"-link{args.slow_link}"
-    runs = args.out / f"{args.preset}-{args.model}-{args.dataset}{suffix}-{stamp}"
+def epochs_done(folder: Path) -> int:
+    """Epochs a row has committed (:mod:`lpfast.checkpoint`); 0 before its first."""
+    done = ckpt.committed(folder) if folder.is_dir() else None
+    return 0 if done is None else done["epoch"]
+
+
+def commit_results(args: argparse.Namespace, files: list[Path], message: str) -> None:
+    """Commits ``files`` (only them) in their git repository; a failure is reported, never fatal."""
+    repo = files[0].resolve().parent
+    for attempt in range(5):
+        subprocess.run(["git", "-C", str(repo), "add", "--", *map(str, files)], capture_output=True)
+        done = subprocess.run(["git", "-C", str(repo), "commit", "-q", "-m", message, "--", *map(str, files)], capture_output=True, text=True)
+        if done.returncode == 0 or "nothing to commit" in done.stdout + done.stderr:
+            return
+        time.sleep(2 + attempt)  # another git command holds the index
+    print(f"lpfast bench: could not commit {', '.join(map(str, files))}: {done.stderr.strip()}", flush=True)
+
+
+def run_benchmark(args: argparse.Namespace, runs: Path, suffix: str) -> None:
+    stamp = args.stamp
     args.common = ["--model", args.model, "--dataset", args.dataset, "--epochs", str(args.epochs), "--batch-size", str(args.batch_size)]
     if args.dataset != "embedded":
         args.common += ["--data-dir", args.data_dir]
     if args.train_subset is not None:
         args.common += ["--train-subset", str(args.train_subset)]
-    args.commit = git_commit()
     rows = {}
     for kind in args.kinds:
-        name, options, workers, threads = row(kind, args.workers, args.parallel_epochs, args.micro_batches)
-        rows[name] = (options, workers, threads)
+        name, options, workers, threads = row(kind, args.workers, args.parallel_epochs, args.micro_batches, args.epochs)
+        rows[name] = (kind, options, workers, threads)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    walls: dict[str, list[float]] = {name: [] for name in rows}
-    runs.mkdir(parents=True, exist_ok=True)
+    walls_file = runs / WALLS_FILE
+    walls: dict[str, list[float]] = json.loads(walls_file.read_text()) if walls_file.exists() else {}
     args.message_ms = None if args.link is None else message_times(args, runs, env)
-    for epoch in range(args.epochs):
-        for i, (name, (options, workers, threads)) in enumerate(rows.items()):
-            cmds = commands(options, workers, threads, args.common, runs / f"run{i}", epoch > 0, args.port, args.link)
-            print(f"[epoch {epoch + 1}/{args.epochs}] {name}: {shown(cmds)}", flush=True)
-            start = time.perf_counter()
-            run_all(cmds, env, f"{name} (run folder {runs / f'run{i}'})")
-            walls[name].append(time.perf_counter() - start)
+    start_epoch = min(epochs_done(runs / f"run{i}") for i in range(len(rows)))
+    if start_epoch:
+        print(f"lpfast bench: continuing after epoch {start_epoch} of {args.epochs}", flush=True)
+    for epoch in range(start_epoch, args.epochs):
+        for i, (name, (kind, options, workers, threads)) in enumerate(rows.items()):
+            folder = runs / f"run{i}"
+            # A row behind the round (its last epoch never committed) catches up first.
+            while (done := epochs_done(folder)) <= epoch:
+                cmds = commands(options, workers, threads, args.common, folder, done > 0, args.port, args.link)
+                print(f"[epoch {done + 1}/{args.epochs}] {name}: {shown(cmds)}", flush=True)
+                start = time.perf_counter()
+                run_all(cmds, env, f"{name} (run folder {folder})")
+                walls[name] = walls.get(name, [])[:done] + [time.perf_counter() - start]
+                walls_file.write_text(json.dumps(walls) + "\n")
         records = collect(args, runs, rows, walls, stamp)
-        write_table(args, records, suffix)
+        tables = write_table(args, records, suffix)
+        if args.commit_results:
+            commit_results(args, tables, f"bench {args.preset} {args.model} on {args.dataset}: round {epoch + 1} of {args.epochs} "
+                                         f"(invocation {stamp}, partial)")
+    finished = runs / FINISHED_FILE
+    if finished.exists():
+        print(f"lpfast bench: {runs} finished before; its records are in {args.out / 'records.jsonl'}", flush=True)
+        return
+    records = collect(args, runs, rows, walls, stamp)
     with open(args.out / "records.jsonl", "a") as f:
         for record in records:
             f.write(json.dumps(record) + "\n")
+    finished.touch()
     print(f"appended {len(rows)} records to {args.out / 'records.jsonl'}", flush=True)
+    if args.commit_results:
+        commit_results(args, [args.out / "records.jsonl"], f"bench {args.preset} {args.model} on {args.dataset}: "
+                                                           f"{args.epochs} epochs done (invocation {stamp}), records")

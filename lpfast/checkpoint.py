@@ -1,4 +1,10 @@
-"""Run folders: config, metrics log and checkpoints, written so that a crash never leaves a torn file."""
+"""Run folders: config, metrics log and checkpoints, written so that a crash never leaves a torn file.
+
+A checkpoint is one file per rank and epoch, ``checkpoint-rank{r}-epoch{e}.pt``, and it counts only
+once ``committed.json`` names its epoch: every rank writes its file, the ranks meet at a barrier,
+rank 0 then rewrites the marker, and only after a second barrier do the ranks delete their files of
+earlier epochs. A run stopped anywhere in between resumes from the epoch every rank committed.
+"""
 from __future__ import annotations
 
 import json
@@ -10,17 +16,21 @@ import torch
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
-CHECKPOINT_FILE = "checkpoint.pt"
+COMMIT_FILE = "committed.json"
 
 
 def atomic_save(obj: Any, path: Path) -> None:
     """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk keeps no torn half-file
+        raise
 
 
 def write_config(run_dir: Path, config: dict) -> None:
@@ -47,3 +57,30 @@ def truncate_metrics(run_dir: Path, last_epoch: int) -> None:
     tmp = path.with_name(f".{METRICS_FILE}.tmp")
     tmp.write_text("".join(line + "\n" for line in kept))
     os.replace(tmp, path)
+
+
+def rank_checkpoint(run_dir: Path, rank: int, epoch: int) -> Path:
+    """Rank ``rank``'s checkpoint after ``epoch`` completed epochs."""
+    return run_dir / f"checkpoint-rank{rank}-epoch{epoch}.pt"
+
+
+def committed(run_dir: Path) -> dict | None:
+    """The last committed checkpoint, ``{"epoch": e, "world": w}``, or None."""
+    path = run_dir / COMMIT_FILE
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def commit(run_dir: Path, epoch: int, world: int) -> None:
+    """Names ``epoch`` the checkpoint to resume from (rank 0, after every rank wrote its file)."""
+    tmp = run_dir / f".{COMMIT_FILE}.tmp"
+    tmp.write_text(json.dumps({"epoch": epoch, "world": world}) + "\n")
+    with open(tmp) as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, run_dir / COMMIT_FILE)
+
+
+def remove_uncommitted(run_dir: Path, rank: int, keep_epoch: int) -> None:
+    """Deletes rank ``rank``'s checkpoints of every epoch but ``keep_epoch``."""
+    for path in run_dir.glob(f"checkpoint-rank{rank}-epoch*.pt"):
+        if path != rank_checkpoint(run_dir, rank, keep_epoch):
+            path.unlink(missing_ok=True)

@@ -9,15 +9,18 @@ from dataclasses import fields, replace
 from pathlib import Path
 
 from lpfast.auxvars import STORE_DTYPES, STORE_LOCATIONS
-from lpfast.checkpoint import read_config
+from lpfast.checkpoint import committed, read_config
 from lpfast.config import METHODS, SCHEDULES, TrainConfig
 from lpfast.datasets import DATASET_NAMES, DatasetError
 from lpfast.filters import WIRE_DTYPES
 from lpfast.ops import DS_MODES
 from lpfast.parallel import AUX_KINDS
-from lpfast.models import MODEL_NAMES
+from lpfast.trainer import DivergenceError, Trainer
+from lpfast.models import MODEL_NAMES, TORCHVISION_RESNETS
 
 _DEFAULTS = {f.name: f.default for f in fields(TrainConfig)}
+#: Exit codes: 2 a bad option, data set or run folder; 3 training diverged (the last good checkpoint is kept).
+EXIT_DIVERGED = 3
 
 
 def _option(parser: argparse.ArgumentParser, name: str, help: str, **kwargs) -> None:
@@ -38,7 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("bench", add_help=False, help="run an end-to-end benchmark preset (lpfast bench -h)")
     train = sub.add_parser("train", help="train a model", description="Train a model; writes config, metrics and checkpoint to --out.")
-    _option(train, "model", f"model name: {', '.join(MODEL_NAMES)}, any resnetD (D=6n+2) or wrn_D_K")
+    _option(train, "model", f"model name: {', '.join(MODEL_NAMES)}, any resnetD (D=6n+2) or wrn_D_K, or torchvision:NAME "
+                                     f"({', '.join(TORCHVISION_RESNETS)})")
+    _option(train, "cifar_stem", "torchvision models: 3×3 stride-1 conv1 and no max-pool, for 32×32 images", action=argparse.BooleanOptionalAction)
     _option(train, "dataset", "data set", choices=DATASET_NAMES)
     _option(train, "data_dir", "folder holding the data set (embedded needs none)")
     _option(train, "epochs", "number of epochs", type=int)
@@ -63,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     _option(train, "beta_max", "cap on β", type=float)
     _option(train, "lam_step", "λ step relative to the closed-form step", type=float)
     _option(train, "regression_lr_scale", "learning-rate factor of the stages that regress onto λ (all but the last)", type=float)
+    _option(train, "local_loss", "weight α of a small classifier head on every regressing stage's output in the parallel phase (0 = none)", type=float)
     _option(train, "mu_every", "update the AL multipliers every N steps", type=int)
     _option(train, "store_dtype", "dtype of the stored auxiliary variables", choices=tuple(STORE_DTYPES))
     _option(train, "store_location", "where the auxiliary variables live", choices=STORE_LOCATIONS)
@@ -80,7 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--serial-epochs", type=int, default=None, metavar="S",
                        help="with --parallel-epochs P: S serial epochs after them (sets --epochs to P+S)")
     train.add_argument("--out", type=Path, default=None, help="run folder (default: runs/<model>-<dataset>-<time>)")
-    train.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    train.add_argument("--resume", nargs="?", const="yes", choices=("yes", "auto"), default=None,
+                       help="continue the run in --out from its last committed checkpoint; 'auto': continue it if there is one, "
+                            "else start it (what a group restarted by torchrun --max-restarts does by itself)")
     train.add_argument("--pause-after", type=int, default=None, metavar="N",
                        help="stop after N more epochs, checkpointed (continue with --resume); for time-sliced machines and interleaved benchmarks")
     return parser
@@ -100,13 +108,22 @@ def _config_from_args(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(**given)
 
 
-def train_command(args: argparse.Namespace) -> None:
-    from lpfast.trainer import Trainer
+def resume_wanted(mode: str | None, out: Path | None) -> bool:
+    """Whether to continue the run in ``out``: ``--resume`` (yes), ``--resume auto``, or a worker group
+    that torchrun restarted (``TORCHELASTIC_RESTART_COUNT`` > 0), which continues by itself."""
+    if mode is None and int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0:
+        mode = "auto"
+    if mode is not None and out is None:
+        raise ValueError("--resume needs --out, the run folder to continue")
+    if mode == "auto":
+        return committed(out) is not None
+    return mode == "yes"
 
+
+def train_command(args: argparse.Namespace) -> None:
     if args.pause_after is not None and args.pause_after < 1:
         raise ValueError(f"--pause-after must be >= 1, got {args.pause_after}")
-    if args.resume and args.out is None:
-        raise ValueError("--resume needs --out, the run folder to continue")
+    args.resume = resume_wanted(args.resume, args.out)
     if args.resume and not (args.out / "config.json").exists():
         raise ValueError(f"nothing to resume: {args.out} has no config.json (start the run without --resume)")
     config = _config_from_args(args)
@@ -145,11 +162,27 @@ def start_workers(config: TrainConfig) -> TrainConfig:
     if device.startswith("cuda"):
         device = f"cuda:{local_rank}"
         torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if device.startswith("cuda") else "gloo", timeout=datetime.timedelta(seconds=config.dist_timeout))
+    join_group("nccl" if device.startswith("cuda") else "gloo", datetime.timedelta(seconds=config.dist_timeout))
     threads = config.threads or max(1, len(os.sched_getaffinity(0)) // local_workers)
     if device == "cpu":
         pin_to_own_cores(local_rank, local_workers, threads)
     return replace(config, threads=threads, device=device)
+
+
+def join_group(backend: str, timeout: "datetime.timedelta") -> None:
+    """Initialises the default process group from torchrun's environment.
+
+    torchrun's agent serves one store for all attempts of a worker group, so a group it restarted
+    would find the previous attempt's addresses under the same keys and might connect to a dead
+    worker ("Gloo connectFullMesh failed ... Connection refused"); each attempt gets its own prefix."""
+    import torch.distributed as dist
+
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        dist.init_process_group(backend, timeout=timeout)
+        return
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), is_master=False, timeout=timeout)
+    attempt = dist.PrefixStore(f"lpfast/attempt{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
+    dist.init_process_group(backend, store=attempt, rank=int(os.environ["RANK"]), world_size=int(os.environ["WORLD_SIZE"]), timeout=timeout)
 
 
 def pin_to_own_cores(local_rank: int, local_workers: int, threads: int) -> None:
@@ -173,6 +206,9 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(unknown)}")
         else:
             train_command(args)
+    except DivergenceError as exc:
+        print(f"lpfast: error: {exc}", file=sys.stderr)
+        return EXIT_DIVERGED
     except (DatasetError, ValueError, RuntimeError) as exc:
         # One line per worker: a torchrun job shows which rank stopped and why.
         print(f"lpfast: error: {exc}", file=sys.stderr)

@@ -11,6 +11,9 @@ and returns logits.
   wide basic blocks with 1×1 projection shortcuts; WRN-28-10 has 36.5 M parameters.
 - ``mnist_resnet``: a constant-width ODE-style ResNet for 28×28 digits (strided stem to 14×14,
   eight 16-channel blocks), so every cut has the same size and stages balance naturally.
+- ``torchvision:NAME``: torchvision's classification ResNets (``resnet18`` ... ``resnet152``,
+  ``wide_resnet50_2``, ``wide_resnet101_2``, ``resnext*``), untrained, optionally with the CIFAR
+  stem (3×3 stride-1 ``conv1``, no max-pool); :mod:`lpfast.describe` cuts them between blocks.
 """
 from __future__ import annotations
 
@@ -167,10 +170,35 @@ _CIFAR_RESNET = re.compile(r"resnet(\d+)")
 _WRN = re.compile(r"wrn_?(\d+)_(\d+)")
 
 MODEL_NAMES = ("mnist_resnet", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110", "wrn_16_4", "wrn_28_10")
+TORCHVISION_PREFIX = "torchvision:"
+TORCHVISION_RESNETS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "wide_resnet50_2", "wide_resnet101_2",
+                       "resnext50_32x4d", "resnext101_32x8d", "resnext101_64x4d")
 
 
-def build_model(name: str, *, in_channels: int = 3, num_classes: int = 10) -> ResidualNet:
-    """Builds a model by name: ``mnist_resnet``, ``resnetD`` (D = 6n+2) or ``wrn_D_K``."""
+def torchvision_resnet(name: str, *, in_channels: int = 3, num_classes: int = 10, cifar_stem: bool = False) -> nn.Module:
+    """torchvision's ``name`` (untrained); ``cifar_stem`` swaps in a 3×3 stride-1 ``conv1`` and drops
+    the max-pool, the usual adaptation to 32×32 images; another ``in_channels`` gets its own ``conv1``."""
+    import torchvision
+
+    if name not in TORCHVISION_RESNETS:
+        raise ValueError(f"unknown torchvision model {name!r}: lpfast cuts torchvision's ResNets, {', '.join(TORCHVISION_RESNETS)}")
+    model = torchvision.models.get_model(name, weights=None, num_classes=num_classes)
+    if cifar_stem or in_channels != 3:
+        kernel, stride = (3, 1) if cifar_stem else (7, 2)
+        model.conv1 = nn.Conv2d(in_channels, model.conv1.out_channels, kernel, stride=stride, padding=kernel // 2, bias=False)
+        nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")  # torchvision's own init
+    if cifar_stem:
+        model.maxpool = nn.Identity()
+    return model
+
+
+def build_model(name: str, *, in_channels: int = 3, num_classes: int = 10, cifar_stem: bool = False) -> nn.Module:
+    """Builds a model by name: ``mnist_resnet``, ``resnetD`` (D = 6n+2), ``wrn_D_K`` or
+    ``torchvision:NAME`` (``cifar_stem`` applies to the latter only)."""
+    if name.startswith(TORCHVISION_PREFIX):
+        return torchvision_resnet(name[len(TORCHVISION_PREFIX):], in_channels=in_channels, num_classes=num_classes, cifar_stem=cifar_stem)
+    if cifar_stem:
+        raise ValueError(f"--cifar-stem adapts torchvision ResNets (torchvision:NAME) to 32×32 images; {name} has its own stem")
     key = name.lower().replace("-", "_")
     if key == "mnist_resnet":
         return mnist_resnet(in_channels, num_classes)
@@ -178,4 +206,5 @@ def build_model(name: str, *, in_channels: int = 3, num_classes: int = 10) -> Re
         return cifar_resnet(int(m.group(1)), in_channels, num_classes)
     if m := _WRN.fullmatch(key):
         return wide_resnet(int(m.group(1)), int(m.group(2)), in_channels, num_classes)
-    raise ValueError(f"unknown model {name!r}: choose one of {', '.join(MODEL_NAMES)} (any resnetD with D=6n+2, wrn_D_K with D=6n+4)")
+    raise ValueError(f"unknown model {name!r}: choose one of {', '.join(MODEL_NAMES)} (any resnetD with D=6n+2, wrn_D_K with D=6n+4), "
+                     f"or torchvision:NAME for torchvision's {', '.join(TORCHVISION_RESNETS)}")

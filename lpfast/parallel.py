@@ -30,8 +30,9 @@ from torch import Tensor, nn
 from lpfast import ops
 from lpfast.auxnet import NetAux, build_aux_net
 from lpfast.auxvars import STORE_LOCATIONS, AuxStore, StoredAux
+from lpfast.describe import check_description, describe
 from lpfast.filters import DsFilter
-from lpfast.models import ResidualNet
+from lpfast.localheads import LocalHead
 from lpfast.stages import Partition, Stage, partition, split
 from lpfast.transport import LocalTransport, Transport
 
@@ -60,6 +61,10 @@ def _batch_stats_without_tracking(modules: Iterable[nn.Module]):
 class LayerParallel:
     """Layer-parallel training of ``model`` cut into ``stages`` (drop-in for an optimizer loop).
 
+    ``model`` is an lpfast ``ResidualNet``, a torchvision ``ResNet``, an ``nn.Sequential`` (first
+    child the stem, last the head) or an explicit ``lpfast.Blocks(stem=..., blocks=[...], head=...)``
+    (:mod:`lpfast.describe`); the stages share its modules, so it is trained in place.
+
     >>> lp = LayerParallel(model, optimizer=lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9),
     ...                    stages=4, method="al", dataset_size=len(train_set), input_shape=(3, 32, 32))
     >>> lp.initialise(batches_of_images_and_indices)     # one serial forward fills λ
@@ -77,6 +82,11 @@ class LayerParallel:
       classifier's rate their output can drift far from λ (violation 0.5 against 0.06 at 0.1×
       in a 2-epoch MNIST test).
     - ``mu_every``: the multipliers are updated every ``mu_every`` steps (AL only).
+    - ``local_loss``: α ≥ 0; with α > 0 every regressing stage k < K-1 also trains a small
+      classifier on its output (:class:`~lpfast.localheads.LocalHead`, stepped by the stage's
+      optimizer) and its θ-step minimises penalty + α·CE(head_k(φ_k), y): a task signal of its own
+      in the parallel phase, where the penalty gives it about 1/D of backprop's. λ's step stays on
+      the constraint objective (the head's term does not reach the stage's input gradient).
     - ``aux``: ``"store"`` keeps λ (and μ) per training sample; ``"net"`` predicts them from the
       (augmented) image with a small network per cut (ALGORITHM.md §7, :mod:`lpfast.auxnet`): no
       per-sample memory, and augmentation works in the parallel phase. ``aux_depth`` and
@@ -96,7 +106,7 @@ class LayerParallel:
 
     def __init__(
         self,
-        model: ResidualNet,
+        model: nn.Module,
         *,
         optimizer: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer],
         stages: int | Sequence[int],
@@ -109,6 +119,7 @@ class LayerParallel:
         lam_step: float = 1.0,
         regression_lr_scale: float = 1.0,
         mu_every: int = 1,
+        local_loss: float = 0.0,
         store_dtype: torch.dtype = torch.float32,
         store_location: str = "device",
         aux: str = "store",
@@ -132,6 +143,8 @@ class LayerParallel:
             raise ValueError(f"regression_lr_scale must be > 0, got {regression_lr_scale}")
         if mu_every < 1:
             raise ValueError(f"mu_every must be >= 1, got {mu_every}")
+        if local_loss < 0:
+            raise ValueError(f"local_loss must be >= 0 (the weight of the regressing stages' classifier loss; 0 = off), got {local_loss}")
         if store_location not in STORE_LOCATIONS:
             raise ValueError(f"store_location must be one of {', '.join(STORE_LOCATIONS)}, got {store_location!r}")
         if dataset_size < 1:
@@ -142,7 +155,7 @@ class LayerParallel:
             raise ValueError("a down-sampled store (store_filter) needs aux='store': with aux='net' nothing is stored")
         if aux_depth < 1 or (aux_width is not None and aux_width < 1) or not 0 < aux_budget <= 1:
             raise ValueError(f"need aux_depth >= 1, aux_width >= 1 (or None), 0 < aux_budget <= 1; got {aux_depth}, {aux_width}, {aux_budget}")
-        self.model = model
+        self.model = describe(model)
         self.memory_format = memory_format  # of every activation-sized tensor, also on the wire
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
@@ -150,16 +163,26 @@ class LayerParallel:
         self.beta0, self.beta_growth, self.beta_max = beta0, beta_growth, beta_max
         self.lam_step, self.mu_every = lam_step, mu_every
         self.transport = transport if transport is not None else LocalTransport()
-        self.plan: Partition = partition(model, stages, input_shape)
+        self.plan: Partition = partition(self.model, stages, input_shape)
+        sample = torch.randn((2, *input_shape), generator=torch.Generator().manual_seed(0)).to(self.device, self.dtype)
+        check_description(model, self.model, sample)
         self.wire = wire_filter if wire_filter is not None else DsFilter()
         for shape in self.plan.cut_shapes:
             self.wire.check_shape(shape)
             if store_filter is not None:
                 store_filter.check_shape(shape)
-        self.stages: list[Stage] = split(model, self.plan)
+        self.stages: list[Stage] = split(self.model, self.plan)
         self.num_stages = len(self.stages)
         self.own = [s for s in range(self.num_stages) if self.transport.owns(s)]
-        self.optimizers = {s: optimizer(self.stages[s].parameters()) for s in self.own}
+        self.local_loss = local_loss
+        self.local_heads = {
+            s: LocalHead(shape[0], shape[1:], self.plan.num_outputs).to(self.device, self.dtype, memory_format=memory_format)
+            for s, shape in enumerate(self.plan.cut_shapes) if s in self.own and local_loss > 0
+        }
+        # What each stage's θ-step trains: its own parameters and its local head's.
+        self._trained = {s: [*self.stages[s].parameters(), *(self.local_heads[s].parameters() if s in self.local_heads else ())]
+                         for s in self.own}
+        self.optimizers = {s: optimizer(self._trained[s]) for s in self.own}
         self.regression_lr_scale = regression_lr_scale
         # λ_c / μ_c live with stage c+1.
         def store(cut: int) -> AuxStore:
@@ -205,6 +228,7 @@ class LayerParallel:
         """This worker's stages, optimizers, auxiliary variables, multipliers and schedule."""
         return {
             "stages": {s: self.stages[s].state_dict() for s in self.own},
+            "local_heads": {s: head.state_dict() for s, head in self.local_heads.items()},
             "optimizers": {s: opt.state_dict() for s, opt in self.optimizers.items()},
             "aux": {c: a.state_dict() for c, a in self.aux.items()},
             "epoch": self.epoch,
@@ -216,6 +240,8 @@ class LayerParallel:
         for s in self.own:
             self.stages[s].load_state_dict(state["stages"][s])
             self.optimizers[s].load_state_dict(state["optimizers"][s])
+        for s, head in self.local_heads.items():
+            head.load_state_dict(state["local_heads"][s])
         for c, a in self.aux.items():
             a.load_state_dict(state["aux"][c])
         self.epoch, self.steps, self.initialised = state["epoch"], state["steps"], state["initialised"]
@@ -299,7 +325,17 @@ class LayerParallel:
                     sent_outputs.append(sent)
                     target = targets_in[s].wait().to(self.dtype)
                     loss, grad_coarse = ops.penalty_residual(coarse.detach(), target, None, beta=beta)
-                    coarse.backward(grad_coarse)
+                    head = self.local_heads.get(s)
+                    if head is None:
+                        coarse.backward(grad_coarse)
+                    else:
+                        local = self.local_loss * F.cross_entropy(head(out), y)
+                        if s == 0:
+                            torch.autograd.backward([coarse, local], [grad_coarse, None])
+                        else:  # the input gradient (λ_{s-1}'s step) is the penalty's alone
+                            coarse.backward(grad_coarse, retain_graph=True)
+                            local.backward(inputs=self._trained[s])
+                        loss = loss + local.detach()
                     per_sample = float(coarse[0].numel() * batch)  # mean over elements -> sum per sample
                 else:
                     loss = F.cross_entropy(out, y)

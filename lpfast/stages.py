@@ -41,15 +41,18 @@ class Stage(nn.Module):
 
 @dataclass
 class Partition:
-    """Block counts per stage, the estimated cost (FLOPs) per stage, and each cut's activation shape."""
+    """Block counts per stage, the estimated cost (FLOPs) per stage, each cut's activation shape, and
+    the number of the model's outputs (classes)."""
 
     blocks_per_stage: list[int]
     stage_flops: list[int]
     cut_shapes: list[tuple[int, ...]]
+    num_outputs: int
 
 
-def _part_costs(model: ResidualNet, sample: Tensor) -> tuple[list[int], list[tuple[int, ...]]]:
-    """Forward FLOPs of stem+block 0, each block, and last block+head; shapes after each block."""
+def _part_costs(model: ResidualNet, sample: Tensor) -> tuple[list[int], list[tuple[int, ...]], int]:
+    """Forward FLOPs of stem+block 0, each block, and last block+head; shapes after each block; the
+    number of outputs."""
     costs, shapes = [], []
     with torch.no_grad():
         was_training = model.training
@@ -65,11 +68,11 @@ def _part_costs(model: ResidualNet, sample: Tensor) -> tuple[list[int], list[tup
             h, flops = run(block, h)
             costs.append(flops)
             shapes.append(tuple(h.shape[1:]))
-        _, head_flops = run(model.head, h)
+        logits, head_flops = run(model.head, h)
         model.train(was_training)
     costs[0] += stem_flops
     costs[-1] += head_flops
-    return costs, shapes
+    return costs, shapes, logits.shape[1]
 
 
 def _balanced_counts(costs: Sequence[int], k: int) -> list[int]:
@@ -106,7 +109,11 @@ def partition(model: ResidualNet, stages: int | Sequence[int], input_shape: Sequ
     n_blocks = len(model.blocks)
     param = next(model.parameters())
     sample = torch.zeros((2, *input_shape), device=param.device, dtype=param.dtype)
-    costs, shapes = _part_costs(model, sample)
+    try:
+        costs, shapes, num_outputs = _part_costs(model, sample)
+    except RuntimeError as exc:  # a convolution or the classifier rejects the shape
+        reason = str(exc).strip().splitlines()[0]
+        raise ValueError(f"input_shape {tuple(input_shape)} does not fit the model: {reason}") from None
     if isinstance(stages, int):
         if not 1 <= stages <= n_blocks:
             raise ValueError(f"stages must be between 1 and the model's {n_blocks} blocks, got {stages}")
@@ -118,7 +125,7 @@ def partition(model: ResidualNet, stages: int | Sequence[int], input_shape: Sequ
     bounds = [sum(counts[:i]) for i in range(len(counts) + 1)]
     stage_flops = [sum(costs[bounds[i] : bounds[i + 1]]) for i in range(len(counts))]
     cut_shapes = [shapes[b - 1] for b in bounds[1:-1]]
-    return Partition(counts, stage_flops, cut_shapes)
+    return Partition(counts, stage_flops, cut_shapes, num_outputs)
 
 
 def split(model: ResidualNet, plan: Partition) -> list[Stage]:

@@ -4,6 +4,7 @@ metrics and exact resume."""
 from __future__ import annotations
 
 import datetime
+import math
 import resource
 import time
 from collections.abc import Callable
@@ -12,7 +13,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from lpfast import checkpoint as ckpt
 from lpfast.auxvars import STORE_DTYPES
@@ -29,8 +30,22 @@ from lpfast.transport import DistTransport, LocalTransport
 CIFAR_PADDING = 4
 
 
+#: Steps between reads of the divergence flag: the flag accumulates on the device, so the check
+#: costs one device synchronisation (and, across workers, one all-reduce) every this many steps.
+FINITE_CHECK_EVERY = 20
+NO_STEP = 2**62
+#: A step loss above this counts as divergence, like a non-finite one: no converging run's
+#: cross-entropy or penalty gets near it, and a diverging one can grow for many steps before
+#: it overflows (at --lr 50 a ResNet's cross-entropy sat near 1e23 for whole epochs).
+DIVERGED_LOSS = 1e6
+
+
 class RunFolderError(RuntimeError):
     """A run folder cannot be started or resumed as asked; the message says what to change."""
+
+
+class DivergenceError(RuntimeError):
+    """Training produced a non-finite loss or auxiliary update; the last good checkpoint is kept."""
 
 
 @torch.no_grad()
@@ -65,8 +80,9 @@ class Trainer:
     process, or one stage per rank when ``torch.distributed`` is initialised with one rank per stage.
 
     With ``run_dir`` the trainer keeps a run folder (``config.json`` and ``metrics.jsonl``
-    from rank 0, one checkpoint per rank rewritten atomically after every epoch); ``resume=True``
-    continues it from its last checkpoint with the numbers an uninterrupted run would give.
+    from rank 0, one checkpoint per rank after every epoch, committed for all ranks at once:
+    :mod:`lpfast.checkpoint`); ``resume=True`` continues it from its last committed checkpoint
+    with the numbers an uninterrupted run would give.
     """
 
     def __init__(
@@ -82,10 +98,6 @@ class Trainer:
         self.rank, self.world = distributed_rank()
         self.log = log if self.rank == 0 else (lambda line: None)
         self.run_dir = Path(run_dir) if run_dir is not None else None
-        self.checkpoint_path = None
-        if self.run_dir is not None:
-            name = ckpt.CHECKPOINT_FILE if self.world == 1 else f"checkpoint-rank{self.rank}.pt"
-            self.checkpoint_path = self.run_dir / name
         if resume:
             self._check_resumable(config)
         self.config = config
@@ -112,7 +124,8 @@ class Trainer:
             raise ValueError(f"batch_size {config.batch_size} exceeds the {len(self.train_data)} training samples")
 
         torch.manual_seed(config.seed)
-        model = build_model(config.model, in_channels=self.train_data.in_channels, num_classes=self.train_data.num_classes)
+        model = build_model(config.model, in_channels=self.train_data.in_channels, num_classes=self.train_data.num_classes,
+                            cifar_stem=config.cifar_stem)
         memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         self.model = model.to(self.device, memory_format=memory_format)
 
@@ -130,7 +143,8 @@ class Trainer:
                 self.model, optimizer=make_optimizer, stages=config.stage_blocks or config.stages, method=config.method,
                 dataset_size=len(self.train_data), input_shape=tuple(self.train_data.images.shape[1:]),
                 beta0=config.beta0, beta_growth=config.beta_growth, beta_max=config.beta_max,
-                lam_step=config.lam_step, regression_lr_scale=config.regression_lr_scale, mu_every=config.mu_every, store_dtype=STORE_DTYPES[config.store_dtype],
+                lam_step=config.lam_step, regression_lr_scale=config.regression_lr_scale, mu_every=config.mu_every,
+                local_loss=config.local_loss, store_dtype=STORE_DTYPES[config.store_dtype],
                 store_location=config.store_location, memory_format=memory_format, transport=transport,
                 aux=config.aux, aux_depth=config.aux_depth, aux_width=config.aux_width,
                 wire_filter=DsFilter(config.ds_factor, WIRE_DTYPES.get(config.wire_dtype), config.ds_mode),
@@ -153,8 +167,8 @@ class Trainer:
     # ---------------------------------------------------------------- run folder
 
     def _start_run_folder(self) -> None:
-        assert self.run_dir is not None and self.checkpoint_path is not None
-        if self.checkpoint_path.exists():
+        assert self.run_dir is not None
+        if ckpt.committed(self.run_dir) is not None:
             raise RunFolderError(f"{self.run_dir} already holds a run: pass --resume to continue it, or choose a new --out")
         if self.rank == 0:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -162,8 +176,11 @@ class Trainer:
             ckpt.write_config(self.run_dir, self.config.to_dict())
 
     def _check_resumable(self, config: TrainConfig) -> None:
-        if self.checkpoint_path is None or not self.checkpoint_path.exists():
-            raise RunFolderError(f"nothing to resume: {self.run_dir} has no {getattr(self.checkpoint_path, 'name', 'checkpoint')} (start the run without --resume)")
+        done = ckpt.committed(self.run_dir) if self.run_dir is not None else None
+        if done is None:
+            raise RunFolderError(f"nothing to resume: {self.run_dir} has no committed checkpoint (start the run without --resume)")
+        if done["world"] != self.world:
+            raise RunFolderError(f"{self.run_dir} was checkpointed by {done['world']} worker(s): resume it with {done['world']}, not {self.world}")
         saved = TrainConfig.from_dict(ckpt.read_config(self.run_dir))
         diff = saved.differences(config)
         if diff:
@@ -171,7 +188,8 @@ class Trainer:
             raise RunFolderError(f"cannot resume {self.run_dir} with different options ({listed}); pass the run's options or choose a new --out")
 
     def _load_checkpoint(self) -> None:
-        state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=True)
+        epoch = ckpt.committed(self.run_dir)["epoch"]
+        state = torch.load(ckpt.rank_checkpoint(self.run_dir, self.rank, epoch), map_location=self.device, weights_only=True)
         if self.lp is None:
             self.model.load_state_dict(state["model"])
             self.optimizers[0].load_state_dict(state["optimizer"])
@@ -184,15 +202,30 @@ class Trainer:
             ckpt.truncate_metrics(self.run_dir, self.epoch)
         self.log(f"resumed {self.run_dir} after epoch {self.epoch}")
 
+    def _barrier(self) -> None:
+        if self.world > 1:
+            dist.barrier()
+
     def save_checkpoint(self) -> None:
-        if self.checkpoint_path is None:
+        """Writes this rank's checkpoint of the epochs done and commits it together with every rank's."""
+        if self.run_dir is None:
             return
         state = {"epoch": self.epoch, "config": self.config.to_dict(), "schedulers": [s.state_dict() for s in self.schedulers]}
         if self.lp is None:
             state |= {"model": self.model.state_dict(), "optimizer": self.optimizers[0].state_dict()}
         else:
             state["layer_parallel"] = self.lp.state_dict()
-        ckpt.atomic_save(state, self.checkpoint_path)
+        try:
+            ckpt.atomic_save(state, ckpt.rank_checkpoint(self.run_dir, self.rank, self.epoch))
+        except OSError as exc:
+            done = ckpt.committed(self.run_dir)
+            kept = f"the checkpoint of epoch {done['epoch']} is intact" if done is not None else "no earlier checkpoint exists"
+            raise RunFolderError(f"cannot write the checkpoint of epoch {self.epoch} to {self.run_dir}: {exc.strerror or exc}; {kept}") from None
+        self._barrier()
+        if self.rank == 0:
+            ckpt.commit(self.run_dir, self.epoch, self.world)
+        self._barrier()
+        ckpt.remove_uncommitted(self.run_dir, self.rank, self.epoch)
 
     # ---------------------------------------------------------------- training
 
@@ -231,8 +264,11 @@ class Trainer:
         label = f"epoch {self.epoch + 1}/{cfg.epochs}" + (f" ({phase})" if self.lp is not None else "")
         progress = Progress(len(batches), label) if self.rank == 0 else None
         last_loss = None
+        stages = self.lp.num_stages if self.lp is not None else 1
+        # Per stage, the first step whose loss was not finite (NO_STEP: none yet), kept on the device.
+        first_bad = torch.full((stages,), NO_STEP, dtype=torch.int64, device=self.device)
         start = time.perf_counter()
-        for batch in batches:
+        for step, batch in enumerate(batches):
             if self.lp is None:
                 logits = self.train_module(batch.x)
                 loss = F.cross_entropy(logits, batch.y)
@@ -242,11 +278,18 @@ class Trainer:
                 loss_sum += loss.detach() * batch.y.numel()
                 correct += (logits.detach().argmax(1) == batch.y).sum()
                 last_loss = loss.detach()
+                watched = {0: last_loss}
             elif phase == "parallel":
-                losses = self.lp.step(batch.x, batch.y, batch.idx)
-                last_loss = losses[min(losses)]
+                watched = self.lp.step(batch.x, batch.y, batch.idx)
+                last_loss = watched[min(watched)]
             else:
                 last_loss = self.lp.serial_step(batch.x, batch.y, micro_batches=cfg.micro_batches)
+                watched = {} if last_loss is None else {stages - 1: last_loss}
+            for s, value in watched.items():
+                healthy = value.abs() <= DIVERGED_LOSS  # False for NaN too
+                first_bad[s] = torch.where(healthy | (first_bad[s] != NO_STEP), first_bad[s], step)
+            if (step + 1) % FINITE_CHECK_EVERY == 0 or step + 1 == len(batches):
+                self._stop_if_diverged(first_bad)
             for scheduler in self.schedulers:
                 scheduler.step()
             seen += batch.y.numel()
@@ -272,6 +315,27 @@ class Trainer:
         self.epoch += 1
         return record
 
+    def _stop_if_diverged(self, first_bad: Tensor) -> None:
+        """Raises :class:`DivergenceError` on every worker if any worker saw a diverged loss."""
+        flags = first_bad.clone()
+        if self.world > 1:
+            dist.all_reduce(flags, op=dist.ReduceOp.MIN)
+        bad = [(int(step), s) for s, step in enumerate(flags.tolist()) if step != NO_STEP]
+        if not bad:
+            return
+        step, stage = min(bad)
+        raise self._divergence(f"the loss of {f'stage {stage}' if self.lp is not None else 'the network'} was not finite or "
+                               f"above {DIVERGED_LOSS:g}", f"step {step + 1}")
+
+    def _divergence(self, what: str, when: str) -> DivergenceError:
+        done = ckpt.committed(self.run_dir) if self.run_dir is not None else None
+        kept = (f"the last good checkpoint (after epoch {done['epoch']}) is kept in {self.run_dir}" if done is not None
+                else "no checkpoint was written")
+        return DivergenceError(
+            f"training diverged: {what} at epoch {self.epoch + 1}, {when} "
+            f"(learning rate {self.optimizers[0].param_groups[0]['lr']:.3g}); {kept}. Try a smaller --lr"
+            + (" or --beta-max" if self.lp is not None else ""))
+
     def _peak_memory_mb(self) -> float:
         """Largest resident set of any worker so far (MiB; device memory instead on a GPU)."""
         if self.device.type == "cuda":
@@ -295,10 +359,16 @@ class Trainer:
         stop = self.config.epochs if pause_after is None else min(self.config.epochs, self.epoch + pause_after)
         while self.epoch < stop:
             record = self.train_epoch()
+            violation = record.get("violation") or []
+            if not all(math.isfinite(v) for v in violation):  # a non-finite λ-update shows here
+                self.epoch -= 1
+                raise self._divergence(f"the constraint violation of cut(s) {[c for c, v in enumerate(violation) if not math.isfinite(v)]} "
+                                       "was not finite", "its end")
             record["test_loss"], record["test_acc"] = self.evaluate()
-            self.save_checkpoint()
+            # Metrics first: a record of an epoch whose checkpoint never committed is dropped on resume.
             if self.run_dir is not None and self.rank == 0:
                 ckpt.append_metrics(self.run_dir, record)
+            self.save_checkpoint()
             line = (
                 f"epoch {record['epoch']}/{self.config.epochs}  train loss {record['train_loss']:.4f}  "
                 f"test acc {record['test_acc']:.2f}%  {record['epoch_time_s']:.1f}s  {record['samples_per_s']:.0f} samples/s"

@@ -182,3 +182,64 @@ def test_kernel_benchmark_rows_and_bandwidth(tmp_path):
     assert rows[1]["bytes"] == 4 * 4 * 64 * 8 * 8 * 4
     table = (tmp_path / "kernels-cpu.md").read_text()
     assert table.count("| resnet56 64x8x8 | 4 | wall |") == 7
+
+
+def bench_records(out: Path) -> dict[str, dict]:
+    return {r["name"]: r for r in map(json.loads, (out / "records.jsonl").read_text().splitlines())}
+
+
+def test_interrupted_invocation_continues_to_the_same_numbers(tmp_path):
+    """A bench killed mid-way continues with --continue to the numbers of an uninterrupted one, and
+    --commit-results commits every round's table to the results folder's repository."""
+    import os
+    import signal
+    import time
+
+    options = ["smoke", "--dataset", "embedded", "--epochs", "2", "--train-subset", "128", "--batch-size", "64",
+               "--rows", "serial-1,penalty+seed1", "--port", str(free_port())]
+    straight = tmp_path / "straight"
+    subprocess.run([sys.executable, "-m", "lpfast", "bench", *options, "--out", str(straight)], check=True, timeout=600, capture_output=True)
+
+    out = tmp_path / "results"
+    out.mkdir()
+    for command in (["init", "-q"], ["config", "user.email", "t@t"], ["config", "user.name", "t"]):
+        subprocess.run(["git", "-C", str(out), *command], check=True)
+    bench = subprocess.Popen([sys.executable, "-m", "lpfast", "bench", *options, "--out", str(out), "--runs-dir", str(tmp_path / "runs"),
+                              "--commit-results"], start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # Kill it (and its workers) once the first round's table is committed, in the second round.
+    deadline = time.monotonic() + 300
+    while "round 1 of 2" not in subprocess.run(["git", "-C", str(out), "log", "--format=%s"], capture_output=True, text=True).stdout:
+        assert time.monotonic() < deadline and bench.poll() is None
+        time.sleep(0.2)
+    os.killpg(bench.pid, signal.SIGKILL)
+    bench.wait()
+    assert not (out / "records.jsonl").exists()
+    [runs] = (tmp_path / "runs").iterdir()
+    done = subprocess.run([sys.executable, "-m", "lpfast", "bench", "--continue", str(runs)], timeout=600, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "continuing after epoch" in done.stdout or "[epoch 2/2]" in done.stdout
+
+    a, b = bench_records(straight), bench_records(out)
+    assert list(a) == list(b) == ["serial, 1 thread", "penalty K=2, seed 1"]
+    for name in a:
+        assert b[name]["config"]["seed"] == (1 if "seed" in name else 0)
+        for key in ("test_acc", "train_loss"):
+            assert [m[key] for m in a[name]["epochs"]] == [m[key] for m in b[name]["epochs"]], (name, key)
+        assert len(b[name]["process_wall_s"]) == 2
+    log = subprocess.run(["git", "-C", str(out), "log", "--format=%s"], capture_output=True, text=True).stdout
+    assert "round 1 of 2" in log and "round 2 of 2" in log and "records" in log
+    # A finished invocation continues to nothing and appends no records twice.
+    subprocess.run([sys.executable, "-m", "lpfast", "bench", "--continue", str(runs)], check=True, timeout=120, capture_output=True)
+    assert len((out / "records.jsonl").read_text().splitlines()) == 2
+
+
+def test_row_modifiers_and_errors():
+    from lpfast.benchmark import row
+
+    name, options, workers, threads = row("penalty+share0.25+seed2", 2, 15, 4, 30)
+    assert name == "penalty+SPH K=2, 8 of 30 epochs parallel, seed 2" and (workers, threads) == (2, 1)
+    assert options[-4:] == ["--parallel-epochs", "8", "--seed", "2"]
+    assert row("serial-K+seed1", 2, None, 4, 30)[:2] == ("serial, 2 threads, seed 1", ["--seed", "1"])
+    for bad in ("penalty+share2", "penalty+fast", "sgd"):
+        with pytest.raises(ValueError, match="unknown row"):
+            row(bad, 2, None, 4, 30)

@@ -13,11 +13,12 @@ import torch.nn.functional as F
 
 from lpfast.config import TrainConfig
 from lpfast.datasets import ImageDataset, load_embedded
-from lpfast.models import mnist_resnet
+from lpfast.describe import describe
+from lpfast.models import build_model, mnist_resnet
 from lpfast.parallel import LayerParallel
-from lpfast.stages import partition
+from lpfast.stages import partition, split
 from lpfast.trainer import Trainer
-from lpfast.transport import DistTransport
+from lpfast.transport import DistTransport, LocalTransport
 
 
 def small_data(n_train=192, n_test=64):
@@ -27,14 +28,37 @@ def small_data(n_train=192, n_test=64):
 # ------------------------------------------------------------------------------ exactness
 
 
-@pytest.mark.parametrize("method", ["penalty", "al"])
-def test_local_steps_are_gradients_of_the_full_objective(method):
+def sequential_net() -> torch.nn.Sequential:
+    """A user's own network as an nn.Sequential: stem, residual blocks, head."""
+    from lpfast.models import BasicBlock
+
+    return torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, stride=2, padding=1), BasicBlock(4, 4), BasicBlock(4, 8, 2), BasicBlock(8, 8),
+                               BasicBlock(8, 8), torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(8, 10)))
+
+
+MODELS = {
+    "mnist_resnet": lambda: mnist_resnet(depth=4, width=4),
+    "torchvision:resnet18": lambda: build_model("torchvision:resnet18", in_channels=1),
+    "torchvision:resnet18 cifar stem": lambda: build_model("torchvision:resnet18", in_channels=1, cifar_stem=True),
+    "torchvision:resnet50": lambda: build_model("torchvision:resnet50", in_channels=1),
+    "nn.Sequential": sequential_net,
+}
+
+
+@pytest.mark.parametrize("method, local_loss, model_name", [
+    ("penalty", 0.0, "mnist_resnet"), ("al", 0.0, "mnist_resnet"), ("penalty", 0.7, "mnist_resnet"), ("al", 0.7, "mnist_resnet"),
+    ("penalty", 0.0, "torchvision:resnet18"), ("al", 0.0, "torchvision:resnet18 cifar stem"), ("al", 0.0, "torchvision:resnet50"),
+    ("penalty", 0.0, "nn.Sequential"), ("al", 0.7, "nn.Sequential"),
+])
+def test_local_steps_are_gradients_of_the_full_objective(method, local_loss, model_name):
     torch.manual_seed(0)
-    model = mnist_resnet(depth=4, width=4).double()
+    model = MODELS[model_name]().double()
     reference = copy.deepcopy(model)
     n, batch, beta, eta = 10, 6, 3.0, 0.5
-    lp = LayerParallel(model, optimizer=lambda p: torch.optim.SGD(p, lr=0.0), stages=[1, 2, 1], method=method,
-                       dataset_size=n, input_shape=(1, 28, 28), beta0=beta, lam_step=eta)
+    lp = LayerParallel(model, optimizer=lambda p: torch.optim.SGD(p, lr=0.0), stages=3, method=method,
+                       dataset_size=n, input_shape=(1, 28, 28), beta0=beta, lam_step=eta, local_loss=local_loss)
+    assert sorted(lp.local_heads) == ([0, 1] if local_loss else [])
+    heads = {s: copy.deepcopy(head) for s, head in lp.local_heads.items()}
     lp.initialised = True
     stores = {c: a.lam for c, a in lp.aux.items()}
     mu_stores = {c: a.mu for c, a in lp.aux.items() if a.mu is not None}
@@ -49,10 +73,7 @@ def test_local_steps_are_gradients_of_the_full_objective(method):
     lp.step(x, y, idx)
 
     # The whole objective as one graph over all stages, on an untouched copy of the model.
-    ref_stages = lp.stages.__class__  # noqa: F841  (documentation: the stages share modules with model)
-    from lpfast.stages import split
-
-    stages = split(reference, lp.plan)
+    stages = split(describe(reference), lp.plan)
     theta_objective, lam_objective, outs = 0.0, 0.0, {}
     h = x
     for s, stage in enumerate(stages):
@@ -60,15 +81,21 @@ def test_local_steps_are_gradients_of_the_full_objective(method):
         if s < len(stages) - 1:
             r = out - lam0[s] + (mu0[s] / beta if method == "al" else 0.0)
             theta_objective = theta_objective + beta / 2 * r.square().mean()
+            if local_loss:  # the head's term joins θ's objective only
+                theta_objective = theta_objective + local_loss * F.cross_entropy(heads[s](out), y)
             lam_objective = lam_objective + beta / 2 * r.square().sum()
             outs[s] = out.detach()
         else:
             theta_objective = theta_objective + F.cross_entropy(out, y)
             lam_objective = lam_objective + F.cross_entropy(out, y, reduction="sum")
-    theta_grads = torch.autograd.grad(theta_objective, list(reference.parameters()), retain_graph=True)
+    head_params = [p for s in sorted(heads) for p in heads[s].parameters()]
+    theta_grads = torch.autograd.grad(theta_objective, [*reference.parameters(), *head_params], retain_graph=True)
     lam_grads = torch.autograd.grad(lam_objective, [lam0[c] for c in sorted(lam0)])
 
-    for (name, p), g in zip(model.named_parameters(), theta_grads):
+    # The stages train the user's own model in place.
+    trained = [*model.named_parameters(), *((f"head{s}.{k}", p) for s in sorted(lp.local_heads) for k, p in lp.local_heads[s].named_parameters())]
+    assert len(trained) == len(theta_grads)
+    for (name, p), g in zip(trained, theta_grads):
         torch.testing.assert_close(p.grad, g, rtol=1e-10, atol=1e-12, msg=name)
     for c, g in zip(sorted(lam0), lam_grads):
         expected_lam = lam0[c].detach() - (eta / beta) * g
@@ -83,9 +110,10 @@ def test_local_steps_are_gradients_of_the_full_objective(method):
 # ------------------------------------------------------------------------------ K = 1
 
 
-def test_one_stage_is_ordinary_training():
+@pytest.mark.parametrize("model", ["mnist_resnet", "torchvision:resnet18"])
+def test_one_stage_is_ordinary_training(model):
     train, test = small_data()
-    base = dict(epochs=2, batch_size=32, threads=1)
+    base = dict(model=model, epochs=2, batch_size=32, threads=1)
     serial = Trainer(TrainConfig(**base), train_data=train, test_data=test, log=lambda s: None)
     serial.fit()
     parallel = Trainer(TrainConfig(method="penalty", stages=1, **base), train_data=train, test_data=test, log=lambda s: None)
@@ -124,9 +152,12 @@ def tensors(state, path=""):
             yield from tensors(value, f"{path}/{key}")
 
 
-@pytest.mark.parametrize("method, ds, aux", [("penalty", False, "store"), ("al", False, "store"), ("penalty", True, "store"), ("al", True, "net")])
-def test_one_process_and_two_workers_agree(tmp_path, method, ds, aux):
-    config = dict(method=method, stages=2, epochs=2, batch_size=32, threads=1, aux=aux)
+@pytest.mark.parametrize("method, ds, aux, model", [
+    ("penalty", False, "store", "mnist_resnet"), ("al", False, "store", "mnist_resnet"), ("penalty", True, "store", "mnist_resnet"),
+    ("al", True, "net", "mnist_resnet"), ("penalty", False, "store", "torchvision:resnet18"), ("al", False, "store", "torchvision:resnet50"),
+])
+def test_one_process_and_two_workers_agree(tmp_path, method, ds, aux, model):
+    config = dict(model=model, method=method, stages=2, epochs=2, batch_size=32, threads=1, aux=aux)
     if ds:
         config |= dict(ds_factor=2, wire_dtype="bfloat16", ds_mode="bilinear")
     workers = run_workers(tmp_path, config)
@@ -146,14 +177,53 @@ def test_one_process_and_two_workers_agree(tmp_path, method, ds, aux):
             assert mine["violation"] == pytest.approx(theirs["violation"], rel=1e-5)
             assert mine["bytes_forward"] == theirs["bytes_forward"] and mine["bytes_backward"] == theirs["bytes_backward"]
     assert worker["state"]["aux"].keys() == {0} and not workers[0]["state"]["aux"]
-    if aux == "net":
-        return  # its memory and regression are tested on their own
+    if aux == "net" or model != "mnist_resnet":
+        return  # its memory and regression are tested on their own; byte counts below are mnist_resnet's
     # One activation-sized message each way per step: 6 steps of 32 samples × 16×14×14 in float32,
     # or 16×7×7 in bfloat16 through the DS filter.
     per_message = 32 * 16 * 7 * 7 * 2 if ds else 32 * 16 * 14 * 14 * 4
     assert records[0]["bytes_forward"] == records[0]["bytes_backward"] == [6 * per_message]
     # λ (and μ) for all 192 samples, float32.
     assert records[0]["aux_bytes"] == worker["records"][0]["aux_bytes"] == [192 * 16 * 14 * 14 * 4 * (2 if method == "al" else 1)]
+
+
+def train_sequential(transport) -> dict:
+    """A user's nn.Sequential under LayerParallel: λ pass, one AL epoch, then serial steps in a pipeline."""
+    from lpfast.batches import BatchIterator
+
+    torch.manual_seed(0)
+    lp = LayerParallel(sequential_net(), optimizer=lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9), stages=2, method="al",
+                       dataset_size=64, input_shape=(1, 28, 28), transport=transport)
+    batches = list(BatchIterator(load_embedded("train").subset(64), 16, shuffle=True, seed=0))
+    lp.initialise((b.x, b.idx) for b in batches)
+    for b in batches:
+        lp.step(b.x, b.y, b.idx)
+    lp.end_epoch()
+    for b in batches:
+        lp.serial_step(b.x, b.y, micro_batches=2)
+    return lp.state_dict()
+
+
+def _sequential_worker(rank, store_file, out_dir):
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{store_file}", rank=rank, world_size=2)
+    try:
+        torch.save(train_sequential(DistTransport(datetime.timedelta(seconds=30))), os.path.join(out_dir, f"seq{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_sequential_on_one_process_and_two_workers_agree(tmp_path):
+    mp.start_processes(_sequential_worker, args=(str(tmp_path / "store"), str(tmp_path)), nprocs=2, start_method="spawn")
+    torch.set_num_threads(1)
+    single = train_sequential(LocalTransport())
+    for rank in range(2):
+        worker = torch.load(tmp_path / f"seq{rank}.pt", weights_only=False)
+        for name, value in worker["stages"][rank].items():
+            torch.testing.assert_close(value, single["stages"][rank][name], rtol=1e-6, atol=1e-7, msg=name)
+        mine = dict(tensors(single["aux"]))
+        for path, value in tensors(worker["aux"]):
+            torch.testing.assert_close(value, mine[path], rtol=1e-6, atol=1e-7, msg=path)
 
 
 def _layout_worker(rank, store_file, result_file):
@@ -286,9 +356,9 @@ def test_regression_lr_scale_scales_only_the_regressing_stages():
 # ------------------------------------------------------------------------------ hybrid (SPH)
 
 
-@pytest.mark.parametrize("micro_batches", [1, 4])
-def test_serial_phase_over_two_workers_is_backprop(tmp_path, micro_batches):
-    base = dict(epochs=2, batch_size=32, threads=1)
+@pytest.mark.parametrize("micro_batches, model", [(1, "mnist_resnet"), (4, "mnist_resnet"), (1, "torchvision:resnet18"), (1, "torchvision:resnet50")])
+def test_serial_phase_over_two_workers_is_backprop(tmp_path, micro_batches, model):
+    base = dict(model=model, epochs=2, batch_size=32, threads=1)
     workers = run_workers(tmp_path, dict(method="penalty", stages=2, parallel_epochs=0, micro_batches=micro_batches, **base))
     train, test = small_data()
     if micro_batches == 1:
@@ -297,18 +367,14 @@ def test_serial_phase_over_two_workers_is_backprop(tmp_path, micro_batches):
         reference = Trainer(TrainConfig(method="penalty", stages=2, parallel_epochs=0, micro_batches=micro_batches, **base),
                             train_data=train, test_data=test, log=lambda s: None)
     records = reference.fit()
-    expected = reference.model.state_dict()
-    stage_blocks = [4, 4]
+    # The reference network cut as the workers cut theirs: stage by stage, the same parameters.
+    described = describe(reference.model)
+    expected = split(described, partition(described, 2, tuple(train.images.shape[1:])))
     for rank, worker in enumerate(workers):
+        reference_stage = expected[rank].state_dict()
+        assert worker["state"]["stages"][rank].keys() == reference_stage.keys()
         for name, value in worker["state"]["stages"][rank].items():
-            # Stage modules are the model's: stage 0 = stem + blocks 0-3, stage 1 = blocks 4-7 + head.
-            layer, rest = name.split(".", 2)[1:]
-            layer = int(layer)
-            if rank == 0:
-                full = f"stem.{rest}" if layer == 0 else f"blocks.{layer - 1}.{rest}"
-            else:
-                full = f"blocks.{stage_blocks[0] + layer}.{rest}" if layer < stage_blocks[1] else f"head.{rest}"
-            torch.testing.assert_close(value, expected[full], rtol=1e-5, atol=1e-6, msg=full)
+            torch.testing.assert_close(value, reference_stage[name], rtol=1e-5, atol=1e-6, msg=name)
         assert [r["phase"] for r in worker["records"]] == ["serial", "serial"]
         assert worker["records"][-1]["test_acc"] == pytest.approx(records[-1]["test_acc"], abs=0.5)
 
