@@ -312,6 +312,12 @@ def ceilings(folder: Path) -> list[str]:
     return lines
 
 
+def narrative(folder: Path) -> list[str]:
+    """The hand-written account of what the measurements say (``narrative.md`` beside the records)."""
+    path = folder / "narrative.md"
+    return [*path.read_text().strip().splitlines(), ""] if path.exists() else []
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--records", type=Path, default=ROOT / "bench" / "results" / "records.jsonl")
@@ -324,7 +330,7 @@ def main(argv: list[str] | None = None) -> None:
              "re-run later (`--rows`) taken from the re-run. "
              "To reproduce every section on this kind of machine (the `--slow-link` one as root), from the repository root:", "",
              "```", *(command for records in groups.values() for command in section_commands(records)), "python bench/report.py", "```", "",
-             *summary(groups)]
+             *narrative(args.records.parent), *summary(groups)]
     for key, records in groups.items():
         first = records[0]
         machine = first["machine"]
