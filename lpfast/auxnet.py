@@ -138,8 +138,9 @@ class NetAux:
         return mean
 
     def state_dict(self) -> dict:
-        return {"net": self.net.state_dict(), "optimizer": self.optimizer.state_dict()}
+        return {"net": self.net.state_dict(), "optimizer": self.optimizer.state_dict(), "fit_loss_sum": self._loss_sum, "fits": self._fits}
 
     def load_state_dict(self, state: dict) -> None:
         self.net.load_state_dict(state["net"])
         self.optimizer.load_state_dict(state["optimizer"])
+        self._loss_sum, self._fits = state["fit_loss_sum"], state["fits"]

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from lpfast.augment import prepare
+from lpfast.augment import draw_crop_flip, prepare
 from lpfast.datasets import ImageDataset
 
 
@@ -37,6 +37,8 @@ class BatchIterator:
     applies random crop + flip; ``drop_last`` drops a final partial batch (training).
     ``shard=(rank, workers)`` yields only this data-parallel worker's equal slice of every batch
     (the batch order is the same on every worker; the augmentation draws are the worker's own).
+    ``start`` skips the epoch's first batches (resuming mid-epoch), consuming their random draws so
+    that the batches after them are exactly those of an uninterrupted pass.
     """
 
     def __init__(
@@ -52,6 +54,7 @@ class BatchIterator:
         device: torch.device | str = "cpu",
         channels_last: bool = False,
         shard: tuple[int, int] = (0, 1),
+        start: int = 0,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -68,16 +71,24 @@ class BatchIterator:
         self.order = torch.randperm(n, generator=epoch_generator(seed, epoch, 0)) if shuffle else torch.arange(n)
         self.augment_rng = epoch_generator(seed, epoch, 1, rank)
         self.num_batches = n // batch_size if drop_last else -(-n // batch_size)
+        if not 0 <= start <= self.num_batches:
+            raise ValueError(f"start must be a batch position in [0, {self.num_batches}], got {start}")
+        self.start = start
+        if augment_padding:
+            for b in range(start):
+                draw_crop_flip(len(self._indices(b)), augment_padding, self.augment_rng)
 
     def __len__(self) -> int:
         return self.num_batches
 
+    def _indices(self, b: int) -> Tensor:
+        idx = self.order[b * self.batch_size : (b + 1) * self.batch_size]
+        rank, workers = self.shard
+        return idx.tensor_split(workers)[rank] if workers > 1 else idx
+
     def __iter__(self) -> Iterator[Batch]:
-        for b in range(self.num_batches):
-            idx = self.order[b * self.batch_size : (b + 1) * self.batch_size]
-            rank, workers = self.shard
-            if workers > 1:
-                idx = idx.tensor_split(workers)[rank]
+        for b in range(self.start, self.num_batches):
+            idx = self._indices(b)
             images = self.dataset.images[idx].to(self.device, non_blocking=True)
             x = prepare(images, mean=self.dataset.mean, std=self.dataset.std, padding=self.augment_padding,
                         generator=self.augment_rng, channels_last=self.channels_last)

@@ -1,7 +1,7 @@
 """Run folders: config, metrics log and checkpoints, written so that a crash never leaves a torn file.
 
-A checkpoint is one file per rank and epoch, ``checkpoint-rank{r}-epoch{e}.pt``, and it counts only
-once ``committed.json`` names its epoch: every rank writes its file, the ranks meet at a barrier,
+A checkpoint is one file per rank and epoch, ``checkpoint-rank{r}-epoch{e}.pt`` (``...-step{s}.pt``
+for one taken ``s`` steps into epoch ``e + 1``), and it counts only once ``committed.json`` names it: every rank writes its file, the ranks meet at a barrier,
 rank 0 then rewrites the marker, and only after a second barrier do the ranks delete their files of
 earlier epochs. A run stopped anywhere in between resumes from the epoch every rank committed.
 """
@@ -59,28 +59,28 @@ def truncate_metrics(run_dir: Path, last_epoch: int) -> None:
     os.replace(tmp, path)
 
 
-def rank_checkpoint(run_dir: Path, rank: int, epoch: int) -> Path:
-    """Rank ``rank``'s checkpoint after ``epoch`` completed epochs."""
-    return run_dir / f"checkpoint-rank{rank}-epoch{epoch}.pt"
+def rank_checkpoint(run_dir: Path, rank: int, epoch: int, step: int = 0) -> Path:
+    """Rank ``rank``'s checkpoint after ``epoch`` completed epochs and ``step`` steps of the next."""
+    return run_dir / f"checkpoint-rank{rank}-epoch{epoch}{f'-step{step}' if step else ''}.pt"
 
 
 def committed(run_dir: Path) -> dict | None:
-    """The last committed checkpoint, ``{"epoch": e, "world": w}``, or None."""
+    """The last committed checkpoint, ``{"epoch": e, "step": s, "world": w}``, or None."""
     path = run_dir / COMMIT_FILE
-    return json.loads(path.read_text()) if path.exists() else None
+    return {"step": 0, **json.loads(path.read_text())} if path.exists() else None
 
 
-def commit(run_dir: Path, epoch: int, world: int) -> None:
-    """Names ``epoch`` the checkpoint to resume from (rank 0, after every rank wrote its file)."""
+def commit(run_dir: Path, epoch: int, step: int, world: int) -> None:
+    """Names (``epoch``, ``step``) the checkpoint to resume from (rank 0, after every rank wrote its file)."""
     tmp = run_dir / f".{COMMIT_FILE}.tmp"
-    tmp.write_text(json.dumps({"epoch": epoch, "world": world}) + "\n")
+    tmp.write_text(json.dumps({"epoch": epoch, "step": step, "world": world}) + "\n")
     with open(tmp) as f:
         os.fsync(f.fileno())
     os.replace(tmp, run_dir / COMMIT_FILE)
 
 
-def remove_uncommitted(run_dir: Path, rank: int, keep_epoch: int) -> None:
-    """Deletes rank ``rank``'s checkpoints of every epoch but ``keep_epoch``."""
+def remove_uncommitted(run_dir: Path, rank: int, keep: Path) -> None:
+    """Deletes rank ``rank``'s checkpoints but ``keep``."""
     for path in run_dir.glob(f"checkpoint-rank{rank}-epoch*.pt"):
-        if path != rank_checkpoint(run_dir, rank, keep_epoch):
+        if path != keep:
             path.unlink(missing_ok=True)

@@ -82,6 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     _option(train, "aux_depth", "conv layers of each auxiliary network", type=int)
     _option(train, "aux_width", "channels of each auxiliary network (none: the widest costing <= 10%% of the stage it feeds)", type=int)
     _option(train, "train_subset", "train on N training samples only, balanced over the classes (quick checks)", type=int)
+    _option(train, "checkpoint_every", "also checkpoint every N steps within an epoch (resume loses at most N steps)", type=int)
     _option(train, "dist_timeout", "seconds a worker waits for a silent neighbour before stopping with an error", type=float)
     train.add_argument("--serial-epochs", type=int, default=None, metavar="S",
                        help="with --parallel-epochs P: S serial epochs after them (sets --epochs to P+S)")

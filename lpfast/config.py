@@ -32,6 +32,8 @@ class TrainConfig:
     ``ds_factor``, ``wire_dtype``, ``ds_mode``: the DS filter of what crosses a cut in the
     parallel phase (None wire dtype: the compute dtype); ``store_ds_factor`` keeps λ and μ
     down-sampled.
+    ``checkpoint_every`` N also checkpoints every N steps within an epoch (None: after each epoch
+    only); a run resumed from one gives the numbers of an uninterrupted run.
     ``train_subset`` N trains on N training samples only, balanced over the classes (quick checks).
     ``aux`` ``net`` replaces the per-sample λ/μ store by a small network per cut (``aux_depth``
     layers of ``aux_width`` channels; None: the widest costing at most 10% of the stage it
@@ -69,6 +71,7 @@ class TrainConfig:
     store_dtype: str = "float32"
     store_location: str = "device"
     dist_timeout: float = 120.0
+    checkpoint_every: int | None = None
     parallel_epochs: int | None = None
     micro_batches: int = 1
     ds_factor: int = 1
@@ -80,7 +83,7 @@ class TrainConfig:
     aux_depth: int = 2
     aux_width: int | None = None
 
-    RUN_LOCATION_FIELDS = ("device", "threads", "data_dir", "dist_timeout", "store_location")
+    RUN_LOCATION_FIELDS = ("device", "threads", "data_dir", "dist_timeout", "store_location", "checkpoint_every")
 
     def __post_init__(self) -> None:
         if self.dataset not in DATASET_NAMES:
@@ -145,6 +148,8 @@ class TrainConfig:
             raise ValueError(f"store_dtype must be one of {', '.join(STORE_DTYPES)}, got {self.store_dtype!r}")
         if self.store_location not in STORE_LOCATIONS:
             raise ValueError(f"store_location must be one of {', '.join(STORE_LOCATIONS)}, got {self.store_location!r}")
+        if self.checkpoint_every is not None and self.checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every must be >= 1 steps (or none: checkpoints after every epoch only), got {self.checkpoint_every}")
         if self.dist_timeout <= 0:
             raise ValueError(f"dist_timeout must be > 0 seconds, got {self.dist_timeout}")
 

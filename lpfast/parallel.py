@@ -225,8 +225,13 @@ class LayerParallel:
         return [*self.optimizers.values(), *(a.optimizer for a in self.aux.values() if isinstance(a, NetAux))]
 
     def state_dict(self) -> dict:
-        """This worker's stages, optimizers, auxiliary variables, multipliers and schedule."""
+        """This worker's stages, optimizers, auxiliary variables, multipliers, schedule, and the
+        statistics of the epoch under way (so that a run checkpointed mid-epoch resumes exactly)."""
+        sent, before = self.transport.sent_bytes, self._bytes_at_epoch_start
         return {
+            "epoch_stats": {"loss_sum": dict(self._loss_sum), "violation_sq": dict(self._violation_sq), "lam_sq": dict(self._lam_sq),
+                            "stage_time": dict(self._stage_time), "samples": self._samples, "phase": self._phase,
+                            "bytes": {key: sent[key] - before.get(key, 0) for key in list(sent)}},
             "stages": {s: self.stages[s].state_dict() for s in self.own},
             "local_heads": {s: head.state_dict() for s, head in self.local_heads.items()},
             "optimizers": {s: opt.state_dict() for s, opt in self.optimizers.items()},
@@ -245,6 +250,10 @@ class LayerParallel:
         for c, a in self.aux.items():
             a.load_state_dict(state["aux"][c])
         self.epoch, self.steps, self.initialised = state["epoch"], state["steps"], state["initialised"]
+        stats = state["epoch_stats"]
+        self._loss_sum, self._violation_sq, self._lam_sq = stats["loss_sum"], stats["violation_sq"], stats["lam_sq"]
+        self._stage_time, self._samples, self._phase = stats["stage_time"], stats["samples"], stats["phase"]
+        self._bytes_at_epoch_start = {key: self.transport.sent_bytes.get(key, 0) - n for key, n in stats["bytes"].items()}
 
     # ------------------------------------------------------------------ initialisation
 

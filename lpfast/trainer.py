@@ -159,6 +159,7 @@ class Trainer:
             for opt in self.optimizers
         ]
         self.epoch = 0  # epochs completed
+        self._mid_epoch: dict | None = None  # running totals of the epoch under way, from a mid-epoch checkpoint
         if resume:
             self._load_checkpoint()
         elif self.run_dir is not None:
@@ -188,8 +189,8 @@ class Trainer:
             raise RunFolderError(f"cannot resume {self.run_dir} with different options ({listed}); pass the run's options or choose a new --out")
 
     def _load_checkpoint(self) -> None:
-        epoch = ckpt.committed(self.run_dir)["epoch"]
-        state = torch.load(ckpt.rank_checkpoint(self.run_dir, self.rank, epoch), map_location=self.device, weights_only=True)
+        done = ckpt.committed(self.run_dir)
+        state = torch.load(ckpt.rank_checkpoint(self.run_dir, self.rank, done["epoch"], done["step"]), map_location=self.device, weights_only=True)
         if self.lp is None:
             self.model.load_state_dict(state["model"])
             self.optimizers[0].load_state_dict(state["optimizer"])
@@ -198,47 +199,56 @@ class Trainer:
         for scheduler, saved in zip(self.schedulers, state["schedulers"]):
             scheduler.load_state_dict(saved)
         self.epoch = state["epoch"]
+        self._mid_epoch = state["mid_epoch"]
         if self.rank == 0:
             ckpt.truncate_metrics(self.run_dir, self.epoch)
-        self.log(f"resumed {self.run_dir} after epoch {self.epoch}")
+        at = f" and {self._mid_epoch['step']} steps of epoch {self.epoch + 1}" if self._mid_epoch else ""
+        self.log(f"resumed {self.run_dir} after epoch {self.epoch}{at}")
 
     def _barrier(self) -> None:
         if self.world > 1:
             dist.barrier()
 
-    def save_checkpoint(self) -> None:
-        """Writes this rank's checkpoint of the epochs done and commits it together with every rank's."""
+    def save_checkpoint(self, mid_epoch: dict | None = None) -> float:
+        """Writes this rank's checkpoint of the epochs done (and, with ``mid_epoch``, of the steps of
+        the epoch under way with its running totals) and commits it together with every rank's.
+        Returns the seconds it took."""
         if self.run_dir is None:
-            return
-        state = {"epoch": self.epoch, "config": self.config.to_dict(), "schedulers": [s.state_dict() for s in self.schedulers]}
+            return 0.0
+        start = time.perf_counter()
+        step = mid_epoch["step"] if mid_epoch else 0
+        path = ckpt.rank_checkpoint(self.run_dir, self.rank, self.epoch, step)
+        state = {"epoch": self.epoch, "mid_epoch": mid_epoch, "config": self.config.to_dict(),
+                 "schedulers": [s.state_dict() for s in self.schedulers]}
         if self.lp is None:
             state |= {"model": self.model.state_dict(), "optimizer": self.optimizers[0].state_dict()}
         else:
             state["layer_parallel"] = self.lp.state_dict()
         try:
-            ckpt.atomic_save(state, ckpt.rank_checkpoint(self.run_dir, self.rank, self.epoch))
+            ckpt.atomic_save(state, path)
         except OSError as exc:
             done = ckpt.committed(self.run_dir)
             kept = f"the checkpoint of epoch {done['epoch']} is intact" if done is not None else "no earlier checkpoint exists"
             raise RunFolderError(f"cannot write the checkpoint of epoch {self.epoch} to {self.run_dir}: {exc.strerror or exc}; {kept}") from None
         self._barrier()
         if self.rank == 0:
-            ckpt.commit(self.run_dir, self.epoch, self.world)
+            ckpt.commit(self.run_dir, self.epoch, step, self.world)
         self._barrier()
-        ckpt.remove_uncommitted(self.run_dir, self.rank, self.epoch)
+        ckpt.remove_uncommitted(self.run_dir, self.rank, path)
+        return time.perf_counter() - start
 
     # ---------------------------------------------------------------- training
 
-    def _train_batches(self, *, initialising: bool = False) -> BatchIterator:
-        """This epoch's training batches; ``initialising``: the same batches un-augmented, then the
-        samples ``drop_last`` leaves out, so that the λ pass reaches every sample."""
+    def _train_batches(self, *, initialising: bool = False, start: int = 0) -> BatchIterator:
+        """This epoch's training batches from batch ``start``; ``initialising``: the same batches
+        un-augmented, then the samples ``drop_last`` leaves out, so that the λ pass reaches every sample."""
         cfg = self.config
         augment = cfg.use_augmentation(self.epoch) and not initialising
         return BatchIterator(
             self.train_data, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=self.epoch,
             augment_padding=CIFAR_PADDING if augment else 0, drop_last=not initialising,
             device=self.device, channels_last=self.channels_last,
-            shard=(self.rank, self.world) if self.data_parallel else (0, 1),
+            shard=(self.rank, self.world) if self.data_parallel else (0, 1), start=start,
         )
 
     def _eval_batches(self, data: ImageDataset) -> BatchIterator:
@@ -255,20 +265,29 @@ class Trainer:
             # single-class batches and skewed statistics.
             self.lp.initialise((b.x, b.idx) for b in self._train_batches(initialising=True))
             self.log(f"initialised auxiliary variables ({self.lp.aux_nbytes() / 2**20:.1f} MiB on this worker) in {time.perf_counter() - start:.1f}s")
-        batches = self._train_batches()
+        stages = self.lp.num_stages if self.lp is not None else 1
+        # Running totals, on the device (read back once per epoch and when the progress line redraws);
+        # a mid-epoch checkpoint holds them, with the step and the training time so far.
+        totals = self._mid_epoch or {
+            "step": 0, "elapsed": 0.0, "checkpoint_s": 0.0, "seen": 0,
+            "loss_sum": torch.zeros((), dtype=torch.float64, device=self.device),
+            "correct": torch.zeros((), dtype=torch.int64, device=self.device),
+            # Per stage, the first step whose loss diverged (NO_STEP: none yet).
+            "first_bad": torch.full((stages,), NO_STEP, dtype=torch.int64, device=self.device),
+        }
+        self._mid_epoch = None
+        loss_sum, correct, first_bad = totals["loss_sum"], totals["correct"], totals["first_bad"]
+        seen = totals["seen"]
+        batches = self._train_batches(start=totals["step"])
         self.model.train()
-        # Accumulate on the device; read back once per epoch (and when the progress line redraws).
-        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
-        correct = torch.zeros((), dtype=torch.int64, device=self.device)
-        seen = 0
         label = f"epoch {self.epoch + 1}/{cfg.epochs}" + (f" ({phase})" if self.lp is not None else "")
         progress = Progress(len(batches), label) if self.rank == 0 else None
+        if progress is not None:
+            progress.update(totals["step"])
         last_loss = None
-        stages = self.lp.num_stages if self.lp is not None else 1
-        # Per stage, the first step whose loss was not finite (NO_STEP: none yet), kept on the device.
-        first_bad = torch.full((stages,), NO_STEP, dtype=torch.int64, device=self.device)
-        start = time.perf_counter()
-        for step, batch in enumerate(batches):
+        checkpoint_s = totals["checkpoint_s"]
+        start = time.perf_counter() - totals["elapsed"]
+        for step, batch in enumerate(batches, start=totals["step"]):
             if self.lp is None:
                 logits = self.train_module(batch.x)
                 loss = F.cross_entropy(logits, batch.y)
@@ -295,6 +314,12 @@ class Trainer:
             seen += batch.y.numel()
             if progress is not None:
                 progress.update(1, lambda: f"loss {last_loss.item():.4f}" if last_loss is not None else "")
+            if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < len(batches):
+                tick = time.perf_counter()
+                checkpoint_s += self.save_checkpoint({
+                    "step": step + 1, "elapsed": tick - start, "checkpoint_s": checkpoint_s, "seen": seen,
+                    "loss_sum": loss_sum, "correct": correct, "first_bad": first_bad})
+                start += time.perf_counter() - tick  # the epoch's training time leaves the checkpoints out
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         elapsed = time.perf_counter() - start
@@ -312,6 +337,8 @@ class Trainer:
             record |= {"train_loss": stats["stage_loss"][-1]} | stats
         record |= {"epoch_time_s": elapsed, "samples_per_s": seen / elapsed, "lr": self.optimizers[0].param_groups[0]["lr"],
                    "peak_rss_mb": self._peak_memory_mb()}
+        if cfg.checkpoint_every:
+            record["mid_epoch_checkpoint_s"] = checkpoint_s
         self.epoch += 1
         return record
 

@@ -93,7 +93,7 @@ def test_resume_takes_the_epoch_every_rank_committed(uninterrupted, tmp_path):
     subprocess.run(torchrun("--epochs", "3", "--pause-after", "2", "--out", str(run)), check=True, timeout=600, capture_output=True)
     # Rank 0 wrote its epoch-3 checkpoint, rank 1 died before writing its own: epoch 3 never committed.
     (run / "checkpoint-rank0-epoch3.pt").write_bytes((uninterrupted / "checkpoint-rank0-epoch3.pt").read_bytes())
-    assert json.loads((run / "committed.json").read_text()) == {"epoch": 2, "world": 2}
+    assert json.loads((run / "committed.json").read_text()) == {"epoch": 2, "step": 0, "world": 2}
     done = subprocess.run(torchrun("--epochs", "3", "--out", str(run), "--resume"), timeout=600, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "resumed" in done.stdout and "after epoch 2" in done.stdout
@@ -151,3 +151,57 @@ def test_full_disk_while_checkpointing_keeps_the_previous_checkpoint(tmp_path, c
     assert json.loads((run / "committed.json").read_text())["epoch"] == 1
     assert sorted(p.name for p in run.iterdir() if "checkpoint" in p.name) == ["checkpoint-rank0-epoch1.pt"]
     assert (run / "checkpoint-rank0-epoch1.pt").read_bytes() == good
+
+
+@pytest.mark.parametrize("method", ["serial", "al"])
+def test_mid_epoch_checkpoint_resumes_exactly(tmp_path, monkeypatch, method):
+    from lpfast.config import TrainConfig
+    from lpfast.datasets import load_embedded
+    from lpfast.parallel import LayerParallel
+    from lpfast.trainer import Trainer
+
+    train, test = load_embedded("train").subset(256), load_embedded("test").subset(64)
+    options = dict(method=method, epochs=3, batch_size=32, threads=1, augment=True, checkpoint_every=3)
+    if method == "al":  # a parallel epoch, then augmented serial ones through the stages
+        options |= dict(stages=2, parallel_epochs=1, micro_batches=2, augment=True)
+
+    def trainer(run, resume=False):
+        return Trainer(TrainConfig(**options), run, resume=resume, train_data=train, test_data=test, log=lambda s: None)
+
+    straight = trainer(tmp_path / "a")
+    straight_records = straight.fit()
+
+    # Stop in the 13th step (epoch 2, step 5): the last checkpoint is epoch 1 + 3 steps.
+    calls = {"n": 0}
+    patched = "serial_step" if method == "al" else None
+    real = getattr(LayerParallel, patched) if patched else torch.optim.SGD.step
+
+    def stopping(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 13:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    if patched:
+        # epoch 1 is parallel (8 steps); the serial steps of epoch 2 are counted from 9
+        calls["n"] = 8
+        monkeypatch.setattr(LayerParallel, patched, stopping)
+    else:
+        monkeypatch.setattr(torch.optim.SGD, "step", stopping)
+    with pytest.raises(KeyboardInterrupt):
+        trainer(tmp_path / "b").fit()
+    monkeypatch.undo()
+    assert json.loads((tmp_path / "b" / "committed.json").read_text()) == {"epoch": 1, "step": 3, "world": 1}
+    resumed = trainer(tmp_path / "b", resume=True)
+    resumed_records = resumed.fit()
+
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    if method == "al":
+        sa, sb = straight.lp.state_dict()["aux"], resumed.lp.state_dict()["aux"]
+        assert all(torch.equal(sa[c][k], sb[c][k]) for c in sa for k in ("lam", "mu"))
+    every = [json.loads(line) for line in (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()]
+    drop = ("epoch_time_s", "samples_per_s", "peak_rss_mb", "stage_time_s", "mid_epoch_checkpoint_s")
+    assert [{k: v for k, v in r.items() if k not in drop} for r in every] == \
+           [{k: v for k, v in r.items() if k not in drop} for r in straight_records]
+    assert resumed_records[-1]["mid_epoch_checkpoint_s"] > 0

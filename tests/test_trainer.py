@@ -93,7 +93,7 @@ def test_cli_train_and_resume(tmp_path, capsys):
     assert main(args) == 0
     assert json.loads((run / "config.json").read_text())["epochs"] == 2
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
-    assert json.loads((run / "committed.json").read_text()) == {"epoch": 2, "world": 1}
+    assert json.loads((run / "committed.json").read_text()) == {"epoch": 2, "step": 0, "world": 1}
     assert [p.name for p in run.glob("checkpoint*")] == ["checkpoint-rank0-epoch2.pt"]
     # A finished run resumes to nothing more; other options are refused with a fix.
     assert main(["train", "--out", str(run), "--resume"]) == 0
