@@ -22,15 +22,25 @@ def draw_crop_flip(n: int, padding: int, generator: torch.Generator) -> tuple[Te
     return offsets, flips
 
 
+def draw_flips(n: int, generator: torch.Generator) -> Tensor:
+    """n flip flags (probability ½ each) on the CPU, for augmentation by horizontal flips alone."""
+    return torch.randint(0, 2, (n,), generator=generator, dtype=torch.bool)
+
+
 def prepare(
     images: Tensor, *, mean: Sequence[float], std: Sequence[float], padding: int = 0,
-    generator: torch.Generator | None = None, channels_last: bool = True,
+    generator: torch.Generator | None = None, channels_last: bool = True, flips: Tensor | None = None,
 ) -> Tensor:
     """uint8 N×C×H×W images (on the compute device) → float32 ``(x/255 - mean) / std``; with
     ``padding`` > 0 each sample is first cropped at random from its zero-padded image and
-    flipped with probability ½, drawn from ``generator``."""
+    flipped with probability ½, drawn from ``generator``; without padding, ``flips`` (n flags)
+    flips the samples it marks."""
     n = images.shape[0]
-    if padding:
+    if padding and flips is not None:
+        raise ValueError("pass flips only without padding: pad-crop augmentation draws its own flips")
+    if flips is not None:
+        offsets = torch.zeros(n, 2, dtype=torch.long)
+    elif padding:
         if generator is None:
             raise ValueError("augmentation (padding > 0) needs a generator for its random crops and flips")
         offsets, flips = draw_crop_flip(n, padding, generator)

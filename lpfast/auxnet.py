@@ -101,7 +101,8 @@ class NetAux:
         tensors += [v for state in self.optimizer.state.values() for v in state.values() if torch.is_tensor(v)]
         return sum(t.numel() * t.element_size() for t in tensors)
 
-    def fetch(self, x: Tensor, idx: Tensor) -> tuple[Tensor, Tensor | None]:
+    def fetch(self, x: Tensor, idx: Tensor, flips: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        # ψ sees the (flipped) image itself: ``flips`` needs no handling here.
         prediction = self.net(x)
         self._prediction = prediction
         c = self.net.cut_channels
@@ -109,7 +110,7 @@ class NetAux:
         mu = prediction[:, c:].detach().clone(memory_format=torch.preserve_format) if self.with_mu else None
         return lam, mu
 
-    def update(self, x: Tensor, idx: Tensor, lam: Tensor, mu: Tensor | None) -> None:
+    def update(self, x: Tensor, idx: Tensor, lam: Tensor, mu: Tensor | None, flips: Tensor | None = None) -> None:
         if self._prediction is None:
             raise RuntimeError("NetAux.update needs the prediction of a fetch on the same batch")
         target = torch.cat([lam, mu], dim=1) if self.with_mu else lam

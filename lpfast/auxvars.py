@@ -69,6 +69,16 @@ class AuxStore:
         ops.aux_scatter_(self.data, idx.to(self.data.device), values)
 
 
+def flip_rows(batch: Tensor, flips: Tensor) -> Tensor:
+    """``batch`` with the feature maps of the samples ``flips`` marks mirrored left to right: the
+    target a horizontally flipped image's activation should match (its own inverse), in the
+    batch's layout."""
+    mirrored = torch.where(flips.view(-1, *[1] * (batch.dim() - 1)), batch.flip(-1), batch)
+    if batch.dim() == 4 and not batch.is_contiguous() and batch.is_contiguous(memory_format=torch.channels_last):
+        return mirrored.contiguous(memory_format=torch.channels_last)
+    return mirrored
+
+
 class StoredAux:
     """Cut c's auxiliary variables kept per sample: λ_c and, for the augmented Lagrangian, μ_c.
     :meth:`fetch` gathers a batch's rows, :meth:`update` writes the updated rows back (the
@@ -81,10 +91,17 @@ class StoredAux:
     def nbytes(self) -> int:
         return self.lam.nbytes + (self.mu.nbytes if self.mu is not None else 0)
 
-    def fetch(self, x: Tensor, idx: Tensor) -> tuple[Tensor, Tensor | None]:
-        return self.lam.gather(idx), self.mu.gather(idx) if self.mu is not None else None
+    def fetch(self, x: Tensor, idx: Tensor, flips: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+        """The batch's λ (and μ); with ``flips``, the rows of flipped images flipped with them."""
+        lam, mu = self.lam.gather(idx), self.mu.gather(idx) if self.mu is not None else None
+        if flips is None:
+            return lam, mu
+        return flip_rows(lam, flips), (flip_rows(mu, flips) if mu is not None else None)
 
-    def update(self, x: Tensor, idx: Tensor, lam: Tensor, mu: Tensor | None) -> None:
+    def update(self, x: Tensor, idx: Tensor, lam: Tensor, mu: Tensor | None, flips: Tensor | None = None) -> None:
+        """Writes the updated rows back (un-flipped, as they belong to the stored image)."""
+        if flips is not None:
+            lam, mu = flip_rows(lam, flips), (flip_rows(mu, flips) if mu is not None else None)
         self.lam.scatter_(idx, lam)
         if self.mu is not None:
             self.mu.scatter_(idx, mu)

@@ -11,17 +11,19 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from lpfast.augment import draw_crop_flip, prepare
+from lpfast.augment import draw_crop_flip, draw_flips, prepare
 from lpfast.datasets import ImageDataset
 
 
 @dataclass
 class Batch:
-    """Normalised images ``x``, labels ``y`` and the samples' indices ``idx`` in their split."""
+    """Normalised images ``x``, labels ``y``, the samples' indices ``idx`` in their split, and the
+    flags of the samples flipped horizontally when the batches are augmented by flips alone."""
 
     x: Tensor
     y: Tensor
     idx: Tensor
+    flips: Tensor | None = None
 
 
 def epoch_generator(seed: int, epoch: int, stream: int, shard: int = 0) -> torch.Generator:
@@ -34,7 +36,7 @@ class BatchIterator:
     """Yields :class:`Batch` objects for one pass over ``dataset``.
 
     ``shuffle`` draws the epoch's permutation from ``(seed, epoch)``; ``augment_padding`` > 0
-    applies random crop + flip; ``drop_last`` drops a final partial batch (training).
+    applies random crop + flip, ``flip`` random horizontal flips alone; ``drop_last`` drops a final partial batch (training).
     ``shard=(rank, workers)`` yields only this data-parallel worker's equal slice of every batch
     (the batch order is the same on every worker; the augmentation draws are the worker's own).
     ``start`` skips the epoch's first batches (resuming mid-epoch), consuming their random draws so
@@ -55,6 +57,7 @@ class BatchIterator:
         channels_last: bool = False,
         shard: tuple[int, int] = (0, 1),
         start: int = 0,
+        flip: bool = False,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -66,6 +69,7 @@ class BatchIterator:
         self.batch_size = batch_size
         self.device = torch.device(device)
         self.augment_padding = augment_padding
+        self.flip = flip and not augment_padding
         self.channels_last = channels_last
         n = len(dataset)
         self.order = torch.randperm(n, generator=epoch_generator(seed, epoch, 0)) if shuffle else torch.arange(n)
@@ -74,9 +78,11 @@ class BatchIterator:
         if not 0 <= start <= self.num_batches:
             raise ValueError(f"start must be a batch position in [0, {self.num_batches}], got {start}")
         self.start = start
-        if augment_padding:
-            for b in range(start):
+        for b in range(start):
+            if augment_padding:
                 draw_crop_flip(len(self._indices(b)), augment_padding, self.augment_rng)
+            elif self.flip:
+                draw_flips(len(self._indices(b)), self.augment_rng)
 
     def __len__(self) -> int:
         return self.num_batches
@@ -90,6 +96,8 @@ class BatchIterator:
         for b in range(self.start, self.num_batches):
             idx = self._indices(b)
             images = self.dataset.images[idx].to(self.device, non_blocking=True)
+            flips = draw_flips(len(idx), self.augment_rng) if self.flip else None
             x = prepare(images, mean=self.dataset.mean, std=self.dataset.std, padding=self.augment_padding,
-                        generator=self.augment_rng, channels_last=self.channels_last)
-            yield Batch(x, self.dataset.labels[idx].to(self.device, non_blocking=True), idx)
+                        generator=self.augment_rng, channels_last=self.channels_last, flips=flips)
+            flags = flips.to(self.device, non_blocking=True) if flips is not None else None
+            yield Batch(x, self.dataset.labels[idx].to(self.device, non_blocking=True), idx, flags)

@@ -294,8 +294,10 @@ class LayerParallel:
 
     # ------------------------------------------------------------------ training
 
-    def step(self, x: Tensor, y: Tensor, idx: Tensor) -> dict[int, Tensor]:
-        """One parallel step on the batch ``(x, y)`` of sample indices ``idx``.
+    def step(self, x: Tensor, y: Tensor, idx: Tensor, flips: Tensor | None = None) -> dict[int, Tensor]:
+        """One parallel step on the batch ``(x, y)`` of sample indices ``idx``; ``flips`` marks the
+        samples whose image ``x`` holds mirrored left to right, whose stored λ and μ are then
+        mirrored with them (and stored back un-mirrored).
 
         Returns each owned stage's local loss (a detached 0-dim tensor: read it only when needed,
         a read synchronises with the device)."""
@@ -308,7 +310,7 @@ class LayerParallel:
         # 1. Gather this worker's inputs; send targets back; post the receives.
         for s in self.own:
             if s > 0:
-                lam, mus[s] = self.aux[s - 1].fetch(x, idx)
+                lam, mus[s] = self.aux[s - 1].fetch(x, idx, flips)
                 inputs[s] = lam
                 target = lam if mus[s] is None else lam - mus[s] * (1.0 / beta)
                 self.transport.isend(self.wire.encode(target), s, s - 1, memory_format=self.memory_format)  # coarse: a low-pass target
@@ -369,7 +371,7 @@ class LayerParallel:
             self._violation_sq[s - 1] += (out_prev - lam).square().sum()
             self._lam_sq[s - 1] += lam.square().sum()
             ops.aux_update_(lam, mu, out_prev, input_grads[s], beta=beta, eta=self.lam_step, update_mu=update_mu)
-            self.aux[s - 1].update(x, idx, lam, mu)
+            self.aux[s - 1].update(x, idx, lam, mu, flips)
         self.transport.flush()
 
         for s, loss in losses.items():

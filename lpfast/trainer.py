@@ -249,6 +249,7 @@ class Trainer:
             augment_padding=CIFAR_PADDING if augment else 0, drop_last=not initialising,
             device=self.device, channels_last=self.channels_last,
             shard=(self.rank, self.world) if self.data_parallel else (0, 1), start=start,
+            flip=cfg.parallel_flip and cfg.phase(self.epoch) == "parallel" and not initialising,
         )
 
     def _eval_batches(self, data: ImageDataset) -> BatchIterator:
@@ -299,7 +300,7 @@ class Trainer:
                 last_loss = loss.detach()
                 watched = {0: last_loss}
             elif phase == "parallel":
-                watched = self.lp.step(batch.x, batch.y, batch.idx)
+                watched = self.lp.step(batch.x, batch.y, batch.idx, batch.flips)
                 last_loss = watched[min(watched)]
             else:
                 last_loss = self.lp.serial_step(batch.x, batch.y, micro_batches=cfg.micro_batches)

@@ -517,3 +517,57 @@ def test_data_parallel_serial_is_backprop_on_the_whole_batch(tmp_path):
     with pytest.raises(ValueError, match="workers dividing batch_size"):
         from lpfast.batches import BatchIterator
         BatchIterator(train, 33, shuffle=True, shard=(0, 2))
+
+
+@pytest.mark.parametrize("method", ["penalty", "al"])
+def test_flipped_samples_train_on_their_mirrored_aux_variables(method):
+    """A step on flipped images with flips marked equals a step on the same images whose stored λ
+    and μ rows were mirrored beforehand (and are mirrored back after): targets follow the image."""
+    from lpfast.auxvars import flip_rows
+
+    torch.manual_seed(0)
+    model = mnist_resnet(depth=2, width=4).double()
+    twin = copy.deepcopy(model)
+    x = torch.randn(6, 1, 28, 28, dtype=torch.float64)
+    y, idx = torch.randint(0, 10, (6,)), torch.tensor([5, 0, 3, 7, 1, 2])
+    flips = torch.tensor([True, False, True, True, False, False])
+
+    def make(net):
+        torch.manual_seed(1)  # the same local heads
+        lp = LayerParallel(net, optimizer=lambda p: torch.optim.SGD(p, lr=0.1), stages=2, method=method, dataset_size=8,
+                           input_shape=(1, 28, 28), local_loss=0.5)
+        lp.initialised = True
+        return lp
+
+    a, b = make(model), make(twin)
+    stores = lambda lp: [s for aux in lp.aux.values() for s in (aux.lam, aux.mu) if s is not None]  # noqa: E731
+    for sa, sb in zip(stores(a), stores(b)):
+        sa.data = torch.randn_like(sa.data, dtype=torch.float64)
+        sb.data = sa.data.clone()
+        sb.data[idx] = flip_rows(sb.data[idx], flips)
+    a.step(x, y, idx, flips)
+    b.step(x, y, idx)
+    for sa, sb in zip(stores(a), stores(b)):
+        sb.data[idx] = flip_rows(sb.data[idx], flips)
+        torch.testing.assert_close(sa.data, sb.data, rtol=1e-12, atol=1e-12)
+        assert not torch.equal(sa.data[idx[flips]], sa.data[idx[flips]].flip(-1))
+    for (name, p), q in zip(model.named_parameters(), twin.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-12, msg=name)
+
+
+def test_parallel_flip_draws_flips_only_in_the_parallel_phase():
+    from lpfast.batches import BatchIterator
+
+    train, test = small_data()
+    trainer = Trainer(TrainConfig(method="penalty", stages=2, epochs=2, parallel_epochs=1, parallel_flip=True, batch_size=32, threads=1),
+                      train_data=train, test_data=test, log=lambda s: None)
+    parallel = next(iter(trainer._train_batches()))
+    assert parallel.flips is not None and 0 < int(parallel.flips.sum()) < 32
+    plain = next(iter(BatchIterator(train, 32, shuffle=True, seed=0, epoch=0, drop_last=True, channels_last=True)))
+    assert torch.equal(parallel.idx, plain.idx)
+    torch.testing.assert_close(parallel.x[parallel.flips], plain.x[parallel.flips].flip(-1))
+    torch.testing.assert_close(parallel.x[~parallel.flips], plain.x[~parallel.flips])
+    trainer.epoch = 1  # the serial phase augments as usual
+    assert next(iter(trainer._train_batches())).flips is None
+    with pytest.raises(ValueError, match="--parallel-flip mirrors stored"):
+        TrainConfig(method="penalty", stages=2, aux="net", parallel_flip=True)
