@@ -52,3 +52,5 @@ for epoch in range(args.epochs):
     loss, accuracy = lp.evaluate((b.x, b.y) for b in BatchIterator(test, 500, shuffle=False))
     if not distributed or dist.get_rank() == 0:
         print(f"epoch {epoch + 1} ({stats['phase']}): test accuracy {accuracy:.2f}%, violation {stats['violation']}")
+if distributed:
+    dist.destroy_process_group()  # let gloo's threads finish before the process exits

@@ -32,8 +32,10 @@ class TrainConfig:
     ``ds_factor``, ``wire_dtype``, ``ds_mode``: the DS filter of what crosses a cut in the
     parallel phase (None wire dtype: the compute dtype); ``store_ds_factor`` keeps λ and μ
     down-sampled.
-    ``parallel_flip`` augments the parallel phase by random horizontal flips, mirroring each flipped
-    sample's stored λ and μ with its image.
+    ``parallel_flip`` augments the parallel phase with stored λ by random horizontal flips,
+    mirroring each flipped sample's λ and μ with its image (no effect elsewhere: serial epochs and
+    ``aux`` ``net`` augment fully). ``local_loss`` and ``parallel_flip`` default to what closed
+    most of the accuracy gap in bench/RESULTS.md's ablation.
     ``checkpoint_every`` N also checkpoints every N steps within an epoch (None: after each epoch
     only); a run resumed from one gives the numbers of an uninterrupted run.
     ``train_subset`` N trains on N training samples only, balanced over the classes (quick checks).
@@ -69,8 +71,8 @@ class TrainConfig:
     lam_step: float = 1.0
     regression_lr_scale: float = 1.0
     mu_every: int = 1
-    local_loss: float = 0.0
-    parallel_flip: bool = False
+    local_loss: float = 3.0
+    parallel_flip: bool = True
     store_dtype: str = "float32"
     store_location: str = "device"
     dist_timeout: float = 120.0
@@ -139,9 +141,6 @@ class TrainConfig:
                 "augmentation cannot be used in the layer-parallel phase with stored λ (λ belongs to each fixed training "
                 "image): add --parallel-epochs P (P < epochs) to augment in the serial phase, or use --aux net"
             )
-        if self.parallel_flip and (self.method == "serial" or self.aux != "store"):
-            raise ValueError("--parallel-flip mirrors stored λ with the image in the layer-parallel phase: use it with --method "
-                             "penalty|al and the per-sample store (--aux net augments fully already)")
         if self.wire_dtype is not None and self.wire_dtype not in WIRE_DTYPES:
             raise ValueError(f"wire_dtype must be one of {', '.join(WIRE_DTYPES)}, got {self.wire_dtype!r}")
         DsFilter(self.ds_factor, None, self.ds_mode)  # raises on a bad factor or mode

@@ -82,7 +82,7 @@ class LayerParallel:
       classifier's rate their output can drift far from λ (violation 0.5 against 0.06 at 0.1×
       in a 2-epoch MNIST test).
     - ``mu_every``: the multipliers are updated every ``mu_every`` steps (AL only).
-    - ``local_loss``: α ≥ 0; with α > 0 every regressing stage k < K-1 also trains a small
+    - ``local_loss``: α ≥ 0 (default 3; 0 turns it off); with α > 0 every regressing stage k < K-1 also trains a small
       classifier on its output (:class:`~lpfast.localheads.LocalHead`, stepped by the stage's
       optimizer) and its θ-step minimises penalty + α·CE(head_k(φ_k), y): a task signal of its own
       in the parallel phase, where the penalty gives it about 1/D of backprop's. λ's step stays on
@@ -119,7 +119,7 @@ class LayerParallel:
         lam_step: float = 1.0,
         regression_lr_scale: float = 1.0,
         mu_every: int = 1,
-        local_loss: float = 0.0,
+        local_loss: float = 3.0,
         store_dtype: torch.dtype = torch.float32,
         store_location: str = "device",
         aux: str = "store",
@@ -175,10 +175,7 @@ class LayerParallel:
         self.num_stages = len(self.stages)
         self.own = [s for s in range(self.num_stages) if self.transport.owns(s)]
         self.local_loss = local_loss
-        self.local_heads = {
-            s: LocalHead(shape[0], shape[1:], self.plan.num_outputs).to(self.device, self.dtype, memory_format=memory_format)
-            for s, shape in enumerate(self.plan.cut_shapes) if s in self.own and local_loss > 0
-        }
+        self.local_heads = {s: self._local_head(s) for s in range(self.num_stages - 1) if s in self.own and local_loss > 0}
         # What each stage's θ-step trains: its own parameters and its local head's.
         self._trained = {s: [*self.stages[s].parameters(), *(self.local_heads[s].parameters() if s in self.local_heads else ())]
                          for s in self.own}
@@ -209,6 +206,15 @@ class LayerParallel:
         self.steps = 0
         self.initialised = self.num_stages == 1
         self._reset_epoch_stats()
+
+    def _local_head(self, s: int) -> LocalHead:
+        """Stage s's head, initialised from its own seed: building it leaves the global random state
+        alone, so one process and K workers (each building only its own heads) initialise alike."""
+        shape = self.plan.cut_shapes[s]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(torch.initial_seed() + 1 + s)
+            head = LocalHead(shape[0], shape[1:], self.plan.num_outputs)
+        return head.to(self.device, self.dtype, memory_format=self.memory_format)
 
     # ------------------------------------------------------------------ state
 

@@ -397,10 +397,11 @@ def test_lambda_starts_from_the_batch_statistics_it_trains_with():
     train, test = small_data()
     order = torch.sort(train.labels, stable=True).indices
     train = ImageDataset(train.images[order], train.labels[order], train.num_classes, train.mean, train.std)
-    trainer = Trainer(TrainConfig(method="penalty", stages=2, epochs=1, batch_size=32, threads=1),
+    # Stage 0's loss is then its penalty alone, on un-flipped images.
+    trainer = Trainer(TrainConfig(method="penalty", stages=2, epochs=1, batch_size=32, threads=1, local_loss=0.0, parallel_flip=False),
                       train_data=train, test_data=test, log=lambda s: None)
     losses, step = [], trainer.lp.step
-    trainer.lp.step = lambda x, y, idx: losses.append(step(x, y, idx)) or losses[-1]
+    trainer.lp.step = lambda x, y, idx, flips: losses.append(step(x, y, idx, flips)) or losses[-1]
     trainer.train_epoch()
     assert losses[0][0].item() == 0.0  # stage 0's first output is exactly its λ: nothing to regress yet
 
@@ -569,5 +570,3 @@ def test_parallel_flip_draws_flips_only_in_the_parallel_phase():
     torch.testing.assert_close(parallel.x[~parallel.flips], plain.x[~parallel.flips])
     trainer.epoch = 1  # the serial phase augments as usual
     assert next(iter(trainer._train_batches())).flips is None
-    with pytest.raises(ValueError, match="--parallel-flip mirrors stored"):
-        TrainConfig(method="penalty", stages=2, aux="net", parallel_flip=True)
