@@ -29,7 +29,7 @@ INVOCATIONS=(
 cd "$CAMPAIGN/src"
 for entry in "${INVOCATIONS[@]}"; do
     name="${entry%%|*}"
-    folder="$(ls -d "$CAMPAIGN/runs/$name"/*/ 2>/dev/null | head -1)"
+    folder="$(ls -d "$CAMPAIGN/runs/$name"/*/ 2>/dev/null | head -1 || true)"
     if [ -n "$folder" ]; then
         .venv/bin/python -m lpfast bench --continue "$folder" --commit-results
     else

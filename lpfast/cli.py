@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     _option(train, "local_loss", "weight α of a small classifier head's cross-entropy on every regressing stage's output in the "
             "parallel phase (0 = no heads)", type=float)
     _option(train, "parallel_flip", "parallel phase with stored λ: flip images at random, mirroring their λ and μ with them "
-            "(--no-parallel-flip: no augmentation there)",
+            "(default off: no augmentation there)",
             action=argparse.BooleanOptionalAction)
     _option(train, "mu_every", "update the AL multipliers every N steps", type=int)
     _option(train, "store_dtype", "dtype of the stored auxiliary variables", choices=tuple(STORE_DTYPES))

@@ -34,8 +34,8 @@ class TrainConfig:
     down-sampled.
     ``parallel_flip`` augments the parallel phase with stored λ by random horizontal flips,
     mirroring each flipped sample's λ and μ with its image (no effect elsewhere: serial epochs and
-    ``aux`` ``net`` augment fully). ``local_loss`` and ``parallel_flip`` default to what closed
-    most of the accuracy gap in bench/RESULTS.md's ablation.
+    ``aux`` ``net`` augment fully). ``local_loss``'s default is what closed most of the accuracy gap
+    in bench/RESULTS.md's ablation, where flips did not help at that α.
     ``checkpoint_every`` N also checkpoints every N steps within an epoch (None: after each epoch
     only); a run resumed from one gives the numbers of an uninterrupted run.
     ``train_subset`` N trains on N training samples only, balanced over the classes (quick checks).
@@ -72,7 +72,7 @@ class TrainConfig:
     regression_lr_scale: float = 1.0
     mu_every: int = 1
     local_loss: float = 3.0
-    parallel_flip: bool = True
+    parallel_flip: bool = False
     store_dtype: str = "float32"
     store_location: str = "device"
     dist_timeout: float = 120.0
