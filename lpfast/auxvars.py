@@ -79,6 +79,13 @@ def flip_rows(batch: Tensor, flips: Tensor) -> Tensor:
     return mirrored
 
 
+def _mirrored(lam: Tensor, mu: Tensor | None, flips: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """λ and μ rows with the flipped samples' mirrored (their own inverse: to and from the store alike)."""
+    if flips is None:
+        return lam, mu
+    return flip_rows(lam, flips), (flip_rows(mu, flips) if mu is not None else None)
+
+
 class StoredAux:
     """Cut c's auxiliary variables kept per sample: λ_c and, for the augmented Lagrangian, μ_c.
     :meth:`fetch` gathers a batch's rows, :meth:`update` writes the updated rows back (the
@@ -93,15 +100,11 @@ class StoredAux:
 
     def fetch(self, x: Tensor, idx: Tensor, flips: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """The batch's λ (and μ); with ``flips``, the rows of flipped images flipped with them."""
-        lam, mu = self.lam.gather(idx), self.mu.gather(idx) if self.mu is not None else None
-        if flips is None:
-            return lam, mu
-        return flip_rows(lam, flips), (flip_rows(mu, flips) if mu is not None else None)
+        return _mirrored(self.lam.gather(idx), self.mu.gather(idx) if self.mu is not None else None, flips)
 
     def update(self, x: Tensor, idx: Tensor, lam: Tensor, mu: Tensor | None, flips: Tensor | None = None) -> None:
         """Writes the updated rows back (un-flipped, as they belong to the stored image)."""
-        if flips is not None:
-            lam, mu = flip_rows(lam, flips), (flip_rows(mu, flips) if mu is not None else None)
+        lam, mu = _mirrored(lam, mu, flips)
         self.lam.scatter_(idx, lam)
         if self.mu is not None:
             self.mu.scatter_(idx, mu)

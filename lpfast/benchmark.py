@@ -279,12 +279,12 @@ def main(argv: list[str] | None = None) -> None:
         if not (runs / INVOCATION_FILE).is_file():
             raise SystemExit(f"--continue {runs}: no {INVOCATION_FILE} there (it is the runs folder an invocation printed at its start)")
         saved = json.loads((runs / INVOCATION_FILE).read_text())
-        if saved["commit"] != git_commit():
-            raise SystemExit(f"--continue {runs}: the invocation ran commit {saved['commit']}, this checkout is at {git_commit()}; "
+        if saved["commit"] != (here := git_commit()):
+            raise SystemExit(f"--continue {runs}: the invocation ran commit {saved['commit']}, this checkout is at {here}; "
                              f"continue from a checkout of its commit (git worktree add DIR {saved['commit']}) so every epoch runs the same code")
         commit = args.commit_results
         args = parser.parse_args(saved["argv"])
-        args.continue_dir, args.stamp, args.out, args.data_dir = runs, saved["stamp"], Path(saved["out"]), saved["data_dir"]
+        args.stamp, args.out, args.data_dir = saved["stamp"], Path(saved["out"]), saved["data_dir"]
         args.commit_results = args.commit_results or commit
     elif args.preset is None:
         parser.error("name a preset, or --continue RUNS_FOLDER")
@@ -317,7 +317,7 @@ def epochs_done(folder: Path) -> int:
     return 0 if done is None else done["epoch"]
 
 
-def commit_results(args: argparse.Namespace, files: list[Path], message: str) -> None:
+def commit_results(files: list[Path], message: str) -> None:
     """Commits ``files`` (only them) in their git repository; a failure is reported, never fatal."""
     repo = files[0].resolve().parent
     for attempt in range(5):
@@ -361,7 +361,7 @@ def run_benchmark(args: argparse.Namespace, runs: Path, suffix: str) -> None:
         records = collect(args, runs, rows, walls, stamp)
         tables = write_table(args, records, suffix)
         if args.commit_results:
-            commit_results(args, tables, f"bench {args.preset} {args.model} on {args.dataset}: round {epoch + 1} of {args.epochs} "
+            commit_results(tables, f"bench {args.preset} {args.model} on {args.dataset}: round {epoch + 1} of {args.epochs} "
                                          f"(invocation {stamp}, partial)")
     finished = runs / FINISHED_FILE
     if finished.exists():
@@ -374,5 +374,5 @@ def run_benchmark(args: argparse.Namespace, runs: Path, suffix: str) -> None:
     finished.touch()
     print(f"appended {len(rows)} records to {args.out / 'records.jsonl'}", flush=True)
     if args.commit_results:
-        commit_results(args, [args.out / "records.jsonl"], f"bench {args.preset} {args.model} on {args.dataset}: "
+        commit_results([args.out / "records.jsonl"], f"bench {args.preset} {args.model} on {args.dataset}: "
                                                            f"{args.epochs} epochs done (invocation {stamp}), records")

@@ -171,6 +171,11 @@ class TrainConfig:
             return False
         return self.augment if self.augment is not None else self.dataset.startswith("cifar")
 
+    def use_flips(self, epoch: int) -> bool:
+        """Whether epoch ``epoch`` flips images (and their stored λ) as its only augmentation: a
+        parallel epoch of K > 1 stages with stored λ, under ``parallel_flip``."""
+        return self.parallel_flip and self.aux == "store" and self.stages > 1 and self.phase(epoch) == "parallel"
+
     def to_dict(self) -> dict:
         return asdict(self)
 

@@ -249,7 +249,7 @@ class Trainer:
             augment_padding=CIFAR_PADDING if augment else 0, drop_last=not initialising,
             device=self.device, channels_last=self.channels_last,
             shard=(self.rank, self.world) if self.data_parallel else (0, 1), start=start,
-            flip=cfg.parallel_flip and cfg.aux == "store" and cfg.stages > 1 and cfg.phase(self.epoch) == "parallel" and not initialising,
+            flip=cfg.use_flips(self.epoch) and not initialising,
         )
 
     def _eval_batches(self, data: ImageDataset) -> BatchIterator:

@@ -3,7 +3,6 @@ once every rank committed it, and a diverging run stops at its last good checkpo
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,7 +13,6 @@ import torch
 
 from lpfast.cli import EXIT_DIVERGED, main
 
-ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ["-m", "lpfast", "train", "--method", "penalty", "--stages", "2", "--train-subset", "2048", "--batch-size", "64",
          "--threads", "1", "--dist-timeout", "30"]
 
