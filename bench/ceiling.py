@@ -1,17 +1,22 @@
 """The speed limit of layer-parallel training on this machine: the method's compute without its overhead.
 
-Three step times, measured in turn (A B C A B C ...) on a real batch so a shared machine's drift
-hits all alike, medians reported:
+Step times, measured in turn (A B C A B C ...) on a real batch so a shared machine's drift hits
+all alike, medians reported:
 
-- ``serial``: backprop of the whole model (forward, backward, SGD step) at batch B in one process
-  with K threads: the baseline every lpfast speed-up is measured against;
+- ``serial``: backprop of the whole model (forward, backward, SGD step) at batch B on one device
+  (one process, one thread): the paper's baseline, which every bound is stated against;
+- ``serial_k``: the same with K threads, as context (not a device-faithful row);
 - ``stages``: the model cut into K stages as ``lpfast train --stages K`` cuts it, each stage on its
   own ``torchrun`` worker (one thread, pinned to its own core), all stepping at once (forward,
   backward to its input, SGD step) on a fixed input of its own, with a barrier after every step.
   This is the parallel phase with no auxiliary variables, messages or data loading: no
   implementation of the method steps faster with this cut on these cores;
 - ``micro``: the same, each stage's step made of M micro-batches of B/M (one SGD step). The
-  serial phase's synchronous pipeline needs at least (M + K - 1)/M times this per batch.
+  serial phase's synchronous pipeline needs at least (M + K - 1)/M times this per batch;
+- ``lpfast`` and ``lpfast_no_head``: lpfast's real parallel step on the same cut and batch (its λ
+  filled by its own forward), with the default local heads and without: what the method adds to
+  ``stages``. ``--profile`` also writes each worker's torch.profiler table of that step to
+  ``bench/results/profile-<model>-<dataset>.md``.
 
 From them: the bound on a parallel epoch's speed-up, on a pipeline epoch's, and on a whole
 serial-parallel hybrid run of P parallel and S serial epochs. Writes
@@ -22,6 +27,7 @@ serial-parallel hybrid run of P parallel and S serial epochs. Writes
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import platform
@@ -40,9 +46,12 @@ from lpfast.augment import prepare
 from lpfast.cli import pin_to_own_cores
 from lpfast.datasets import load_dataset
 from lpfast.models import build_model
+from lpfast.parallel import LayerParallel
 from lpfast.stages import partition, split
+from lpfast.transport import DistTransport
 
 ROOT = Path(__file__).resolve().parents[1]
+ROWS = ("serial", "serial_k", "stages", "micro", "lpfast", "lpfast_no_head")
 
 
 def real_batch(args: argparse.Namespace) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
@@ -72,8 +81,8 @@ def time_steps(step, args: argparse.Namespace, sync=lambda: None) -> float:
     return statistics.median(times)
 
 
-def serial_step_time(args: argparse.Namespace, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    torch.set_num_threads(args.workers)
+def serial_step_time(args: argparse.Namespace, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, threads: int) -> float:
+    torch.set_num_threads(threads)
     opt = sgd(model.parameters())
 
     def step() -> None:
@@ -110,18 +119,46 @@ def stage_worker(args: argparse.Namespace) -> None:
             opt.step()
 
         result[name] = time_steps(step, args, dist.barrier)
+    for name, local_loss in (("lpfast", 3.0), ("lpfast_no_head", 0.0)):
+        result[name] = time_steps(parallel_step(args, local_loss), args, dist.barrier)
+    if args.profile:
+        Path(f"{args.worker_out}.rank{rank}.txt").write_text(profile(parallel_step(args, 3.0), args))
     if rank == 0:
         Path(args.worker_out).write_text(json.dumps(result))
     dist.destroy_process_group()
 
 
-def stage_step_times(args: argparse.Namespace) -> dict[str, float]:
+def parallel_step(args: argparse.Namespace, local_loss: float):
+    """lpfast's parallel step on this worker's stage of the same cut and batch, the batch's λ filled
+    by its own forward pass: the ceiling's step plus everything the method adds."""
+    model, x, y = real_batch(args)
+    lp = LayerParallel(model, optimizer=sgd, stages=dist.get_world_size(), dataset_size=x.shape[0], input_shape=tuple(x.shape[1:]),
+                       local_loss=local_loss, memory_format=torch.channels_last, transport=DistTransport(datetime.timedelta(seconds=600)))
+    idx = torch.arange(x.shape[0])
+    lp.initialise([(x, idx)])
+    return lambda: lp.step(x, y, idx)
+
+
+def profile(step, args: argparse.Namespace) -> str:
+    """torch.profiler's table of the ops that took the most time over ``--steps`` steps (self CPU time)."""
+    for _ in range(args.warmup):
+        step()
+    dist.barrier()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        for _ in range(args.steps):
+            step()
+    return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25)
+
+
+def stage_step_times(args: argparse.Namespace) -> tuple[dict[str, float], list[str]]:
+    """The workers' step times, and with ``--profile`` each worker's profile of the parallel step."""
     with tempfile.TemporaryDirectory() as folder:
         out = Path(folder) / "stages.json"
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(args.workers), "--master-port", str(args.port),
                __file__, *sys.argv[1:], "--worker-out", str(out)]
         subprocess.run(cmd, check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-        return json.loads(out.read_text())
+        profiles = [Path(f"{out}.rank{r}.txt").read_text() for r in range(args.workers)] if args.profile else []
+        return json.loads(out.read_text()), profiles
 
 
 def bounds(serial: float, stages: float, micro: float, k: int, m: int, p: int, s: int) -> dict[str, float]:
@@ -132,7 +169,7 @@ def bounds(serial: float, stages: float, micro: float, k: int, m: int, p: int, s
 
 
 def write_report(args: argparse.Namespace, rounds: list[dict[str, float]]) -> dict:
-    med = {key: statistics.median(r[key] for r in rounds) for key in ("serial", "stages", "micro")}
+    med = {key: statistics.median(r[key] for r in rounds) for key in ROWS}
     limit = bounds(med["serial"], med["stages"], med["micro"], args.workers, args.micro_batches, args.parallel_epochs, args.serial_epochs)
     record = {"model": args.model, "dataset": args.dataset, "batch_size": args.batch_size, "workers": args.workers,
               "micro_batches": args.micro_batches, "parallel_epochs": args.parallel_epochs, "serial_epochs": args.serial_epochs,
@@ -150,12 +187,19 @@ def write_report(args: argparse.Namespace, rounds: list[dict[str, float]]) -> di
         f"{args.parallel_epochs} --serial-epochs {args.serial_epochs}`).", "",
         "| step | median (ms) | per round (ms) |", "|---|---|---|",
     ]
-    labels = {"serial": f"backprop, whole model, 1 process x {k} threads",
+    labels = {"serial": "backprop, whole model, one device (1 process x 1 thread)",
+              "serial_k": f"backprop, whole model, 1 process x {k} threads (context)",
               "stages": f"{k} stages at once, 1 worker x 1 thread each, no auxiliary variables or messages",
-              "micro": f"the same in {m} micro-batches of {args.batch_size // m}"}
+              "micro": f"the same in {m} micro-batches of {args.batch_size // m}",
+              "lpfast": "lpfast's parallel step on the same cut (λ, messages, penalty and λ-update, local heads)",
+              "lpfast_no_head": "the same without local heads (--local-loss 0)"}
     for key, label in labels.items():
         lines.append(f"| {label} | {1e3 * med[key]:.1f} | {' '.join(f'{1e3 * r[key]:.1f}' for r in rounds)} |")
-    lines += ["", "Upper bounds on the speed-up over backprop on the same cores (no implementation of the method does better with this cut):", "",
+    overhead = med["lpfast"] / med["stages"] - 1
+    lines += ["", f"lpfast's parallel step takes {100 * overhead:+.1f}% over the ceiling's stage step "
+              f"({100 * (med['lpfast_no_head'] / med['stages'] - 1):+.1f}% without local heads); "
+              f"one device's backprop over it: {med['serial'] / med['lpfast']:.2f}x.", "",
+              "Upper bounds on the speed-up over backprop on one device (no implementation of the method does better with this cut):", "",
               f"- parallel-phase epoch: **{limit['parallel_epoch']:.2f}x**",
               f"- serial-phase pipeline epoch ({m} micro-batches, (M+K-1)/M = {(m + k - 1) / m:.2f} of the micro-batched stage step): "
               f"**{limit['pipeline_epoch']:.2f}x**",
@@ -180,6 +224,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--port", type=int, default=29541, help="torchrun master port")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
+    parser.add_argument("--profile", action="store_true", help="also write each worker's torch.profiler table of the parallel step")
     parser.add_argument("--worker-out", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.batch_size % args.micro_batches or min(args.workers, args.rounds, args.steps, args.micro_batches) < 1:
@@ -190,12 +235,26 @@ def main() -> None:
     model, x, y = real_batch(args)  # the workers load their own
     rounds = []
     for i in range(args.rounds):
-        serial = serial_step_time(args, model, x, y)
-        staged = stage_step_times(args)
-        rounds.append({"serial": serial, **staged})
+        serial = serial_step_time(args, model, x, y, threads=1)
+        serial_k = serial_step_time(args, model, x, y, threads=args.workers)
+        staged, profiles = stage_step_times(args)
+        rounds.append({"serial": serial, "serial_k": serial_k, **staged})
         print(f"round {i + 1}/{args.rounds}: serial {1e3 * serial:.1f} ms, stages {1e3 * staged['stages']:.1f} ms, "
-              f"micro-batched {1e3 * staged['micro']:.1f} ms", flush=True)
+              f"micro-batched {1e3 * staged['micro']:.1f} ms, lpfast's parallel step {1e3 * staged['lpfast']:.1f} ms "
+              f"({1e3 * staged['lpfast_no_head']:.1f} without local heads)", flush=True)
+        if profiles:
+            write_profiles(args, profiles)
     write_report(args, rounds)
+
+
+def write_profiles(args: argparse.Namespace, profiles: list[str]) -> None:
+    lines = [f"# Where lpfast's parallel step spends its time: {args.model} on {args.dataset}, batch {args.batch_size}, K={args.workers}", "",
+             f"torch.profiler over {args.steps} steps on each worker (one thread each), ops sorted by self CPU time "
+             "(`python bench/ceiling.py ... --profile`, last round).", ""]
+    for rank, table in enumerate(profiles):
+        lines += [f"## Stage {rank}", "", "```", table.rstrip(), "```", ""]
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / f"profile-{args.model}-{args.dataset}.md").write_text("\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -17,15 +17,20 @@ Presets (rows; ``+SPH`` where ``--parallel-epochs`` is given):
 - ``aux``: penalty+SPH with stored λ against ``--aux net`` and serial backprop;
 - ``grid``: serial (1 and K threads), DDP on K workers, penalty+SPH and AL+SPH with and without
   DS, and ``--aux net``;
-- ``link``: what crosses a slow link (``--slow-link``): DDP, the serial pipeline, penalty+SPH with
-  and without DS, against serial backprop on one host;
+- ``link``: what crosses a slow link (``--slow-link``): DDP, pipeline parallelism (GPipe and 1F1B
+  schedules of torch.distributed.pipelining), penalty+SPH with and without DS, against backprop
+  on one device;
+- ``devices``: every peer on the same K devices (one worker, one thread each): backprop on one
+  device (the paper's baseline), DDP, GPipe and 1F1B pipelines, lpfast's parallel phase alone
+  (every epoch parallel), penalty+SPH with and without DS, and backprop with K threads in one
+  process as context;
 - ``real``: the real-budget campaign (full training set, tens of epochs): backprop on one device
   and with K threads (two seeds, for the seed-to-seed spread), penalty+SPH and AL+SPH with and
   without DS, ``--aux net``, and penalty+SPH at parallel shares 0.25 and 0.75 besides the
   ``--parallel-epochs`` share.
 
 Row modifiers (``--rows penalty+ds+seed1``): ``ds``, ``net``, ``lr0.1``, ``seedN`` (another seed),
-``shareF`` (F of the epochs parallel, rounded).
+``shareF`` (F of the epochs parallel, rounded; ``share1``: the parallel phase alone).
 
 A long invocation survives interruption: every row checkpoints after each epoch, the runs folder
 keeps the invocation's options (``invocation.json``) and the wall times so far, and
@@ -61,13 +66,15 @@ from lpfast.netns import Host, slow_link
 
 ROOT = Path(__file__).resolve().parents[1]
 DS_OPTIONS = ["--ds-factor", "2", "--wire-dtype", "bfloat16"]
+PIPELINE_SCHEDULES = {"gpipe": "GPipe", "1f1b": "1F1B"}
 PRESETS = {
-    "smoke": ("serial-1", "serial-K", "ddp", "pipeline", "penalty", "penalty+ds", "penalty+net"),
+    "smoke": ("serial-1", "serial-K", "ddp", "gpipe", "1f1b", "penalty", "penalty+ds", "penalty+net"),
     "parallel": ("serial-1", "serial-K", "penalty", "al", "penalty+lr0.1"),
     "sph": ("serial-K", "penalty", "al", "penalty+ds", "al+ds"),
     "aux": ("serial-K", "penalty", "penalty+net"),
     "grid": ("serial-1", "serial-K", "ddp", "penalty", "al", "penalty+ds", "al+ds", "penalty+net"),
-    "link": ("serial-K", "ddp", "pipeline", "penalty", "penalty+ds"),
+    "link": ("serial-1", "ddp", "gpipe", "1f1b", "penalty", "penalty+ds"),
+    "devices": ("serial-1", "ddp", "gpipe", "1f1b", "penalty+share1", "penalty", "penalty+ds", "serial-K"),
     "real": ("serial-1", "serial-K", "serial-K+seed1", "penalty", "al", "penalty+ds", "al+ds", "penalty+net",
              "penalty+share0.25", "penalty+share0.75"),
 }
@@ -97,8 +104,9 @@ def modifier(tag: str, epochs: int) -> tuple[str, list[str]]:
 
 def row(kind: str, workers: int, parallel_epochs: int | None, micro_batches: int, epochs: int) -> tuple[str, list[str], int, int]:
     """(name, extra CLI options, torchrun workers (0 = plain process), threads per process) of a row kind:
-    ``serial-1``, ``serial-K``, ``ddp``, ``pipeline`` (backprop as the K-stage pipeline of SPH's serial
-    phase, every epoch), or ``penalty``/``al``; each followed by ``+modifier`` s (:func:`modifier`)."""
+    ``serial-1``, ``serial-K``, ``ddp``, ``gpipe`` / ``1f1b`` (backprop as a K-stage pipeline under
+    torch.distributed.pipelining's schedule, every epoch: SPH's serial phase), or ``penalty``/``al``;
+    each followed by ``+modifier`` s (:func:`modifier`)."""
     base, *tags = kind.split("+")
     if base == "serial-1":
         name, options, procs, threads = "serial, 1 thread", [], 0, 1
@@ -106,10 +114,10 @@ def row(kind: str, workers: int, parallel_epochs: int | None, micro_batches: int
         name, options, procs, threads = f"serial, {workers} threads", [], 0, workers
     elif base == "ddp":
         name, options, procs, threads = f"DDP, {workers} workers x 1 thread", ["--method", "serial"], workers, 1
-    elif base == "pipeline":
-        name, options, procs, threads = (f"serial pipeline K={workers}, {micro_batches} micro-batches",
+    elif base in PIPELINE_SCHEDULES:
+        name, options, procs, threads = (f"pipeline {PIPELINE_SCHEDULES[base]} K={workers}, {micro_batches} micro-batches",
                                           ["--method", "penalty", "--stages", str(workers), "--parallel-epochs", "0",
-                                           "--micro-batches", str(micro_batches)], workers, 1)
+                                           "--micro-batches", str(micro_batches), "--serial-schedule", base], workers, 1)
     elif base in ("penalty", "al"):
         options = ["--method", base, "--stages", str(workers)]
         name, procs, threads = f"{base}{'+SPH' if parallel_epochs is not None else ''} K={workers}", workers, 1

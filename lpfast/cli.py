@@ -14,7 +14,8 @@ from lpfast.config import METHODS, SCHEDULES, TrainConfig
 from lpfast.datasets import DATASET_NAMES, DatasetError
 from lpfast.filters import WIRE_DTYPES
 from lpfast.ops import DS_MODES
-from lpfast.parallel import AUX_KINDS
+from lpfast.parallel import AUX_KINDS, METHODS as PARALLEL_METHODS
+from lpfast.serial import SCHEDULES as SERIAL_SCHEDULES
 from lpfast.trainer import DivergenceError, Trainer
 from lpfast.models import MODEL_NAMES, TORCHVISION_RESNETS
 
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lpfast", description="Layer-parallel training of residual networks.")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("bench", add_help=False, help="run an end-to-end benchmark preset (lpfast bench -h)")
+    add_plan_parser(sub)
     train = sub.add_parser("train", help="train a model", description="Train a model; writes config, metrics and checkpoint to --out.")
     _option(train, "model", f"model name: {', '.join(MODEL_NAMES)}, any resnetD (D=6n+2) or wrn_D_K, or torchvision:NAME "
                                      f"({', '.join(TORCHVISION_RESNETS)})")
@@ -78,6 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
     _option(train, "store_location", "where the auxiliary variables live", choices=STORE_LOCATIONS)
     _option(train, "parallel_epochs", "serial-parallel hybrid: this many parallel epochs, then serial ones (default none: all parallel)", type=int)
     _option(train, "micro_batches", "micro-batches per batch in the serial phase's pipeline across workers", type=int)
+    _option(train, "serial_schedule", "the serial phase's pipeline schedule across workers (torch.distributed.pipelining)",
+            choices=SERIAL_SCHEDULES)
     _option(train, "ds_factor", "down-sampling factor s of what crosses a cut in the parallel phase (s×s average pooling)", type=int)
     _option(train, "wire_dtype", "dtype on the wire in the parallel phase (default none: the compute dtype)", choices=tuple(WIRE_DTYPES))
     _option(train, "ds_mode", "how the receiver up-samples", choices=DS_MODES)
@@ -198,6 +202,51 @@ def pin_to_own_cores(local_rank: int, local_workers: int, threads: int) -> None:
         os.sched_setaffinity(0, cores[local_rank * threads : (local_rank + 1) * threads])
 
 
+def add_plan_parser(sub) -> None:
+    plan = sub.add_parser("plan", help="predict layer-parallel speed-ups on this device from measured block costs",
+                          description="Measures the model's per-block costs on this device (one thread by default: one device) "
+                                      "and predicts, per K, the best cut, speed-ups of the parallel phase, the pipeline, DDP and a "
+                                      "whole SPH run over backprop on one device, bytes per step and λ memory per stage.")
+    plan.add_argument("--model", default="resnet20", help="model name, as lpfast train takes it")
+    plan.add_argument("--cifar-stem", action="store_true", help="torchvision models: the 32×32 stem")
+    plan.add_argument("--input-shape", type=_int_list, default=(3, 32, 32), help="one sample's shape C,H,W (default 3,32,32)")
+    plan.add_argument("--num-classes", type=int, default=10)
+    plan.add_argument("--stages", type=_int_list, default=(2, 4, 8), help="the K to predict, e.g. 2,4,8")
+    plan.add_argument("--link", default=None, help="link rate between devices, tc syntax (10mbit, 1gbit; default none: messages free)")
+    plan.add_argument("--batch-size", type=int, default=128)
+    plan.add_argument("--micro-batches", type=int, default=4, help="micro-batches of the serial phase's pipeline")
+    plan.add_argument("--parallel-share", type=float, default=0.5, help="share of the SPH run's epochs that are parallel")
+    plan.add_argument("--dataset-size", type=int, default=50_000, help="training samples N (for the λ memory)")
+    plan.add_argument("--method", choices=PARALLEL_METHODS, default="penalty", help="al keeps μ beside λ")
+    plan.add_argument("--threads", type=int, default=1, help="torch threads of one device")
+    plan.add_argument("--repeats", type=int, default=5, help="timed repeats per measurement")
+    plan.add_argument("--out", type=Path, default=None, help="also write the measurement and predictions as JSON here")
+
+
+def plan_command(args: argparse.Namespace) -> None:
+    import json
+
+    import torch
+
+    from lpfast.models import build_model
+    from lpfast.plan import as_table, plan, to_record
+
+    if args.threads < 1 or args.repeats < 1:
+        raise ValueError("--threads and --repeats must be >= 1")
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model = build_model(args.model, in_channels=args.input_shape[0], num_classes=args.num_classes, cifar_stem=args.cifar_stem)
+    print(f"lpfast plan: measuring {args.model}'s blocks and cuts on this device ({args.repeats} repeats each)...", flush=True)
+    costs, predictions = plan(model, args.input_shape, args.stages, link=args.link, batch_size=args.batch_size,
+                              micro_batches=args.micro_batches, parallel_share=args.parallel_share, dataset_size=args.dataset_size,
+                              method=args.method, repeats=args.repeats)
+    print(f"{args.model}, input {','.join(map(str, args.input_shape))}, batch {args.batch_size}, {args.threads} thread(s) per device")
+    print(as_table(costs, predictions, link=args.link, parallel_share=args.parallel_share))
+    if args.out is not None:
+        args.out.write_text(json.dumps({"model": args.model, "input_shape": list(args.input_shape), "link": args.link,
+                                        "threads": args.threads, **to_record(costs, predictions)}, indent=1) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
@@ -209,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
             bench_main(argv[argv.index("bench") + 1 :])
         elif unknown:
             parser.error(f"unrecognized arguments: {' '.join(unknown)}")
+        elif args.command == "plan":
+            plan_command(args)
         else:
             train_command(args)
     except DivergenceError as exc:

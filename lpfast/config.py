@@ -8,6 +8,7 @@ from lpfast.datasets import DATASET_NAMES
 from lpfast.filters import WIRE_DTYPES, DsFilter
 from lpfast.models import TORCHVISION_PREFIX, TORCHVISION_RESNETS, build_model
 from lpfast.parallel import AUX_KINDS, METHODS as PARALLEL_METHODS
+from lpfast.serial import SCHEDULES as SERIAL_SCHEDULES
 
 SCHEDULES = ("cosine", "step")
 METHODS = ("serial", *PARALLEL_METHODS)
@@ -27,8 +28,9 @@ class TrainConfig:
     (see :class:`lpfast.parallel.LayerParallel` for the β, λ-step and store options);
     ``stage_blocks`` fixes the block count of each stage instead of balancing them.
     ``parallel_epochs`` P makes a serial-parallel hybrid: P parallel epochs, then ``epochs - P``
-    epochs of backprop through the same stages (``micro_batches`` per batch across workers), under
-    one learning-rate schedule. None means every epoch is parallel.
+    epochs of backprop through the same stages (``micro_batches`` per batch across workers, pipelined
+    under ``serial_schedule``, ``1f1b`` or ``gpipe``), under one learning-rate schedule. None means
+    every epoch is parallel.
     ``ds_factor``, ``wire_dtype``, ``ds_mode``: the DS filter of what crosses a cut in the
     parallel phase (None wire dtype: the compute dtype); ``store_ds_factor`` keeps λ and μ
     down-sampled.
@@ -79,6 +81,7 @@ class TrainConfig:
     checkpoint_every: int | None = None
     parallel_epochs: int | None = None
     micro_batches: int = 1
+    serial_schedule: str = "1f1b"
     ds_factor: int = 1
     wire_dtype: str | None = None
     ds_mode: str = "nearest"
@@ -149,6 +152,11 @@ class TrainConfig:
             raise ValueError("DS filters apply to the layer-parallel phase: use them with --method penalty|al")
         if self.micro_batches < 1 or self.micro_batches > self.batch_size:
             raise ValueError(f"micro_batches must be between 1 and batch_size={self.batch_size}, got {self.micro_batches}")
+        if self.stages > 1 and self.batch_size % self.micro_batches:
+            raise ValueError(f"micro_batches ({self.micro_batches}) must divide batch_size ({self.batch_size}): "
+                             "the serial pipeline splits every batch into equal micro-batches")
+        if self.serial_schedule not in SERIAL_SCHEDULES:
+            raise ValueError(f"serial_schedule must be one of {', '.join(SERIAL_SCHEDULES)}, got {self.serial_schedule!r}")
         if self.store_dtype not in STORE_DTYPES:
             raise ValueError(f"store_dtype must be one of {', '.join(STORE_DTYPES)}, got {self.store_dtype!r}")
         if self.store_location not in STORE_LOCATIONS:

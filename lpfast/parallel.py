@@ -33,6 +33,7 @@ from lpfast.auxvars import STORE_LOCATIONS, AuxStore, StoredAux
 from lpfast.describe import check_description, describe
 from lpfast.filters import DsFilter
 from lpfast.localheads import LocalHead
+from lpfast.serial import SCHEDULES, LocalPipeline, TorchPipeline
 from lpfast.stages import Partition, Stage, partition, split
 from lpfast.transport import LocalTransport, Transport
 
@@ -101,6 +102,9 @@ class LayerParallel:
       exact tensors, so it stays exact backprop.
     - ``store_filter``: keeps λ and μ themselves in a filter's coarse form (decoded on gather,
       encoded on scatter); its wire dtype is ignored in favour of ``store_dtype``.
+    - ``serial_schedule``: the serial phase's pipeline schedule across workers, ``"1f1b"`` (default:
+      a stage holds at most K micro-batches' activations) or ``"gpipe"`` (all M), both from
+      ``torch.distributed.pipelining``; in one process the stages run micro-batch by micro-batch.
     - ``transport``: where the stages live; default all in this process.
     """
 
@@ -129,6 +133,7 @@ class LayerParallel:
         memory_format: torch.memory_format = torch.contiguous_format,
         wire_filter: DsFilter | None = None,
         store_filter: DsFilter | None = None,
+        serial_schedule: str = "1f1b",
         transport: Transport | None = None,
     ) -> None:
         if method not in METHODS:
@@ -145,6 +150,8 @@ class LayerParallel:
             raise ValueError(f"mu_every must be >= 1, got {mu_every}")
         if local_loss < 0:
             raise ValueError(f"local_loss must be >= 0 (the weight of the regressing stages' classifier loss; 0 = off), got {local_loss}")
+        if serial_schedule not in SCHEDULES:
+            raise ValueError(f"serial_schedule must be one of {', '.join(SCHEDULES)}, got {serial_schedule!r}")
         if store_location not in STORE_LOCATIONS:
             raise ValueError(f"store_location must be one of {', '.join(STORE_LOCATIONS)}, got {store_location!r}")
         if dataset_size < 1:
@@ -197,6 +204,13 @@ class LayerParallel:
 
         self.aux_kind = aux
         self.aux = {s - 1: aux_variables(s - 1) for s in self.own if s > 0}
+        self.serial_pipeline: LocalPipeline | TorchPipeline
+        if len(self.own) == self.num_stages:
+            self.serial_pipeline = LocalPipeline(self.stages, self.plan.cut_shapes, self.transport, memory_format)
+        else:
+            (rank,) = self.own
+            self.serial_pipeline = TorchPipeline(self.stages[rank], rank, self.num_stages, self.plan.cut_shapes,
+                                                 self.transport, serial_schedule, self.device, memory_format)
         # One process on a GPU: each stage's θ-step on its own stream, so independent stages overlap.
         self._streams = (
             {s: torch.cuda.Stream(self.device) for s in self.own}
@@ -412,59 +426,25 @@ class LayerParallel:
         serial-parallel hybrid (ALGORITHM.md §5), without gathering the model anywhere.
 
         The batch is split into ``micro_batches`` that flow forward stage to stage, then their
-        gradients flow back (a synchronous pipeline); each stage steps its optimizer once. With one
-        micro-batch the gradients are exactly backprop's; with more, batch norm normalises each
-        micro-batch by its own statistics. Returns the batch's mean cross-entropy on the worker
-        of the last stage, None elsewhere."""
+        gradients flow back (:mod:`lpfast.serial`: across workers under ``serial_schedule``); each
+        stage steps its optimizer once. With one micro-batch the gradients are exactly backprop's;
+        with more, batch norm normalises each micro-batch by its own statistics. Returns the
+        batch's mean cross-entropy on the worker of the last stage, None elsewhere."""
         batch = y.numel()
         if not 1 <= micro_batches <= batch:
             raise ValueError(f"micro_batches must be between 1 and the batch size {batch}, got {micro_batches}")
-        last = self.num_stages - 1
-        xs, ys = x.chunk(micro_batches), y.chunk(micro_batches)
         for s in self.own:
             self.optimizers[s].zero_grad(set_to_none=True)
-        saved: list[dict[int, tuple[Tensor, Tensor]]] = []
-        total = torch.zeros((), dtype=torch.float64, device=self.device)
-        # Every crossing goes through the transport, also within one process, so bytes per cut count alike.
         with self.transport.counting_as("serial"):
-            for xj, yj in zip(xs, ys):
-                record = {}
-                for s in self.own:
-                    tick = time.perf_counter()
-                    if s == 0:
-                        inp = xj
-                    else:
-                        shape = (yj.numel(), *self.plan.cut_shapes[s - 1])
-                        inp = self.transport.irecv(shape, self.dtype, self.device, s - 1, s, memory_format=self.memory_format).wait().requires_grad_()
-                    out = self.stages[s](inp)
-                    if s == last:
-                        out = F.cross_entropy(out, yj, reduction="sum") / batch
-                        total += out.detach()
-                    else:
-                        self.transport.isend(out.detach(), s, s + 1, memory_format=self.memory_format)
-                    record[s] = (inp, out)
-                    self._stage_time[s] += time.perf_counter() - tick
-                saved.append(record)
-            for record in reversed(saved):
-                for s in reversed(self.own):
-                    tick = time.perf_counter()
-                    inp, out = record[s]
-                    if s == last:
-                        out.backward()
-                    else:
-                        out.backward(self.transport.irecv(tuple(out.shape), self.dtype, self.device, s + 1, s, memory_format=self.memory_format).wait())
-                    if s > 0:
-                        self.transport.isend(inp.grad, s, s - 1, memory_format=self.memory_format)
-                    self._stage_time[s] += time.perf_counter() - tick
-            self.transport.flush()
+            loss = self.serial_pipeline.run(x, y, micro_batches, self._stage_time)
         for s in self.own:
             self.optimizers[s].step()
-        if last in self.own:
-            self._loss_sum[last] += total * batch
+        if loss is not None:
+            self._loss_sum[self.num_stages - 1] += loss * batch
         self._samples += batch
         self._phase = "serial"
         self.steps += 1
-        return total if last in self.own else None
+        return loss
 
     @contextmanager
     def _stage_stream(self, s: int):

@@ -5,7 +5,7 @@ stages share their modules with the model, so the model itself stays the whole n
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -75,12 +75,9 @@ def _part_costs(model: ResidualNet, sample: Tensor) -> tuple[list[int], list[tup
     return costs, shapes, logits.shape[1]
 
 
-def _balanced_counts(costs: Sequence[int], k: int) -> list[int]:
-    """Contiguous split of ``costs`` into ``k`` non-empty runs minimising the largest run's sum."""
-    n = len(costs)
-    prefix = [0]
-    for c in costs:
-        prefix.append(prefix[-1] + c)
+def balanced_split(n: int, k: int, run_cost: Callable[[int, int], float]) -> list[int]:
+    """Lengths of the contiguous split of ``n`` items into ``k`` non-empty runs that minimises the
+    largest ``run_cost(i, j)`` (the cost of a run of items ``i .. j-1``)."""
     inf = float("inf")
     # best[j][i]: minimal max-cost of splitting the first i items into j runs; cut[j][i]: last cut.
     best = [[inf] * (n + 1) for _ in range(k + 1)]
@@ -89,7 +86,7 @@ def _balanced_counts(costs: Sequence[int], k: int) -> list[int]:
     for j in range(1, k + 1):
         for i in range(j, n - (k - j) + 1):
             for s in range(j - 1, i):
-                value = max(best[j - 1][s], prefix[i] - prefix[s])
+                value = max(best[j - 1][s], run_cost(s, i))
                 if value < best[j][i]:
                     best[j][i], cut[j][i] = value, s
     counts, i = [], n
@@ -97,6 +94,14 @@ def _balanced_counts(costs: Sequence[int], k: int) -> list[int]:
         counts.append(i - cut[j][i])
         i = cut[j][i]
     return counts[::-1]
+
+
+def _balanced_counts(costs: Sequence[int], k: int) -> list[int]:
+    """Contiguous split of ``costs`` into ``k`` non-empty runs minimising the largest run's sum."""
+    prefix = [0]
+    for c in costs:
+        prefix.append(prefix[-1] + c)
+    return balanced_split(len(costs), k, lambda i, j: prefix[j] - prefix[i])
 
 
 def partition(model: ResidualNet, stages: int | Sequence[int], input_shape: Sequence[int]) -> Partition:

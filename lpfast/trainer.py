@@ -149,6 +149,7 @@ class Trainer:
                 aux=config.aux, aux_depth=config.aux_depth, aux_width=config.aux_width,
                 wire_filter=DsFilter(config.ds_factor, WIRE_DTYPES.get(config.wire_dtype), config.ds_mode),
                 store_filter=DsFilter(config.store_ds_factor, None, config.ds_mode),
+                serial_schedule=config.serial_schedule,
             )
             self.optimizers = self.lp.all_optimizers()
         self.steps_per_epoch = len(self.train_data) // config.batch_size

@@ -62,8 +62,13 @@ class Transport:
         """The sum of ``values`` over all workers (each fills in what its stages know, zeros elsewhere)."""
         return values
 
+    def count_sent(self, nbytes: int, src: int, dst: int) -> None:
+        """Counts ``nbytes`` sent from stage ``src`` to ``dst`` by another engine (the serial phase's
+        pipeline schedules send their own messages)."""
+        self.sent_bytes[(self.phase, src, dst)] += nbytes
+
     def _count(self, tensor: Tensor, src: int, dst: int) -> None:
-        self.sent_bytes[(self.phase, src, dst)] += tensor.numel() * tensor.element_size()
+        self.count_sent(tensor.numel() * tensor.element_size(), src, dst)
 
 
 class _Ready(Pending):

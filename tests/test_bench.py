@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-ROWS = ["serial, 1 thread", "serial, 2 threads", "DDP, 2 workers x 1 thread", "serial pipeline K=2, 4 micro-batches",
-        "penalty K=2", "penalty K=2, DS s=2 bf16", "penalty K=2, --aux net"]
+ROWS = ["serial, 1 thread", "serial, 2 threads", "DDP, 2 workers x 1 thread", "pipeline GPipe K=2, 4 micro-batches",
+        "pipeline 1F1B K=2, 4 micro-batches", "penalty K=2", "penalty K=2, DS s=2 bf16", "penalty K=2, --aux net"]
 
 
 def free_port() -> int:
@@ -45,9 +45,13 @@ def test_smoke_preset_records(smoke_records):
     # 4 steps of 64 samples × 16×14×14 each way; 1/8 of that through the DS filter; nothing for serial rows.
     assert by_name["penalty K=2"]["bytes_sent"] == 2 * 4 * 64 * 16 * 14 * 14 * 4
     assert by_name["penalty K=2, DS s=2 bf16"]["bytes_sent"] == by_name["penalty K=2"]["bytes_sent"] // 8
-    # The pipeline sends every micro-batch's activations forward and their gradients back, unfiltered.
-    assert by_name["serial pipeline K=2, 4 micro-batches"]["bytes_sent"] == by_name["penalty K=2"]["bytes_sent"]
-    assert by_name["serial pipeline K=2, 4 micro-batches"]["phase"] == ["serial"]
+    # A pipeline sends every micro-batch's activations forward and their gradients back, unfiltered;
+    # both schedules compute backprop's gradients of the same micro-batches, so they train alike.
+    for schedule in ("GPipe", "1F1B"):
+        pipeline = by_name[f"pipeline {schedule} K=2, 4 micro-batches"]
+        assert pipeline["bytes_sent"] == by_name["penalty K=2"]["bytes_sent"] and pipeline["phase"] == ["serial"]
+    gpipe, one_f_one_b = (by_name[f"pipeline {schedule} K=2, 4 micro-batches"] for schedule in ("GPipe", "1F1B"))
+    assert gpipe["final_test_acc"] == one_f_one_b["final_test_acc"]
     assert by_name["serial, 1 thread"]["bytes_sent"] == 0
     assert by_name["penalty K=2"]["aux_bytes_per_cut"] == [256 * 16 * 14 * 14 * 4]
     assert 0 < by_name["penalty K=2, --aux net"]["aux_bytes_per_cut"][0] < 256 * 16 * 14 * 14 * 4 / 10
@@ -149,13 +153,18 @@ def test_ceiling_bounds_follow_the_pipeline_and_amdahl():
 
 def test_ceiling_benchmark_end_to_end(smoke_records, tmp_path):
     subprocess.run([sys.executable, str(ROOT / "bench" / "ceiling.py"), "--dataset", "embedded", "--batch-size", "32",
-                    "--rounds", "2", "--steps", "2", "--warmup", "1", "--port", str(free_port()), "--out", str(tmp_path)],
+                    "--rounds", "2", "--steps", "2", "--warmup", "1", "--port", str(free_port()), "--out", str(tmp_path), "--profile"],
                    check=True, timeout=300, capture_output=True)
     record = json.loads((tmp_path / "ceiling-mnist_resnet-embedded.json").read_text())
-    assert len(record["rounds"]) == 2 and all(t > 0 for r in record["rounds"] for t in r.values())
+    assert len(record["rounds"]) == 2 and all(r.keys() == set(load_ceiling().ROWS) and min(r.values()) > 0 for r in record["rounds"])
     med = record["median_s"]
     assert record["speedup_bound"] == load_ceiling().bounds(med["serial"], med["stages"], med["micro"], 2, 4, 2, 1)
-    assert "| backprop, whole model, 1 process x 2 threads |" in (tmp_path / "ceiling-mnist_resnet-embedded.md").read_text()
+    table = (tmp_path / "ceiling-mnist_resnet-embedded.md").read_text()
+    assert "| backprop, whole model, one device (1 process x 1 thread) |" in table
+    assert f"lpfast's parallel step takes {100 * (med['lpfast'] / med['stages'] - 1):+.1f}% over the ceiling's stage step" in table
+    # Each stage's profile of the real step names lpfast's own ops.
+    profile = (tmp_path / "profile-mnist_resnet-embedded.md").read_text()
+    assert "## Stage 0" in profile and "## Stage 1" in profile and "lpfast::aux_update_" in profile.split("## Stage 1")[1]
     # The report closes with the speed-limit table found beside the records.
     report = make_report(smoke_records, tmp_path).split("## Speed limit: ")[1]
     assert "### Speed limit of K=2 layer-parallel training: mnist_resnet on embedded, batch 32" in report

@@ -2,6 +2,7 @@
 falling constraint violation, and a clear stop when a worker dies."""
 import copy
 import datetime
+import math
 import os
 import time
 
@@ -356,10 +357,15 @@ def test_regression_lr_scale_scales_only_the_regressing_stages():
 # ------------------------------------------------------------------------------ hybrid (SPH)
 
 
-@pytest.mark.parametrize("micro_batches, model", [(1, "mnist_resnet"), (4, "mnist_resnet"), (1, "torchvision:resnet18"), (1, "torchvision:resnet50")])
-def test_serial_phase_over_two_workers_is_backprop(tmp_path, micro_batches, model):
+@pytest.mark.parametrize("micro_batches, schedule, model", [
+    (1, "1f1b", "mnist_resnet"), (4, "1f1b", "mnist_resnet"), (4, "gpipe", "mnist_resnet"),
+    (1, "1f1b", "torchvision:resnet18"), (1, "gpipe", "torchvision:resnet50"),
+])
+def test_serial_phase_over_two_workers_is_backprop(tmp_path, micro_batches, schedule, model):
+    # Across workers the serial phase runs torch.distributed.pipelining's schedules.
     base = dict(model=model, epochs=2, batch_size=32, threads=1)
-    workers = run_workers(tmp_path, dict(method="penalty", stages=2, parallel_epochs=0, micro_batches=micro_batches, **base))
+    workers = run_workers(tmp_path, dict(method="penalty", stages=2, parallel_epochs=0, micro_batches=micro_batches,
+                                         serial_schedule=schedule, **base))
     train, test = small_data()
     if micro_batches == 1:
         reference = Trainer(TrainConfig(**base), train_data=train, test_data=test, log=lambda s: None)
@@ -377,6 +383,11 @@ def test_serial_phase_over_two_workers_is_backprop(tmp_path, micro_batches, mode
             torch.testing.assert_close(value, reference_stage[name], rtol=1e-5, atol=1e-6, msg=name)
         assert [r["phase"] for r in worker["records"]] == ["serial", "serial"]
         assert worker["records"][-1]["test_acc"] == pytest.approx(records[-1]["test_acc"], abs=0.5)
+        # Each step sends every sample's activation across the cut and its gradient back.
+        cut = math.prod(partition(described, 2, tuple(train.images.shape[1:])).cut_shapes[0])
+        steps = len(train) // 32
+        assert worker["records"][-1]["bytes_forward"] == [steps * 32 * cut * 4]
+        assert worker["records"][-1]["bytes_backward"] == [steps * 32 * cut * 4]
 
 
 def test_hybrid_switches_phase_and_augments_only_serially():

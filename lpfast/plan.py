@@ -1,0 +1,268 @@
+"""What layer-parallel training would gain on this device, predicted from measured per-block costs.
+
+``lpfast plan`` times one batch's forward and backward through every part of the model (stem with
+the first block, each block, the last block with the head) and the per-cut work of the method
+(the λ gather, the penalty and λ-update ops, the scatter, the local head) on this device, then
+predicts for each K from the cost model of ALGORITHM.md §8:
+
+- the best cut (contiguous blocks whose slowest stage, the method's work at its cuts included, is
+  fastest) and the one ``lpfast train`` uses (balanced by estimated FLOPs);
+- a parallel-phase step: the slowest stage's compute plus its cuts' work, or the time its messages
+  take on the link where that is longer (messages overlap compute; a link is full duplex, and a
+  middle stage's two neighbours share its link);
+- a serial-phase step (pipeline of M micro-batches): (M + K - 1)/M of the slowest stage's
+  compute plus 2(K - 1) micro-batch messages on the critical path;
+- DDP on K devices: a K-th of the compute, the gradient all-reduce (2(K-1)/K of the parameters'
+  bytes) overlapping the backward;
+- speed-ups over backprop on one device, per epoch of each phase and for a whole SPH run with a
+  given parallel share (Amdahl over the two phases); bytes per step with and without DS (s=2,
+  bfloat16 wire); λ (and μ) memory per stage for a data set of N samples.
+
+Data loading is left out of every row alike. Predictions are checked against measured rows in
+bench/RESULTS.md.
+
+    lpfast plan --model resnet20 --input-shape 3,32,32 --stages 2,4,8 --link 1gbit
+"""
+from __future__ import annotations
+
+import math
+import re
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from lpfast import ops
+from lpfast.describe import describe
+from lpfast.localheads import LocalHead
+from lpfast.stages import balanced_split, partition
+
+_RATE = re.compile(r"^(\d+(?:\.\d+)?)(k|m|g)?bit$")
+_RATE_UNIT = {None: 1.0, "k": 1e3, "m": 1e6, "g": 1e9}
+
+
+def link_bytes_per_s(rate: str | None) -> float | None:
+    """Bytes per second of a link given as tc writes rates (``10mbit``, ``1gbit``); None: no link cost."""
+    if rate is None or rate == "none":
+        return None
+    match = _RATE.match(rate.lower())
+    if match is None:
+        raise ValueError(f"link rate {rate!r} is not a rate like 10mbit, 100mbit, 1gbit or 25gbit (or 'none' for no link cost)")
+    return float(match.group(1)) * _RATE_UNIT[match.group(2)] / 8
+
+
+@dataclass
+class PartCosts:
+    """Measured seconds per batch: forward and backward of each block (stem and head counted with the
+    first and last block); per possible cut (after each block but the last) the method's work on
+    the stage before it (penalty, local head) and on the stage after it (λ gather, update,
+    scatter); each cut's per-sample shape; the parameters' bytes."""
+
+    forward_s: list[float]
+    backward_s: list[float]
+    cut_regress_s: list[float]
+    cut_lambda_s: list[float]
+    cut_shapes: list[tuple[int, ...]]
+    parameter_bytes: int
+    batch_size: int
+
+
+def _median_time(fn, repeats: int, warmup: int = 2) -> float:
+    times = []
+    for i in range(warmup + repeats):
+        start = time.perf_counter()
+        fn()
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def measure(model: nn.Module, input_shape: Sequence[int], *, batch_size: int = 128, repeats: int = 5,
+            memory_format: torch.memory_format = torch.channels_last) -> PartCosts:
+    """Times every part of ``model`` (trained as lpfast trains it: batch statistics, ``memory_format``)
+    on a random batch of ``batch_size``, in this process's threads and device."""
+    net = describe(model)
+    param = next(model.parameters())
+    net = net.to(memory_format=memory_format)
+    x = torch.randn((batch_size, *input_shape), device=param.device, dtype=param.dtype)
+    if x.dim() == 4:
+        x = x.contiguous(memory_format=memory_format)
+    parts = [nn.Sequential(net.stem, net.blocks[0])] + list(net.blocks[1:-1]) + [nn.Sequential(net.blocks[-1], net.head)]
+    if len(net.blocks) == 1:
+        parts = [nn.Sequential(net.stem, net.blocks[0], net.head)]
+    forward_s, backward_s, shapes = [], [], []
+    h = x
+    for part in parts:
+        inp = h.detach().requires_grad_(h is not x)
+        out = part(inp)
+        grad = torch.randn_like(out)
+        forward_s.append(_median_time(lambda: part(inp), repeats))
+
+        def backward() -> None:
+            part(inp).backward(grad)
+
+        backward_s.append(max(_median_time(backward, repeats) - forward_s[-1], 0.0))
+        shapes.append(tuple(out.shape[1:]))
+        h = out.detach()
+    model.zero_grad(set_to_none=True)
+    cut_shapes = shapes[:-1]
+    num_classes = shapes[-1][0]
+    work = [_cut_work(shape, batch_size, num_classes, param.device, param.dtype, memory_format, repeats) for shape in cut_shapes]
+    parameter_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    return PartCosts(forward_s, backward_s, [w[0] for w in work], [w[1] for w in work], cut_shapes, parameter_bytes, batch_size)
+
+
+def _cut_work(shape: tuple[int, ...], batch: int, num_classes: int, device, dtype, memory_format, repeats: int) -> tuple[float, float]:
+    """Seconds per step of one cut's method work besides the stages' own compute: on the stage
+    before the cut, the penalty residual and the local head's forward and backward
+    (``--local-loss``, on by default); on the stage after it (λ's owner), gathering the batch's λ,
+    the λ-update and the scatter."""
+    rows = 4 * batch
+    layout = memory_format if len(shape) == 3 else torch.contiguous_format
+    store = torch.zeros((rows, *shape), device=device, dtype=dtype).contiguous(memory_format=layout)
+    idx = torch.randperm(rows, device=device)[:batch]
+    out = torch.randn((batch, *shape), device=device, dtype=dtype).contiguous(memory_format=layout)
+    grad = torch.randn_like(out)
+    head = LocalHead(shape[0], shape[1:], num_classes).to(device, dtype, memory_format=layout) if len(shape) == 3 else None
+    labels = torch.randint(num_classes, (batch,), device=device)
+
+    def regress() -> None:
+        ops.penalty_residual(out, grad, None, beta=2.0)
+        if head is not None:
+            F.cross_entropy(head(out.detach().requires_grad_()), labels).backward()
+
+    def own_lambda() -> None:
+        lam = ops.aux_gather(store, idx, dtype)
+        ops.aux_update_(lam, None, out, grad, beta=2.0, eta=1.0, update_mu=False)
+        ops.aux_scatter_(store, idx, lam)
+
+    return _median_time(regress, repeats), _median_time(own_lambda, repeats)
+
+
+@dataclass
+class Prediction:
+    """Predicted for K stages on K devices like this one (seconds per step, speed-ups over backprop on one)."""
+
+    stages: int
+    best_cut: list[int]
+    train_cut: list[int]
+    serial_step_s: float
+    parallel_step_s: float
+    pipeline_step_s: float
+    ddp_step_s: float
+    parallel_speedup: float
+    pipeline_speedup: float
+    ddp_speedup: float
+    sph_speedup: float
+    bytes_per_step: int
+    bytes_per_step_ds: int
+    ddp_allreduce_bytes: int
+    aux_bytes_per_stage: list[int]
+
+
+def predict(costs: PartCosts, k: int, *, train_cut: Sequence[int], link: float | None, micro_batches: int = 4,
+            parallel_share: float = 0.5, dataset_size: int = 50_000, method: str = "penalty") -> Prediction:
+    """The §8 prediction for ``k`` stages from measured ``costs``; ``link`` in bytes per second (None: free)."""
+    n_parts = len(costs.forward_s)
+    if not 1 <= k <= n_parts:
+        raise ValueError(f"stages must be between 1 and the model's {n_parts} blocks, got {k}")
+    step = [f + b for f, b in zip(costs.forward_s, costs.backward_s)]
+    serial = sum(step)
+    best = _best_cut(step, costs.cut_regress_s, costs.cut_lambda_s, k)
+
+    def stage_times(counts: Sequence[int]) -> list[float]:
+        bounds = [sum(counts[:i]) for i in range(len(counts) + 1)]
+        return [sum(step[bounds[i]:bounds[i + 1]]) for i in range(len(counts))]
+
+    bounds = [sum(best[:i]) for i in range(k + 1)]
+    cuts = [bounds[i] - 1 for i in range(1, k)]  # the part after which each cut sits
+    cut_elements = [math.prod(costs.cut_shapes[c]) for c in cuts]
+    element = 4
+    crossing = [costs.batch_size * d * element for d in cut_elements]  # one activation-sized tensor, one way
+    seconds = (lambda nbytes: 0.0) if link is None else (lambda nbytes: nbytes / link)
+    compute = stage_times(best)
+    # Stage s does its compute, the work of the cut after it (penalty, head) and of the cut before it (its input λ).
+    work = [compute[s] + (costs.cut_regress_s[cuts[s]] if s < k - 1 else 0.0) + (costs.cut_lambda_s[cuts[s - 1]] if s > 0 else 0.0)
+            for s in range(k)]
+    messages = [sum(seconds(crossing[c]) for c in (s - 1, s) if 0 <= c < k - 1) for s in range(k)]
+    parallel = max(max(w, m) for w, m in zip(work, messages))
+    micro = max(compute) / micro_batches
+    pipeline = (micro_batches + k - 1) * micro + 2 * (k - 1) * seconds(max(crossing, default=0) / micro_batches)
+    allreduce = int(2 * (k - 1) / k * costs.parameter_bytes)
+    forward, backward = sum(costs.forward_s), sum(costs.backward_s)
+    ddp = forward / k + max(backward / k, seconds(allreduce))
+    share = parallel_share
+    sph = 1.0 / (share * parallel / serial + (1 - share) * pipeline / serial)
+    per_store = [dataset_size * d * element for d in cut_elements]
+    aux = [0] + [per_store[c] * (2 if method == "al" else 1) for c in range(k - 1)]
+    return Prediction(
+        stages=k, best_cut=list(best), train_cut=list(train_cut), serial_step_s=serial, parallel_step_s=parallel,
+        pipeline_step_s=pipeline, ddp_step_s=ddp, parallel_speedup=serial / parallel, pipeline_speedup=serial / pipeline,
+        ddp_speedup=serial / ddp, sph_speedup=sph, bytes_per_step=2 * sum(crossing),
+        bytes_per_step_ds=2 * sum(costs.batch_size * d // 4 * 2 for d in cut_elements),
+        ddp_allreduce_bytes=allreduce, aux_bytes_per_stage=aux,
+    )
+
+
+def _best_cut(step: Sequence[float], regress: Sequence[float], own: Sequence[float], k: int) -> list[int]:
+    """Block counts of the ``k`` contiguous stages whose slowest parallel step (its blocks, plus the
+    method's work at the cut after it and the cut before it) is fastest."""
+    n = len(step)
+    prefix = [0.0]
+    for t in step:
+        prefix.append(prefix[-1] + t)
+
+    def cost(i: int, j: int) -> float:  # a stage of parts i..j-1
+        return prefix[j] - prefix[i] + (regress[j - 1] if j < n else 0.0) + (own[i - 1] if i > 0 else 0.0)
+
+    return balanced_split(n, k, cost)
+
+
+def plan(model: nn.Module, input_shape: Sequence[int], stages: Sequence[int], *, link: str | None = None,
+         batch_size: int = 128, micro_batches: int = 4, parallel_share: float = 0.5, dataset_size: int = 50_000,
+         method: str = "penalty", repeats: int = 5) -> tuple[PartCosts, list[Prediction]]:
+    """Measures ``model`` once and predicts every K in ``stages`` (see the module's documentation)."""
+    if not 0 <= parallel_share <= 1:
+        raise ValueError(f"parallel_share must be in [0, 1], got {parallel_share}")
+    if micro_batches < 1 or batch_size % micro_batches:
+        raise ValueError(f"micro_batches ({micro_batches}) must be >= 1 and divide batch_size ({batch_size})")
+    rate = link_bytes_per_s(link)
+    described = describe(model)
+    n_blocks = len(described.blocks)
+    for k in stages:
+        if not 1 <= k <= n_blocks:
+            raise ValueError(f"stages must be between 1 and the model's {n_blocks} blocks, got {k}")
+    costs = measure(model, input_shape, batch_size=batch_size, repeats=repeats)
+    return costs, [predict(costs, k, train_cut=partition(described, k, input_shape).blocks_per_stage, link=rate,
+                           micro_batches=micro_batches, parallel_share=parallel_share, dataset_size=dataset_size, method=method)
+                   for k in stages]
+
+
+def as_table(costs: PartCosts, predictions: Sequence[Prediction], *, link: str | None, parallel_share: float) -> str:
+    """The predictions as a Markdown table, with what was measured above it."""
+    serial = sum(costs.forward_s) + sum(costs.backward_s)
+    lines = [f"Measured on this device: backprop step {1e3 * serial:.1f} ms at batch {costs.batch_size} "
+             f"(forward {1e3 * sum(costs.forward_s):.1f}, backward {1e3 * sum(costs.backward_s):.1f}); method work per cut after "
+             "each block, before / after the cut (ms): " + ", ".join(f"{1e3 * a:.1f}/{1e3 * b:.1f}" for a, b in zip(costs.cut_regress_s, costs.cut_lambda_s))
+             + "; "
+             f"link {link or 'none (messages free)'}.", "",
+             f"| K | best cut (measured) | lpfast train's cut | parallel epoch | pipeline epoch | DDP epoch | SPH run ({parallel_share:.2f} parallel) "
+             "| bytes/step | with DS | DDP all-reduce/step | λ memory per stage |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for p in predictions:
+        lines.append(
+            f"| {p.stages} | {','.join(map(str, p.best_cut))} | {','.join(map(str, p.train_cut))} | {p.parallel_speedup:.2f}x | "
+            f"{p.pipeline_speedup:.2f}x | {p.ddp_speedup:.2f}x | {p.sph_speedup:.2f}x | {p.bytes_per_step / 1e6:.2f} MB | "
+            f"{p.bytes_per_step_ds / 1e6:.2f} MB | {p.ddp_allreduce_bytes / 1e6:.2f} MB | "
+            + ", ".join(f"{b / 1e9:.2f} GB" for b in p.aux_bytes_per_stage) + " |")
+    lines += ["", "Speed-ups over backprop on one device; data loading left out. Where the measured best cut differs from "
+              "lpfast train's, pass it as --stage-blocks."]
+    return "\n".join(lines)
+
+
+def to_record(costs: PartCosts, predictions: Sequence[Prediction]) -> dict:
+    return {"costs": asdict(costs), "predictions": [asdict(p) for p in predictions]}

@@ -1,0 +1,154 @@
+"""The serial phase's pipeline (ALGORITHM.md §5): ordinary backprop through the K stages, a batch
+split into micro-batches that flow forward stage to stage and whose gradients flow back.
+
+Two implementations of one contract, chosen by where the stages live:
+
+- :class:`TorchPipeline`, one stage per ``torch.distributed`` rank: the schedules of
+  ``torch.distributed.pipelining`` (``ScheduleGPipe``: every forward, then every backward;
+  ``Schedule1F1B``: one forward, one backward in the steady state, so a stage holds at most K
+  micro-batches' activations instead of M);
+- :class:`LocalPipeline`, every stage in this process: the micro-batches forward through all
+  stages, then backward, the tensors crossing cuts through the transport so bytes count alike.
+
+Both leave the gradients of one step in the stages' parameters (the batch mean of the
+cross-entropy; with one micro-batch exactly backprop's, with more batch norm normalises each
+micro-batch by its own statistics) and return the batch's mean loss on the last stage's worker.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from lpfast.transport import Transport
+
+SCHEDULES = ("1f1b", "gpipe")
+
+
+class LocalPipeline:
+    """All stages in one process (a :class:`~lpfast.transport.LocalTransport`)."""
+
+    def __init__(self, stages: Sequence[nn.Module], cut_shapes: Sequence[tuple[int, ...]], transport: Transport,
+                 memory_format: torch.memory_format) -> None:
+        self.stages, self.cut_shapes, self.transport, self.memory_format = stages, cut_shapes, transport, memory_format
+
+    def run(self, x: Tensor, y: Tensor, micro_batches: int, stage_time: dict[int, float]) -> Tensor:
+        batch, last = y.numel(), len(self.stages) - 1
+        total = torch.zeros((), dtype=torch.float64, device=x.device)
+        saved: list[list[tuple[Tensor, Tensor]]] = []
+        for xj, yj in zip(x.chunk(micro_batches), y.chunk(micro_batches)):
+            record = []
+            for s, stage in enumerate(self.stages):
+                tick = time.perf_counter()
+                if s == 0:
+                    inp = xj
+                else:
+                    shape = (yj.numel(), *self.cut_shapes[s - 1])
+                    inp = self.transport.irecv(shape, xj.dtype, xj.device, s - 1, s, memory_format=self.memory_format).wait().requires_grad_()
+                out = stage(inp)
+                if s == last:
+                    out = F.cross_entropy(out, yj, reduction="sum") / batch
+                    total += out.detach()
+                else:
+                    self.transport.isend(out.detach(), s, s + 1, memory_format=self.memory_format)
+                record.append((inp, out))
+                stage_time[s] += time.perf_counter() - tick
+            saved.append(record)
+        for record in saved:  # in forward order, as the schedules of torch.distributed.pipelining run them
+            for s in reversed(range(len(self.stages))):
+                tick = time.perf_counter()
+                inp, out = record[s]
+                if s == last:
+                    out.backward()
+                else:
+                    out.backward(self.transport.irecv(tuple(out.shape), out.dtype, out.device, s + 1, s, memory_format=self.memory_format).wait())
+                if s > 0:
+                    self.transport.isend(inp.grad, s, s - 1, memory_format=self.memory_format)
+                stage_time[s] += time.perf_counter() - tick
+        self.transport.flush()
+        return total
+
+
+class TorchPipeline:
+    """This rank's stage ``index`` of ``num_stages`` (rank = stage) under ``torch.distributed.pipelining``'s
+    ``schedule`` (``"1f1b"`` or ``"gpipe"``). ``stage_time`` gets the whole step's time, waits included:
+    the schedule interleaves a stage's work with its messages."""
+
+    def __init__(self, stage: nn.Module, index: int, num_stages: int, cut_shapes: Sequence[tuple[int, ...]],
+                 transport: Transport, schedule: str, device: torch.device, memory_format: torch.memory_format) -> None:
+        self.memory_format = memory_format
+        self.stage, self.index, self.num_stages = stage, index, num_stages
+        self.cut_shapes, self.transport, self.schedule, self.device = cut_shapes, transport, schedule, device
+        self._built: dict[tuple[int, int], object] = {}
+
+    def _schedule_for(self, batch: int, micro_batches: int):
+        """The schedule for this batch shape; built once (its stage infers the micro-batch shapes on its first step)."""
+        key = (batch, micro_batches)
+        if key not in self._built:
+            from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
+
+            stage = PipelineStage(_DenseOnWire(self.stage, self.memory_format), self.index, self.num_stages, self.device)
+            # With fewer micro-batches than stages 1F1B has no steady state and orders the work as
+            # GPipe does; torch's Schedule1F1B refuses that case, so GPipe runs it.
+            kind = Schedule1F1B if self.schedule == "1f1b" and micro_batches >= self.num_stages else ScheduleGPipe
+            # Each micro-batch's loss is its share of the batch mean, as in LocalPipeline, so both
+            # accumulate the same gradients in the same arithmetic.
+            share = lambda logits, target: F.cross_entropy(logits, target, reduction="sum") / batch  # noqa: E731
+            self._built[key] = kind(stage, micro_batches, loss_fn=share, scale_grads=False)
+        return self._built[key]
+
+    def run(self, x: Tensor, y: Tensor, micro_batches: int, stage_time: dict[int, float]) -> Tensor | None:
+        batch, s, last = y.numel(), self.index, self.num_stages - 1
+        if batch % micro_batches:
+            raise ValueError(f"the serial pipeline across workers needs micro_batches ({micro_batches}) to divide the batch size ({batch})")
+        schedule = self._schedule_for(batch, micro_batches)
+        tick = time.perf_counter()
+        losses: list[Tensor] = []
+        if s == 0:
+            schedule.step(x, return_outputs=False)
+        elif s == last:
+            schedule.step(target=y, losses=losses, return_outputs=False)
+        else:
+            schedule.step(return_outputs=False)
+        stage_time[s] += time.perf_counter() - tick
+        # What the schedule sent: each micro-batch's activation forward and its gradient back.
+        element = next(self.stage.parameters()).element_size()
+        if s < last:
+            self.transport.count_sent(batch * math.prod(self.cut_shapes[s]) * element, s, s + 1)
+        if s > 0:
+            self.transport.count_sent(batch * math.prod(self.cut_shapes[s - 1]) * element, s, s - 1)
+        if s != last:
+            return None
+        return torch.stack([loss.detach() for loss in losses]).double().sum()
+
+
+
+class _DenseOnWire(nn.Module):
+    """A stage whose input and output are plain contiguous tensors, as gloo sends them, while it
+    computes in ``memory_format`` (a channels-last stage's input is laid out so before it runs)."""
+
+    def __init__(self, stage: nn.Module, memory_format: torch.memory_format) -> None:
+        super().__init__()
+        self.stage, self.memory_format = stage, memory_format
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dim() == 4:
+            x = _Relayout.apply(x, self.memory_format)
+        return self.stage(x).contiguous()
+
+
+class _Relayout(torch.autograd.Function):
+    """``x`` laid out in ``memory_format``, whose gradient goes back contiguous (the layout the
+    schedule's receive buffer on the previous stage has)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, memory_format: torch.memory_format) -> Tensor:
+        return x.contiguous(memory_format=memory_format)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:
+        return grad.contiguous(), None

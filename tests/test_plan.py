@@ -1,0 +1,78 @@
+"""lpfast plan: the §8 predictions from block costs, and byte and memory counts equal to what
+LayerParallel really sends and holds."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from lpfast.filters import DsFilter
+from lpfast.models import mnist_resnet
+from lpfast.parallel import LayerParallel
+from lpfast.plan import PartCosts, link_bytes_per_s, measure, predict
+
+
+def synthetic(regress=(0.0, 0.0, 0.0), own=(0.0, 0.0, 0.0)) -> PartCosts:
+    return PartCosts(forward_s=[1.0] * 4, backward_s=[2.0] * 4, cut_regress_s=list(regress), cut_lambda_s=list(own),
+                     cut_shapes=[(8, 4, 4)] * 3, parameter_bytes=1000, batch_size=10)
+
+
+def test_predictions_follow_the_cost_model():
+    p = predict(synthetic(), 2, train_cut=[2, 2], link=None, micro_batches=4, parallel_share=0.5)
+    assert p.best_cut == [2, 2] and p.serial_step_s == 12.0
+    assert p.parallel_speedup == 2.0  # two stages of 6 s at once
+    assert p.pipeline_speedup == pytest.approx(12 / (5 * 6 / 4))  # (M + K - 1) micro-batch steps of 1.5 s
+    assert p.ddp_speedup == 2.0  # forward and backward halved, the all-reduce free without a link
+    assert p.sph_speedup == pytest.approx(1 / (0.5 / 2.0 + 0.5 / p.pipeline_speedup))
+    # The method's work moves the best cut: with 5 s of work before the cut after block 2 and 1 s
+    # before the one after block 3, the slowest stage of 2+2 takes 11 s, of 3+1 10 s, of 1+3 9 s.
+    assert predict(synthetic(regress=(0.0, 5.0, 1.0)), 2, train_cut=[2, 2], link=None).best_cut == [1, 3]
+
+
+def test_a_slow_link_bounds_the_step_and_ds_shrinks_its_bytes():
+    # One cut: 10 samples × 128 elements × 4 bytes each way per step.
+    p = predict(synthetic(), 2, train_cut=[2, 2], link=500.0)
+    assert p.bytes_per_step == 2 * 10 * 128 * 4
+    assert p.bytes_per_step_ds == p.bytes_per_step // 8  # s = 2 pooling and a bfloat16 wire
+    # Output forward and target back take 10.24 s each way (a full-duplex link), more than a stage's 6 s of compute.
+    assert p.parallel_step_s == pytest.approx(10 * 128 * 4 / 500.0)
+    assert p.ddp_allreduce_bytes == 1000  # 2(K-1)/K of the parameters' bytes
+
+
+def test_link_rates():
+    assert link_bytes_per_s("1gbit") == 1.25e8 and link_bytes_per_s("100mbit") == 1.25e7 and link_bytes_per_s(None) is None
+    with pytest.raises(ValueError, match="like 10mbit"):
+        link_bytes_per_s("fast")
+
+
+@pytest.mark.parametrize("method, ds", [("penalty", False), ("al", False), ("penalty", True)])
+def test_bytes_and_memory_are_what_layer_parallel_sends_and_holds(method, ds):
+    torch.manual_seed(0)
+    model = mnist_resnet()
+    costs = measure(model, (1, 28, 28), batch_size=16, repeats=1)
+    p = predict(costs, 2, train_cut=[4, 4], link=None, dataset_size=48, method=method)
+    lp = LayerParallel(model, optimizer=lambda ps: torch.optim.SGD(ps, lr=0.01), stages=p.best_cut, method=method, dataset_size=48,
+                       input_shape=(1, 28, 28), wire_filter=DsFilter(2, torch.bfloat16) if ds else None)
+    x, y, idx = torch.randn(16, 1, 28, 28), torch.arange(16) % 10, torch.arange(16)
+    lp.initialise([(x, idx)])
+    before = sum(n for (phase, _, _), n in lp.transport.sent_bytes.items() if phase == "parallel")
+    lp.step(x, y, idx)
+    sent = sum(n for (phase, _, _), n in lp.transport.sent_bytes.items() if phase == "parallel") - before
+    assert sent == (p.bytes_per_step_ds if ds else p.bytes_per_step)
+    assert lp.aux_nbytes() == sum(p.aux_bytes_per_stage)
+
+
+def test_plan_command_writes_its_predictions(tmp_path):
+    out = tmp_path / "plan.json"
+    result = subprocess.run([sys.executable, "-m", "lpfast", "plan", "--model", "mnist_resnet", "--input-shape", "1,28,28", "--stages", "2,4",
+                             "--batch-size", "16", "--repeats", "1", "--link", "1gbit", "--out", str(out)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    record = json.loads(out.read_text())
+    assert [p["stages"] for p in record["predictions"]] == [2, 4]
+    assert all(sum(p["best_cut"]) == 8 and p["parallel_speedup"] > 0 for p in record["predictions"])
+    assert "| 4 |" in result.stdout
+    bad = subprocess.run([sys.executable, "-m", "lpfast", "plan", "--model", "mnist_resnet", "--input-shape", "1,28,28", "--stages", "9"],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "between 1 and the model's 8 blocks" in bad.stderr
