@@ -353,6 +353,47 @@ def ceilings(folder: Path) -> list[str]:
     return lines
 
 
+def planner_check(key: tuple[str, str, str], records: list[dict], folder: Path) -> list[str]:
+    """``lpfast plan``'s predictions (``plan-<model>-<dataset>.json`` beside the records) against the
+    section's measured epoch speed-ups over the baseline, for the rows' cut: the prediction error."""
+    path = folder / f"plan-{key[1]}-{key[2]}.json"
+    if not path.exists():
+        return []
+    predictions = json.loads(path.read_text())["predictions"]
+    base = baseline(records)
+    lines = []
+    for r in records:
+        kind = row_kind(r).split("+")[0]
+        if kind not in ("ddp", "gpipe", "1f1b", "penalty", "al") or r["config"].get("aux") == "net":  # ψ's cost is not planned
+            continue
+        blocks = r["config"].get("stage_blocks")
+        match = [p for p in predictions if p["stages"] == r["workers"] and (p["cut"] == blocks if blocks else p["default"])]
+        if not match:
+            continue
+        p = match[0]
+        if kind == "ddp":
+            predicted, measured = p["ddp_speedup"], base["median_epoch_time_s"] / r["median_epoch_time_s"]
+            what = "epoch"
+        elif kind in ("gpipe", "1f1b"):
+            predicted, measured = p["pipeline_speedup"], base["median_epoch_time_s"] / r["median_epoch_time_s"]
+            what = "epoch"
+        else:
+            share = sum(phase == "parallel" for phase in r["phase"]) / len(r["phase"])
+            par, ser = phase_median(r, "parallel"), phase_median(r, "serial")
+            serial_factor = p["pipeline_step_s"] / p["serial_step_s"]
+            predicted = 1 / (share * p["parallel_step_s"] / p["serial_step_s"] + (1 - share) * serial_factor)
+            measured = base["train_time_s"] / r["train_time_s"]
+            what = "parallel epoch" if ser is None else f"whole run ({share:.2f} parallel)"
+            if ser is None and par is not None:
+                measured = base["median_epoch_time_s"] / par
+        lines.append(f"| {r['name']} | {','.join(map(str, p['cut']))} | {what} | {predicted:.2f}x | {measured:.2f}x | {100 * (predicted / measured - 1):+.0f}% |")
+    if not lines:
+        return []
+    return ["**`lpfast plan` against the measurement** (its predictions in `" + path.name + "`, measured on this machine before the rows; "
+            "speed-ups over the baseline; the planner leaves data loading and evaluation out):", "",
+            "| row | cut | what | predicted | measured | error |", "|---|---|---|---|---|---|", *lines, ""]
+
+
 def narrative(folder: Path) -> list[str]:
     """The hand-written account of what the measurements say (``narrative.md`` beside the records)."""
     path = folder / "narrative.md"
@@ -381,7 +422,8 @@ def main(argv: list[str] | None = None) -> None:
                              + ", ".join(f"*{r['name']}*" for r in rows) + "." for invocation, rows in invocations(records))
                   + " Rows of one invocation ran interleaved, one epoch at a time (`--pause-after 1`/`--resume`), as these commands "
                   "from the repository root:", "",
-                  "```", *(r["command"] for r in records), "```", "", *link_line(first), *table(records), "", *findings(records), ""]
+                  "```", *(r["command"] for r in records), "```", "", *link_line(first), *table(records), "", *findings(records), "",
+                  *planner_check(key, records, args.records.parent)]
         lines += [f"![{name}](plots/{name})" for name in plots(key, records, plot_dir)] + [""]
     lines += ceilings(args.records.parent)
     args.out.write_text("\n".join(lines) + "\n")

@@ -12,6 +12,10 @@ the augmented Lagrangian) belong to stage ``c+1``, whose input they are. One ste
 3. every stage ``s ≥ 1`` receives φ_{s-1}(λ_{s-2}) and updates λ_{s-1} (and μ_{s-1}) with its own
    input gradient (λ-step, μ-step) through the fused op ``lpfast.ops.aux_update_``.
 
+A worker holds its stages and its sides of their cuts (:mod:`lpfast.cut`): the
+:class:`~lpfast.cut.CutInput` of a stage's input does 1 and 3, the :class:`~lpfast.cut.CutOutput`
+of its output the penalty of 2. The serial phase's pipeline is :mod:`lpfast.serial`'s.
+
 Only activation-sized tensors cross between neighbours (one each way per cut and step), and no
 stage waits for another's compute except for the λ-update in 3, which needs the previous stage's
 forward only. The schedule runs unchanged over a :class:`~lpfast.transport.LocalTransport` (all
@@ -27,9 +31,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lpfast import ops
 from lpfast.auxnet import NetAux, build_aux_net
 from lpfast.auxvars import STORE_LOCATIONS, AuxStore, StoredAux
+from lpfast.cut import CutInput, CutOutput
 from lpfast.describe import check_description, describe
 from lpfast.filters import DsFilter
 from lpfast.localheads import LocalHead
@@ -204,6 +208,12 @@ class LayerParallel:
 
         self.aux_kind = aux
         self.aux = {s - 1: aux_variables(s - 1) for s in self.own if s > 0}
+        layout = dict(dtype=self.dtype, device=self.device, memory_format=memory_format)
+        # This worker's sides of the cuts: the inputs of its stages (λ it owns), their outputs.
+        self.cut_inputs = {c: CutInput(c, self.plan.cut_shapes[c], a, self.wire, self.transport, **layout) for c, a in self.aux.items()}
+        self.cut_outputs = {s: CutOutput(s, self.plan.cut_shapes[s], self.wire, self.transport, head=self.local_heads.get(s),
+                                         local_loss=local_loss, **layout)
+                            for s in self.own if s + 1 < self.num_stages}
         self.serial_pipeline: LocalPipeline | TorchPipeline
         if len(self.own) == self.num_stages:
             self.serial_pipeline = LocalPipeline(self.stages, self.plan.cut_shapes, self.transport, memory_format)
@@ -249,7 +259,7 @@ class LayerParallel:
         statistics of the epoch under way (so that a run checkpointed mid-epoch resumes exactly)."""
         sent, before = self.transport.sent_bytes, self._bytes_at_epoch_start
         return {
-            "epoch_stats": {"loss_sum": dict(self._loss_sum), "violation_sq": dict(self._violation_sq), "lam_sq": dict(self._lam_sq),
+            "epoch_stats": {"loss_sum": dict(self._loss_sum), "cuts": {c: cut.statistics() for c, cut in self.cut_inputs.items()},
                             "stage_time": dict(self._stage_time), "samples": self._samples, "phase": self._phase,
                             "bytes": {key: sent[key] - before.get(key, 0) for key in list(sent)}},
             "stages": {s: self.stages[s].state_dict() for s in self.own},
@@ -271,7 +281,9 @@ class LayerParallel:
             a.load_state_dict(state["aux"][c])
         self.epoch, self.steps, self.initialised = state["epoch"], state["steps"], state["initialised"]
         stats = state["epoch_stats"]
-        self._loss_sum, self._violation_sq, self._lam_sq = stats["loss_sum"], stats["violation_sq"], stats["lam_sq"]
+        self._loss_sum = stats["loss_sum"]
+        for c, cut in self.cut_inputs.items():
+            cut.load_statistics(stats["cuts"][c])
         self._stage_time, self._samples, self._phase = stats["stage_time"], stats["samples"], stats["phase"]
         self._bytes_at_epoch_start = {key: self.transport.sent_bytes.get(key, 0) - n for key, n in stats["bytes"].items()}
 
@@ -325,73 +337,42 @@ class LayerParallel:
             raise RuntimeError("call LayerParallel.initialise(...) before the first step (it fills the auxiliary variables)")
         beta, batch = self.beta, idx.numel()
         update_mu = self.method == "al" and self.steps % self.mu_every == 0
-        inputs, mus, targets_in, outs_in = {}, {}, {}, {}
 
-        # 1. Gather this worker's inputs; send targets back; post the receives.
-        for s in self.own:
-            if s > 0:
-                lam, mus[s] = self.aux[s - 1].fetch(x, idx, flips)
-                inputs[s] = lam
-                target = lam if mus[s] is None else lam - mus[s] * (1.0 / beta)
-                self.transport.isend(self.wire.encode(target), s, s - 1, memory_format=self.memory_format)  # coarse: a low-pass target
-                outs_in[s] = self._irecv_filtered(batch, s - 1, s)
-            if s + 1 < self.num_stages:
-                targets_in[s] = self._irecv_filtered(batch, s, s)
+        # 1. Open this worker's cuts: λ in (the stages' inputs), targets back, receives posted.
+        inputs = {s: self.cut_inputs[s - 1].begin(x, idx, flips, beta) for s in self.own if s > 0}
+        for cut in self.cut_outputs.values():
+            cut.begin(batch)
 
         # 2. θ-steps, each stage on its own input (on a GPU, each on its own stream).
-        losses, input_grads, sent_outputs = {}, {}, []
+        losses, input_grads, sent = {}, {}, []
         for s in self.own:
             with self._stage_stream(s):
                 start = time.perf_counter()
                 inp = x if s == 0 else inputs[s].detach().requires_grad_()
                 out = self.stages[s](inp)
-                opt = self.optimizers[s]
-                opt.zero_grad(set_to_none=True)
-                if s + 1 < self.num_stages:
-                    # With a DS filter the constraint binds the low-pass part of the output: the
-                    # penalty compares pooled output with the pooled target it received.
-                    coarse = self.wire.pool(out)
-                    sent = self.wire.cast(coarse.detach())
-                    self.transport.isend(sent, s, s + 1, memory_format=self.memory_format)
-                    sent_outputs.append(sent)
-                    target = targets_in[s].wait().to(self.dtype)
-                    loss, grad_coarse = ops.penalty_residual(coarse.detach(), target, None, beta=beta)
-                    head = self.local_heads.get(s)
-                    if head is None:
-                        coarse.backward(grad_coarse)
-                    else:
-                        local = self.local_loss * F.cross_entropy(head(out), y)
-                        if s == 0:
-                            torch.autograd.backward([coarse, local], [grad_coarse, None])
-                        else:  # the input gradient (λ_{s-1}'s step) is the penalty's alone
-                            coarse.backward(grad_coarse, retain_graph=True)
-                            local.backward(inputs=self._trained[s])
-                        loss = loss + local.detach()
-                    per_sample = float(coarse[0].numel() * batch)  # mean over elements -> sum per sample
+                self.optimizers[s].zero_grad(set_to_none=True)
+                if s in self.cut_outputs:
+                    cut = self.cut_outputs[s]
+                    loss, crossing = cut.backward(out, y, beta=beta, params=None if s == 0 else self._trained[s])
+                    sent.append(crossing)
+                    per_sample = cut.reduction_size(batch)
                 else:
                     loss = F.cross_entropy(out, y)
                     loss.backward()
                     per_sample = float(batch)  # batch mean -> per-sample loss
-                self._theta_step(s, self.regression_lr_scale if s + 1 < self.num_stages else 1.0)
+                self._theta_step(s, self.regression_lr_scale if s in self.cut_outputs else 1.0)
                 if s > 0:
                     # Sample i's own objective: the mean-reduced input gradient times its reduction size.
                     input_grads[s] = inp.grad.mul_(per_sample)
                 losses[s] = loss.detach()
                 self._stage_time[s] += time.perf_counter() - start
-        self._join_stage_streams(list(losses.values()) + list(input_grads.values()) + sent_outputs)
+        self._join_stage_streams(list(losses.values()) + list(input_grads.values()) + sent)
         # The targets sent in 1 may be the λ batches that 3 updates in place: let them leave first.
         self.transport.flush()
 
         # 3. λ- and μ-steps of the cuts this worker owns.
-        for s in self.own:
-            if s == 0:
-                continue
-            lam, mu = inputs[s], mus[s]
-            out_prev = self.wire.lift(outs_in[s].wait(), lam)
-            self._violation_sq[s - 1] += (out_prev - lam).square().sum()
-            self._lam_sq[s - 1] += lam.square().sum()
-            ops.aux_update_(lam, mu, out_prev, input_grads[s], beta=beta, eta=self.lam_step, update_mu=update_mu)
-            self.aux[s - 1].update(x, idx, lam, mu, flips)
+        for s, grad in input_grads.items():
+            self.cut_inputs[s - 1].finish(grad, beta=beta, eta=self.lam_step, update_mu=update_mu)
         self.transport.flush()
 
         for s, loss in losses.items():
@@ -400,12 +381,6 @@ class LayerParallel:
         self._phase = "parallel"
         self.steps += 1
         return losses
-
-    def _irecv_filtered(self, batch: int, cut: int, to_stage: int):
-        """Posts the receive of a filtered batch across ``cut`` (from its other side)."""
-        src = cut + 1 if to_stage == cut else cut
-        shape = self.wire.wire_shape((batch, *self.plan.cut_shapes[cut]))
-        return self.transport.irecv(shape, self.wire.dtype_on_wire(self.dtype), self.device, src, to_stage, memory_format=self.memory_format)
 
     def _theta_step(self, s: int, lr_scale: float) -> None:
         opt = self.optimizers[s]
@@ -470,8 +445,8 @@ class LayerParallel:
     def _reset_epoch_stats(self) -> None:
         zero = lambda: torch.zeros((), dtype=torch.float64, device=self.device)  # noqa: E731
         self._loss_sum = {s: zero() for s in self.own}
-        self._violation_sq = {c: zero() for c in self.aux}
-        self._lam_sq = {c: zero() for c in self.aux}
+        for cut in self.cut_inputs.values():
+            cut.reset_statistics()
         self._stage_time = {s: 0.0 for s in self.own}
         self._samples = 0
         self._bytes_at_epoch_start = dict(self.transport.sent_bytes)
@@ -496,7 +471,7 @@ class LayerParallel:
             if s > 0:
                 aux = self.aux[s - 1]
                 local[5, s - 1] = aux.nbytes
-                local[2, s - 1] = (self._violation_sq[s - 1] / self._lam_sq[s - 1].clamp_min(1e-30)).sqrt()
+                local[2, s - 1] = self.cut_inputs[s - 1].relative_violation()
                 if isinstance(aux, NetAux):
                     local[6, s - 1] = aux.take_fit_loss()
         sent, before = self.transport.sent_bytes, self._bytes_at_epoch_start

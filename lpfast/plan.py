@@ -5,8 +5,9 @@ the first block, each block, the last block with the head) and the per-cut work 
 (the λ gather, the penalty and λ-update ops, the scatter, the local head) on this device, then
 predicts for each K from the cost model of ALGORITHM.md §8:
 
-- the best cut (contiguous blocks whose slowest stage, the method's work at its cuts included, is
-  fastest) and the one ``lpfast train`` uses (balanced by estimated FLOPs);
+- for the fastest cut (contiguous blocks whose slowest stage, the method's work at its cuts
+  included, is fastest) and for the one ``lpfast train`` makes by default (balanced by estimated
+  FLOPs) where that is another:
 - a parallel-phase step: the slowest stage's compute plus its cuts' work, or the time its messages
   take on the link where that is longer (messages overlap compute; a link is full duplex, and a
   middle stage's two neighbours share its link);
@@ -148,8 +149,9 @@ class Prediction:
     """Predicted for K stages on K devices like this one (seconds per step, speed-ups over backprop on one)."""
 
     stages: int
-    best_cut: list[int]
-    train_cut: list[int]
+    cut: list[int]
+    fastest: bool
+    default: bool
     serial_step_s: float
     parallel_step_s: float
     pipeline_step_s: float
@@ -164,15 +166,21 @@ class Prediction:
     aux_bytes_per_stage: list[int]
 
 
-def predict(costs: PartCosts, k: int, *, train_cut: Sequence[int], link: float | None, micro_batches: int = 4,
-            parallel_share: float = 0.5, dataset_size: int = 50_000, method: str = "penalty") -> Prediction:
-    """The §8 prediction for ``k`` stages from measured ``costs``; ``link`` in bytes per second (None: free)."""
+def predict(costs: PartCosts, k: int, *, cut: Sequence[int] | None = None, default_cut: Sequence[int] | None = None,
+            link: float | None, micro_batches: int = 4, parallel_share: float = 0.5, dataset_size: int = 50_000,
+            method: str = "penalty") -> Prediction:
+    """The §8 prediction for ``k`` stages cut into ``cut`` blocks per stage (None: the fastest cut)
+    from measured ``costs``; ``default_cut`` is the one ``lpfast train`` makes; ``link`` in bytes per
+    second (None: free)."""
     n_parts = len(costs.forward_s)
     if not 1 <= k <= n_parts:
         raise ValueError(f"stages must be between 1 and the model's {n_parts} blocks, got {k}")
     step = [f + b for f, b in zip(costs.forward_s, costs.backward_s)]
     serial = sum(step)
-    best = _best_cut(step, costs.cut_regress_s, costs.cut_lambda_s, k)
+    fastest = _best_cut(step, costs.cut_regress_s, costs.cut_lambda_s, k)
+    best = list(cut) if cut is not None else fastest
+    if len(best) != k or sum(best) != n_parts or min(best) < 1:
+        raise ValueError(f"cut {list(best)} must give each of the {k} stages at least one of the model's {n_parts} blocks")
 
     def stage_times(counts: Sequence[int]) -> list[float]:
         bounds = [sum(counts[:i]) for i in range(len(counts) + 1)]
@@ -200,7 +208,7 @@ def predict(costs: PartCosts, k: int, *, train_cut: Sequence[int], link: float |
     per_store = [dataset_size * d * element for d in cut_elements]
     aux = [0] + [per_store[c] * (2 if method == "al" else 1) for c in range(k - 1)]
     return Prediction(
-        stages=k, best_cut=list(best), train_cut=list(train_cut), serial_step_s=serial, parallel_step_s=parallel,
+        stages=k, cut=list(best), fastest=best == fastest, default=default_cut is not None and best == list(default_cut), serial_step_s=serial, parallel_step_s=parallel,
         pipeline_step_s=pipeline, ddp_step_s=ddp, parallel_speedup=serial / parallel, pipeline_speedup=serial / pipeline,
         ddp_speedup=serial / ddp, sph_speedup=sph, bytes_per_step=2 * sum(crossing),
         bytes_per_step_ds=2 * sum(costs.batch_size * d // 4 * 2 for d in cut_elements),
@@ -225,7 +233,8 @@ def _best_cut(step: Sequence[float], regress: Sequence[float], own: Sequence[flo
 def plan(model: nn.Module, input_shape: Sequence[int], stages: Sequence[int], *, link: str | None = None,
          batch_size: int = 128, micro_batches: int = 4, parallel_share: float = 0.5, dataset_size: int = 50_000,
          method: str = "penalty", repeats: int = 5) -> tuple[PartCosts, list[Prediction]]:
-    """Measures ``model`` once and predicts every K in ``stages`` (see the module's documentation)."""
+    """Measures ``model`` once and predicts every K in ``stages`` (see the module's documentation):
+    for the fastest cut, and for ``lpfast train``'s default cut where that is another."""
     if not 0 <= parallel_share <= 1:
         raise ValueError(f"parallel_share must be in [0, 1], got {parallel_share}")
     if micro_batches < 1 or batch_size % micro_batches:
@@ -237,9 +246,14 @@ def plan(model: nn.Module, input_shape: Sequence[int], stages: Sequence[int], *,
         if not 1 <= k <= n_blocks:
             raise ValueError(f"stages must be between 1 and the model's {n_blocks} blocks, got {k}")
     costs = measure(model, input_shape, batch_size=batch_size, repeats=repeats)
-    return costs, [predict(costs, k, train_cut=partition(described, k, input_shape).blocks_per_stage, link=rate,
-                           micro_batches=micro_batches, parallel_share=parallel_share, dataset_size=dataset_size, method=method)
-                   for k in stages]
+    options = dict(link=rate, micro_batches=micro_batches, parallel_share=parallel_share, dataset_size=dataset_size, method=method)
+    predictions = []
+    for k in stages:
+        default = partition(described, k, input_shape).blocks_per_stage
+        predictions.append(predict(costs, k, default_cut=default, **options))
+        if not predictions[-1].default:
+            predictions.append(predict(costs, k, cut=default, default_cut=default, **options))
+    return costs, predictions
 
 
 def as_table(costs: PartCosts, predictions: Sequence[Prediction], *, link: str | None, parallel_share: float) -> str:
@@ -250,18 +264,23 @@ def as_table(costs: PartCosts, predictions: Sequence[Prediction], *, link: str |
              "each block, before / after the cut (ms): " + ", ".join(f"{1e3 * a:.1f}/{1e3 * b:.1f}" for a, b in zip(costs.cut_regress_s, costs.cut_lambda_s))
              + "; "
              f"link {link or 'none (messages free)'}.", "",
-             f"| K | best cut (measured) | lpfast train's cut | parallel epoch | pipeline epoch | DDP epoch | SPH run ({parallel_share:.2f} parallel) "
+             f"| K | cut (blocks per stage) | parallel epoch | pipeline epoch | DDP epoch | SPH run ({parallel_share:.2f} parallel) "
              "| bytes/step | with DS | DDP all-reduce/step | λ memory per stage |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for p in predictions:
         lines.append(
-            f"| {p.stages} | {','.join(map(str, p.best_cut))} | {','.join(map(str, p.train_cut))} | {p.parallel_speedup:.2f}x | "
+            f"| {p.stages} | {_cut_label(p)} | {p.parallel_speedup:.2f}x | "
             f"{p.pipeline_speedup:.2f}x | {p.ddp_speedup:.2f}x | {p.sph_speedup:.2f}x | {p.bytes_per_step / 1e6:.2f} MB | "
             f"{p.bytes_per_step_ds / 1e6:.2f} MB | {p.ddp_allreduce_bytes / 1e6:.2f} MB | "
             + ", ".join(f"{b / 1e9:.2f} GB" for b in p.aux_bytes_per_stage) + " |")
-    lines += ["", "Speed-ups over backprop on one device; data loading left out. Where the measured best cut differs from "
-              "lpfast train's, pass it as --stage-blocks."]
+    lines += ["", "Speed-ups over backprop on one device; data loading left out. Where the fastest cut is not lpfast train's "
+              "default, pass it as --stage-blocks."]
     return "\n".join(lines)
+
+
+def _cut_label(p: Prediction) -> str:
+    notes = [note for flag, note in ((p.fastest, "fastest"), (p.default, "lpfast train's default")) if flag]
+    return ",".join(map(str, p.cut)) + (f" ({', '.join(notes)})" if notes else "")
 
 
 def to_record(costs: PartCosts, predictions: Sequence[Prediction]) -> dict:

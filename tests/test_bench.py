@@ -59,9 +59,16 @@ def test_smoke_preset_records(smoke_records):
 
 
 def test_report_of_the_smoke_preset(smoke_records, tmp_path):
+    # The planner's predictions beside the records are set against the measured rows.
+    subprocess.run([sys.executable, "-m", "lpfast", "plan", "--model", "mnist_resnet", "--input-shape", "1,28,28", "--stages", "2",
+                    "--batch-size", "64", "--repeats", "1", "--out", str(tmp_path / "plan-mnist_resnet-embedded.json")],
+                   check=True, timeout=300, capture_output=True)
     text = make_report(smoke_records, tmp_path)
     for name in ROWS:
         assert f"| {name} |" in text
+    checked = text.split("**`lpfast plan` against the measurement**")[1].split("\n\n")[1]
+    for name in ("DDP, 2 workers x 1 thread", "pipeline GPipe K=2, 4 micro-batches", "pipeline 1F1B K=2, 4 micro-batches", "penalty K=2"):
+        assert f"| {name} |" in checked
     for plot in ("accuracy", "violation", "bytes", "speedup"):
         assert (tmp_path / "plots" / f"smoke-mnist_resnet-embedded-{plot}.png").stat().st_size > 1000
     assert "lpfast bench smoke --model mnist_resnet --dataset embedded --epochs 1 --batch-size 64 --workers 2 --train-subset 256" in text
@@ -249,6 +256,8 @@ def test_row_modifiers_and_errors():
     assert name == "penalty+SPH K=2, 8 of 30 epochs parallel, seed 2" and (workers, threads) == (2, 1)
     assert options[-4:] == ["--parallel-epochs", "8", "--seed", "2"]
     assert row("serial-K+seed1", 2, None, 4, 30)[:2] == ("serial, 2 threads, seed 1", ["--seed", "1"])
-    for bad in ("penalty+share2", "penalty+fast", "sgd"):
+    name, options, _, _ = row("1f1b+cut3-6", 2, None, 4, 30)
+    assert name == "pipeline 1F1B K=2, 4 micro-batches, cut 3+6" and options[-2:] == ["--stage-blocks", "3,6"]
+    for bad in ("penalty+share2", "penalty+fast", "sgd", "penalty+cut3-x"):
         with pytest.raises(ValueError, match="unknown row"):
             row(bad, 2, None, 4, 30)

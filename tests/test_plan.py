@@ -19,25 +19,30 @@ def synthetic(regress=(0.0, 0.0, 0.0), own=(0.0, 0.0, 0.0)) -> PartCosts:
 
 
 def test_predictions_follow_the_cost_model():
-    p = predict(synthetic(), 2, train_cut=[2, 2], link=None, micro_batches=4, parallel_share=0.5)
-    assert p.best_cut == [2, 2] and p.serial_step_s == 12.0
+    p = predict(synthetic(), 2, link=None, micro_batches=4, parallel_share=0.5)
+    assert p.cut == [2, 2] and p.fastest and p.serial_step_s == 12.0
     assert p.parallel_speedup == 2.0  # two stages of 6 s at once
     assert p.pipeline_speedup == pytest.approx(12 / (5 * 6 / 4))  # (M + K - 1) micro-batch steps of 1.5 s
     assert p.ddp_speedup == 2.0  # forward and backward halved, the all-reduce free without a link
     assert p.sph_speedup == pytest.approx(1 / (0.5 / 2.0 + 0.5 / p.pipeline_speedup))
     # The method's work moves the best cut: with 5 s of work before the cut after block 2 and 1 s
     # before the one after block 3, the slowest stage of 2+2 takes 11 s, of 3+1 10 s, of 1+3 9 s.
-    assert predict(synthetic(regress=(0.0, 5.0, 1.0)), 2, train_cut=[2, 2], link=None).best_cut == [1, 3]
+    assert predict(synthetic(regress=(0.0, 5.0, 1.0)), 2, link=None).cut == [1, 3]
 
 
 def test_a_slow_link_bounds_the_step_and_ds_shrinks_its_bytes():
     # One cut: 10 samples × 128 elements × 4 bytes each way per step.
-    p = predict(synthetic(), 2, train_cut=[2, 2], link=500.0)
+    p = predict(synthetic(), 2, link=500.0)
     assert p.bytes_per_step == 2 * 10 * 128 * 4
     assert p.bytes_per_step_ds == p.bytes_per_step // 8  # s = 2 pooling and a bfloat16 wire
     # Output forward and target back take 10.24 s each way (a full-duplex link), more than a stage's 6 s of compute.
     assert p.parallel_step_s == pytest.approx(10 * 128 * 4 / 500.0)
     assert p.ddp_allreduce_bytes == 1000  # 2(K-1)/K of the parameters' bytes
+
+
+def test_a_cut_must_fit_the_model():
+    with pytest.raises(ValueError, match="at least one of the model's 4 blocks"):
+        predict(synthetic(), 2, cut=[4, 0], link=None)
 
 
 def test_link_rates():
@@ -51,8 +56,8 @@ def test_bytes_and_memory_are_what_layer_parallel_sends_and_holds(method, ds):
     torch.manual_seed(0)
     model = mnist_resnet()
     costs = measure(model, (1, 28, 28), batch_size=16, repeats=1)
-    p = predict(costs, 2, train_cut=[4, 4], link=None, dataset_size=48, method=method)
-    lp = LayerParallel(model, optimizer=lambda ps: torch.optim.SGD(ps, lr=0.01), stages=p.best_cut, method=method, dataset_size=48,
+    p = predict(costs, 2, cut=[3, 5], link=None, dataset_size=48, method=method)
+    lp = LayerParallel(model, optimizer=lambda ps: torch.optim.SGD(ps, lr=0.01), stages=[3, 5], method=method, dataset_size=48,
                        input_shape=(1, 28, 28), wire_filter=DsFilter(2, torch.bfloat16) if ds else None)
     x, y, idx = torch.randn(16, 1, 28, 28), torch.arange(16) % 10, torch.arange(16)
     lp.initialise([(x, idx)])
@@ -70,8 +75,13 @@ def test_plan_command_writes_its_predictions(tmp_path):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     record = json.loads(out.read_text())
-    assert [p["stages"] for p in record["predictions"]] == [2, 4]
-    assert all(sum(p["best_cut"]) == 8 and p["parallel_speedup"] > 0 for p in record["predictions"])
+    # Per K the fastest cut, then lpfast train's default where that is another.
+    ks = [p["stages"] for p in record["predictions"]]
+    assert sorted(set(ks)) == [2, 4] and ks == sorted(ks)
+    for k in (2, 4):
+        mine = [p for p in record["predictions"] if p["stages"] == k]
+        assert mine[0]["fastest"] and any(p["default"] for p in mine) and len(mine) == (1 if mine[0]["default"] else 2)
+        assert all(sum(p["cut"]) == 8 and p["parallel_speedup"] > 0 for p in mine)
     assert "| 4 |" in result.stdout
     bad = subprocess.run([sys.executable, "-m", "lpfast", "plan", "--model", "mnist_resnet", "--input-shape", "1,28,28", "--stages", "9"],
                          capture_output=True, text=True, timeout=300)
