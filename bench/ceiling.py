@@ -100,7 +100,7 @@ def stage_worker(args: argparse.Namespace) -> None:
     pin_to_own_cores(rank, k, threads=1)
     torch.set_num_threads(1)
     model, x, y = real_batch(args)
-    stages = split(model, partition(model, k, tuple(x.shape[1:])))
+    stages = split(model, partition(model, cut(args), tuple(x.shape[1:])))
     with torch.no_grad():  # the stage's input: the activation at its cut for this batch
         for s in range(rank):
             x = stages[s](x)
@@ -128,11 +128,16 @@ def stage_worker(args: argparse.Namespace) -> None:
     dist.destroy_process_group()
 
 
+def cut(args: argparse.Namespace) -> int | list[int]:
+    """The stages: ``--stage-blocks`` if given (e.g. a cut ``lpfast plan`` recommends), else K balanced as lpfast train balances them."""
+    return [int(b) for b in args.stage_blocks.split(",")] if args.stage_blocks else args.workers
+
+
 def parallel_step(args: argparse.Namespace, local_loss: float):
     """lpfast's parallel step on this worker's stage of the same cut and batch, the batch's λ filled
     by its own forward pass: the ceiling's step plus everything the method adds."""
     model, x, y = real_batch(args)
-    lp = LayerParallel(model, optimizer=sgd, stages=dist.get_world_size(), dataset_size=x.shape[0], input_shape=tuple(x.shape[1:]),
+    lp = LayerParallel(model, optimizer=sgd, stages=cut(args), dataset_size=x.shape[0], input_shape=tuple(x.shape[1:]),
                        local_loss=local_loss, memory_format=torch.channels_last, transport=DistTransport(datetime.timedelta(seconds=600)))
     idx = torch.arange(x.shape[0])
     lp.initialise([(x, idx)])
@@ -171,11 +176,11 @@ def bounds(serial: float, stages: float, micro: float, k: int, m: int, p: int, s
 def write_report(args: argparse.Namespace, rounds: list[dict[str, float]]) -> dict:
     med = {key: statistics.median(r[key] for r in rounds) for key in ROWS}
     limit = bounds(med["serial"], med["stages"], med["micro"], args.workers, args.micro_batches, args.parallel_epochs, args.serial_epochs)
-    record = {"model": args.model, "dataset": args.dataset, "batch_size": args.batch_size, "workers": args.workers,
+    record = {"model": args.model, "dataset": args.dataset, "batch_size": args.batch_size, "workers": args.workers, "stage_blocks": args.stage_blocks,
               "micro_batches": args.micro_batches, "parallel_epochs": args.parallel_epochs, "serial_epochs": args.serial_epochs,
               "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__},
               "rounds": rounds, "median_s": med, "speedup_bound": limit}
-    name = f"ceiling-{args.model}-{args.dataset}"
+    name = f"ceiling-{args.model}-{args.dataset}" + (f"-cut{args.stage_blocks.replace(',', '-')}" if args.stage_blocks else "")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n")
     k, m = args.workers, args.micro_batches
@@ -183,7 +188,8 @@ def write_report(args: argparse.Namespace, rounds: list[dict[str, float]]) -> di
         f"# Speed limit of K={k} layer-parallel training: {args.model} on {args.dataset}, batch {args.batch_size}", "",
         f"Machine: {record['machine']['platform']}, {record['machine']['cpus']} CPUs, torch {torch.__version__}. "
         f"Medians of {len(rounds)} interleaved rounds of {args.steps} steps each (`python bench/ceiling.py "
-        f"--model {args.model} --dataset {args.dataset} --workers {k} --micro-batches {m} --parallel-epochs "
+        f"--model {args.model} --dataset {args.dataset} --workers {k} --micro-batches {m}"
+        f"{f' --stage-blocks {args.stage_blocks}' if args.stage_blocks else ''} --parallel-epochs "
         f"{args.parallel_epochs} --serial-epochs {args.serial_epochs}`).", "",
         "| step | median (ms) | per round (ms) |", "|---|---|---|",
     ]
@@ -216,6 +222,7 @@ def main() -> None:
     parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"))
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--workers", type=int, default=2, help="K: stages, workers, and threads of the serial step")
+    parser.add_argument("--stage-blocks", default=None, help="blocks per stage, e.g. 3,6 (default: balanced by FLOPs, as lpfast train)")
     parser.add_argument("--micro-batches", type=int, default=4, help="M of the serial phase's pipeline")
     parser.add_argument("--parallel-epochs", type=int, default=2, help="P of the hybrid run the bound is stated for")
     parser.add_argument("--serial-epochs", type=int, default=1, help="S of the hybrid run the bound is stated for")
@@ -254,7 +261,8 @@ def write_profiles(args: argparse.Namespace, profiles: list[str]) -> None:
     for rank, table in enumerate(profiles):
         lines += [f"## Stage {rank}", "", "```", table.rstrip(), "```", ""]
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"profile-{args.model}-{args.dataset}.md").write_text("\n".join(lines))
+    cut_tag = f"-cut{args.stage_blocks.replace(',', '-')}" if args.stage_blocks else ""
+    (args.out / f"profile-{args.model}-{args.dataset}{cut_tag}.md").write_text("\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -160,18 +160,20 @@ def test_ceiling_bounds_follow_the_pipeline_and_amdahl():
 
 def test_ceiling_benchmark_end_to_end(smoke_records, tmp_path):
     subprocess.run([sys.executable, str(ROOT / "bench" / "ceiling.py"), "--dataset", "embedded", "--batch-size", "32",
-                    "--rounds", "2", "--steps", "2", "--warmup", "1", "--port", str(free_port()), "--out", str(tmp_path), "--profile"],
+                    "--rounds", "2", "--steps", "2", "--warmup", "1", "--port", str(free_port()), "--out", str(tmp_path), "--profile",
+                    "--stage-blocks", "3,5"],
                    check=True, timeout=300, capture_output=True)
-    record = json.loads((tmp_path / "ceiling-mnist_resnet-embedded.json").read_text())
+    record = json.loads((tmp_path / "ceiling-mnist_resnet-embedded-cut3-5.json").read_text())
+    assert record["stage_blocks"] == "3,5"
     assert len(record["rounds"]) == 2 and all(r.keys() == set(load_ceiling().ROWS) and min(r.values()) > 0 for r in record["rounds"])
     med = record["median_s"]
     assert record["speedup_bound"] == load_ceiling().bounds(med["serial"], med["stages"], med["micro"], 2, 4, 2, 1)
-    table = (tmp_path / "ceiling-mnist_resnet-embedded.md").read_text()
+    table = (tmp_path / "ceiling-mnist_resnet-embedded-cut3-5.md").read_text()
     assert "| backprop, whole model, one device (1 process x 1 thread) |" in table
     assert f"lpfast's parallel step takes {100 * (med['lpfast'] / med['stages'] - 1):+.1f}% over the ceiling's stage step" in table
-    # Each stage's profile of the real step names lpfast's own ops.
-    profile = (tmp_path / "profile-mnist_resnet-embedded.md").read_text()
-    assert "## Stage 0" in profile and "## Stage 1" in profile and "lpfast::aux_update_" in profile.split("## Stage 1")[1]
+    # One profile of the real step per stage, each with the ops that took its time.
+    stage_0, stage_1 = (tmp_path / "profile-mnist_resnet-embedded-cut3-5.md").read_text().split("## Stage 0")[1].split("## Stage 1")
+    assert all("aten::convolution_backward" in part and "Self CPU time total" in part for part in (stage_0, stage_1))
     # The report closes with the speed-limit table found beside the records.
     report = make_report(smoke_records, tmp_path).split("## Speed limit: ")[1]
     assert "### Speed limit of K=2 layer-parallel training: mnist_resnet on embedded, batch 32" in report
