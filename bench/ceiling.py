@@ -128,6 +128,11 @@ def stage_worker(args: argparse.Namespace) -> None:
     dist.destroy_process_group()
 
 
+def cut_suffix(args: argparse.Namespace) -> str:
+    """What the result files of a run with ``--stage-blocks`` carry in their names, e.g. ``-cut3-6``."""
+    return f"-cut{args.stage_blocks.replace(',', '-')}" if args.stage_blocks else ""
+
+
 def cut(args: argparse.Namespace) -> int | list[int]:
     """The stages: ``--stage-blocks`` if given (e.g. a cut ``lpfast plan`` recommends), else K balanced as lpfast train balances them."""
     return [int(b) for b in args.stage_blocks.split(",")] if args.stage_blocks else args.workers
@@ -180,7 +185,7 @@ def write_report(args: argparse.Namespace, rounds: list[dict[str, float]]) -> di
               "micro_batches": args.micro_batches, "parallel_epochs": args.parallel_epochs, "serial_epochs": args.serial_epochs,
               "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch": torch.__version__},
               "rounds": rounds, "median_s": med, "speedup_bound": limit}
-    name = f"ceiling-{args.model}-{args.dataset}" + (f"-cut{args.stage_blocks.replace(',', '-')}" if args.stage_blocks else "")
+    name = f"ceiling-{args.model}-{args.dataset}{cut_suffix(args)}"
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n")
     k, m = args.workers, args.micro_batches
@@ -261,8 +266,7 @@ def write_profiles(args: argparse.Namespace, profiles: list[str]) -> None:
     for rank, table in enumerate(profiles):
         lines += [f"## Stage {rank}", "", "```", table.rstrip(), "```", ""]
     args.out.mkdir(parents=True, exist_ok=True)
-    cut_tag = f"-cut{args.stage_blocks.replace(',', '-')}" if args.stage_blocks else ""
-    (args.out / f"profile-{args.model}-{args.dataset}{cut_tag}.md").write_text("\n".join(lines))
+    (args.out / f"profile-{args.model}-{args.dataset}{cut_suffix(args)}.md").write_text("\n".join(lines))
 
 
 if __name__ == "__main__":

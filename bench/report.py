@@ -379,13 +379,11 @@ def planner_check(key: tuple[str, str, str], records: list[dict], folder: Path) 
             what = "epoch"
         else:
             share = sum(phase == "parallel" for phase in r["phase"]) / len(r["phase"])
-            par, ser = phase_median(r, "parallel"), phase_median(r, "serial")
-            serial_factor = p["pipeline_step_s"] / p["serial_step_s"]
-            predicted = 1 / (share * p["parallel_step_s"] / p["serial_step_s"] + (1 - share) * serial_factor)
-            measured = base["train_time_s"] / r["train_time_s"]
-            what = "parallel epoch" if ser is None else f"whole run ({share:.2f} parallel)"
-            if ser is None and par is not None:
-                measured = base["median_epoch_time_s"] / par
+            predicted = p["serial_step_s"] / (share * p["parallel_step_s"] + (1 - share) * p["pipeline_step_s"])
+            if share == 1:
+                what, measured = "parallel epoch", base["median_epoch_time_s"] / phase_median(r, "parallel")
+            else:
+                what, measured = f"whole run ({share:.2f} parallel)", base["train_time_s"] / r["train_time_s"]
         lines.append(f"| {r['name']} | {','.join(map(str, p['cut']))} | {what} | {predicted:.2f}x | {measured:.2f}x | {100 * (predicted / measured - 1):+.0f}% |")
     if not lines:
         return []

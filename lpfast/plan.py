@@ -92,9 +92,10 @@ def measure(model: nn.Module, input_shape: Sequence[int], *, batch_size: int = 1
     x = torch.randn((batch_size, *input_shape), device=param.device, dtype=param.dtype)
     if x.dim() == 4:
         x = x.contiguous(memory_format=memory_format)
-    parts = [nn.Sequential(net.stem, net.blocks[0])] + list(net.blocks[1:-1]) + [nn.Sequential(net.blocks[-1], net.head)]
     if len(net.blocks) == 1:
         parts = [nn.Sequential(net.stem, net.blocks[0], net.head)]
+    else:
+        parts = [nn.Sequential(net.stem, net.blocks[0]), *net.blocks[1:-1], nn.Sequential(net.blocks[-1], net.head)]
     forward_s, backward_s, shapes = [], [], []
     h = x
     for part in parts:
@@ -178,21 +179,16 @@ def predict(costs: PartCosts, k: int, *, cut: Sequence[int] | None = None, defau
     step = [f + b for f, b in zip(costs.forward_s, costs.backward_s)]
     serial = sum(step)
     fastest = _best_cut(step, costs.cut_regress_s, costs.cut_lambda_s, k)
-    best = list(cut) if cut is not None else fastest
-    if len(best) != k or sum(best) != n_parts or min(best) < 1:
-        raise ValueError(f"cut {list(best)} must give each of the {k} stages at least one of the model's {n_parts} blocks")
-
-    def stage_times(counts: Sequence[int]) -> list[float]:
-        bounds = [sum(counts[:i]) for i in range(len(counts) + 1)]
-        return [sum(step[bounds[i]:bounds[i + 1]]) for i in range(len(counts))]
-
-    bounds = [sum(best[:i]) for i in range(k + 1)]
+    chosen = list(cut) if cut is not None else fastest
+    if len(chosen) != k or sum(chosen) != n_parts or min(chosen) < 1:
+        raise ValueError(f"cut {chosen} must give each of the {k} stages at least one of the model's {n_parts} blocks")
+    bounds = [sum(chosen[:i]) for i in range(k + 1)]
+    compute = [sum(step[bounds[i]:bounds[i + 1]]) for i in range(k)]
     cuts = [bounds[i] - 1 for i in range(1, k)]  # the part after which each cut sits
     cut_elements = [math.prod(costs.cut_shapes[c]) for c in cuts]
     element = 4
     crossing = [costs.batch_size * d * element for d in cut_elements]  # one activation-sized tensor, one way
     seconds = (lambda nbytes: 0.0) if link is None else (lambda nbytes: nbytes / link)
-    compute = stage_times(best)
     # Stage s does its compute, the work of the cut after it (penalty, head) and of the cut before it (its input λ).
     work = [compute[s] + (costs.cut_regress_s[cuts[s]] if s < k - 1 else 0.0) + (costs.cut_lambda_s[cuts[s - 1]] if s > 0 else 0.0)
             for s in range(k)]
@@ -203,12 +199,12 @@ def predict(costs: PartCosts, k: int, *, cut: Sequence[int] | None = None, defau
     allreduce = int(2 * (k - 1) / k * costs.parameter_bytes)
     forward, backward = sum(costs.forward_s), sum(costs.backward_s)
     ddp = forward / k + max(backward / k, seconds(allreduce))
-    share = parallel_share
-    sph = 1.0 / (share * parallel / serial + (1 - share) * pipeline / serial)
+    sph = 1.0 / (parallel_share * parallel / serial + (1 - parallel_share) * pipeline / serial)
     per_store = [dataset_size * d * element for d in cut_elements]
     aux = [0] + [per_store[c] * (2 if method == "al" else 1) for c in range(k - 1)]
     return Prediction(
-        stages=k, cut=list(best), fastest=best == fastest, default=default_cut is not None and best == list(default_cut), serial_step_s=serial, parallel_step_s=parallel,
+        stages=k, cut=chosen, fastest=chosen == fastest, default=default_cut is not None and chosen == list(default_cut),
+        serial_step_s=serial, parallel_step_s=parallel,
         pipeline_step_s=pipeline, ddp_step_s=ddp, parallel_speedup=serial / parallel, pipeline_speedup=serial / pipeline,
         ddp_speedup=serial / ddp, sph_speedup=sph, bytes_per_step=2 * sum(crossing),
         bytes_per_step_ds=2 * sum(costs.batch_size * d // 4 * 2 for d in cut_elements),
