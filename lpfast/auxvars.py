@@ -7,7 +7,7 @@ and scattered back.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -89,36 +89,65 @@ def _mirrored(lam: Tensor, mu: Tensor | None, flips: Tensor | None) -> tuple[Ten
 class StoredAux:
     """Cut c's auxiliary variables kept per sample: λ_c and, for the augmented Lagrangian, μ_c.
     :meth:`fetch` gathers a batch's rows, :meth:`update` writes the updated rows back (the
-    interface :class:`~lpfast.auxnet.NetAux` shares)."""
+    interface :class:`~lpfast.auxnet.NetAux` shares).
 
-    def __init__(self, lam: AuxStore, mu: AuxStore | None) -> None:
-        self.lam, self.mu = lam, mu
+    The stores (``make_store()`` each) are allocated when the λ pass fills them
+    (:meth:`initialise`) or a checkpoint holding them is loaded, and freed by :meth:`release`
+    once no parallel epoch is left: a run's serial phase, and a run that never goes parallel,
+    neither hold them nor write them into its checkpoints (1.6 GB per cut on full CIFAR-10)."""
+
+    def __init__(self, make_store: Callable[[], AuxStore], *, with_mu: bool) -> None:
+        self._make_store, self.with_mu = make_store, with_mu
+        self.lam: AuxStore | None = None
+        self.mu: AuxStore | None = None
 
     @property
     def nbytes(self) -> int:
-        return self.lam.nbytes + (self.mu.nbytes if self.mu is not None else 0)
+        return sum(store.nbytes for store in (self.lam, self.mu) if store is not None)
+
+    def _allocate(self) -> None:
+        if self.lam is None:
+            self.lam = self._make_store()
+            self.mu = self._make_store() if self.with_mu else None
+
+    def release(self) -> None:
+        """Frees λ (and μ): the parallel phase is over."""
+        self.lam = self.mu = None
+
+    def _held(self) -> tuple[AuxStore, AuxStore | None]:
+        if self.lam is None:
+            raise RuntimeError("this cut holds no λ: fill it with LayerParallel.initialise(...) before a parallel step "
+                               "(after release_aux() the parallel phase is over)")
+        return self.lam, self.mu
 
     def fetch(self, x: Tensor, idx: Tensor, flips: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         """The batch's λ (and μ); with ``flips``, the rows of flipped images flipped with them."""
-        return _mirrored(self.lam.gather(idx), self.mu.gather(idx) if self.mu is not None else None, flips)
+        lam, mu = self._held()
+        return _mirrored(lam.gather(idx), mu.gather(idx) if mu is not None else None, flips)
 
     def update(self, x: Tensor, idx: Tensor, lam: Tensor, mu: Tensor | None, flips: Tensor | None = None) -> None:
         """Writes the updated rows back (un-flipped, as they belong to the stored image)."""
+        lam_store, mu_store = self._held()
         lam, mu = _mirrored(lam, mu, flips)
-        self.lam.scatter_(idx, lam)
-        if self.mu is not None:
-            self.mu.scatter_(idx, mu)
+        lam_store.scatter_(idx, lam)
+        if mu_store is not None:
+            mu_store.scatter_(idx, mu)
 
     def initialise(self, x: Tensor, idx: Tensor, received: Tensor) -> Tensor:
         """Stores the forward pass's activation as λ; returns it as stored (the store may round
         or down-sample it), which is what the next stage starts from."""
+        self._allocate()
         self.lam.scatter_(idx, received)
         return self.lam.gather(idx)
 
     def state_dict(self) -> dict:
-        return {"lam": self.lam.data, "mu": self.mu.data if self.mu is not None else None}
+        return {"lam": self.lam.data if self.lam is not None else None, "mu": self.mu.data if self.mu is not None else None}
 
     def load_state_dict(self, state: dict) -> None:
+        if state["lam"] is None:
+            self.release()
+            return
+        self._allocate()
         self.lam.data.copy_(state["lam"])
         if self.mu is not None:
             self.mu.data.copy_(state["mu"])

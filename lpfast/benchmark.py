@@ -39,6 +39,17 @@ keeps the invocation's options (``invocation.json``) and the wall times so far, 
 it started at. ``--commit-results`` commits the round tables to the results folder's git
 repository after every round, so partial results outlive the machine.
 
+A campaign longer than its machine's life (the runs folder is lost with the machine) keeps a
+snapshot in the repository: ``--snapshot DIR`` copies the invocation's options and wall times,
+every row's config and metrics, and the checkpoints of the rows that hold no λ (serial rows;
+layer-parallel rows once their parallel phase is over, when λ is freed) into DIR, after a row
+finishes and at most every ``--snapshot-every`` minutes, and commits it with the tables. λ itself
+(1.6 GB per cut on full CIFAR-10) never goes into the repository, so a row in its parallel phase
+restarts from its last snapshot. With ``--order sequential`` each row runs its whole budget before
+the next starts, so at most one row is under way (and at risk) at a time; the rows' epochs are
+then not interleaved, and their speeds are not comparable (take those from an interleaved
+invocation). A new machine continues by copying DIR to a runs folder and ``--continue`` ing it.
+
     lpfast bench sph --model resnet20 --dataset cifar10 --epochs 3 --parallel-epochs 2
     lpfast bench link --dataset mnist --epochs 3 --parallel-epochs 2 --slow-link 1gbit   # as root
 
@@ -53,6 +64,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -63,6 +75,7 @@ from pathlib import Path
 import torch
 
 from lpfast import checkpoint as ckpt
+from lpfast.config import TrainConfig
 from lpfast.netns import Host, slow_link
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -225,22 +238,25 @@ def write_table(args, records: list[dict], suffix: str) -> list[Path]:
     base, base_total = records[0]["median_epoch_time_s"], records[0]["train_time_s"]
     (args.out / f"{name}.json").write_text(json.dumps({"benchmark": args.preset, "records": records}, indent=1) + "\n")
     machine = records[0]["machine"]
-    epochs_done = min(len(r["epoch_time_s"]) for r in records)
+    done = sorted({len(r["epoch_time_s"]) for r in records})
+    span = f"{done[0]}" if len(done) == 1 else f"{done[0]}-{done[-1]}"
     lines = [
-        f"# {args.preset}: {args.model} on {args.dataset}, {epochs_done}/{args.epochs} epochs, batch {args.batch_size}",
+        f"# {args.preset}: {args.model} on {args.dataset}, {span}/{args.epochs} epochs, batch {args.batch_size}",
         "", f"Machine: {machine['platform']}, {machine['cpus']} CPUs, torch {machine['torch']}. "
-        "Epochs of all rows interleaved. Training time counts the training loops only; wall time is that of the "
+        + ("Epochs of all rows interleaved. " if args.order == "interleaved" else
+           "Rows run one after another (not interleaved: their speeds are not comparable on a machine whose speed drifts). ")
+        + "Training time counts the training loops only; wall time is that of the "
         "whole processes (start-up, data loading, λ initialisation, evaluation, checkpoints). Bytes are those sent "
         "between stages in training steps, both directions; auxiliary memory is that of λ and μ (or of the "
         "auxiliary networks with their optimizer state), all cuts.", "",
-        "| configuration | final test acc (%) | median epoch (s) | epoch speed vs first row | training time (s) | total vs first row "
+        "| configuration | epochs | final test acc (%) | median epoch (s) | epoch speed vs first row | training time (s) | total vs first row "
         "| wall time (s) | bytes sent | auxiliary memory | peak memory | last parallel-epoch violation |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in records:
         violation = next((v for v in reversed(r["violation"]) if v), None)
         lines.append(
-            f"| {r['name']} | {r['final_test_acc']:.2f} | {r['median_epoch_time_s']:.1f} | {base / r['median_epoch_time_s']:.2f}x | "
+            f"| {r['name']} | {len(r['epoch_time_s'])} | {r['final_test_acc']:.2f} | {r['median_epoch_time_s']:.1f} | {base / r['median_epoch_time_s']:.2f}x | "
             f"{r['train_time_s']:.0f} | {base_total / r['train_time_s']:.2f}x | {r['wall_time_s']:.0f} | {r['bytes_sent'] / 1e9:.2f} GB | "
             f"{sum(r['aux_bytes_per_cut'] or [0]) / 1e6:.2f} MB | {r['peak_rss_mb']:.0f} MB | "
             f"{'' if violation is None else ' '.join(f'{v:.4f}' for v in violation)} |"
@@ -275,6 +291,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="continue the interrupted invocation whose runs folder this is, with its own options")
     parser.add_argument("--commit-results", action="store_true",
                         help="after every round, git-commit the round table (json and md) in the results folder's repository")
+    parser.add_argument("--order", choices=("interleaved", "sequential"), default="interleaved",
+                        help="interleaved (default): every row one epoch in turn, so speeds compare; sequential: each row's "
+                             "whole budget before the next (a long campaign on a machine that may be replaced)")
+    parser.add_argument("--snapshot", type=Path, default=None, metavar="DIR",
+                        help="keep in DIR what a new machine needs to continue this invocation (options, metrics, the checkpoints "
+                             "of rows holding no λ), committed with the tables under --commit-results")
+    parser.add_argument("--snapshot-every", type=float, default=30.0, metavar="MINUTES",
+                        help="take the snapshot after a row finishes and at most every MINUTES (default 30)")
     parser.add_argument("--rows", default=None, metavar="KIND,KIND",
                         help="run only these of the preset's row kinds (e.g. serial-1,serial-K to re-run rows whose timings were "
                              "disturbed); bench/report.py takes every row from the latest invocation that ran it")
@@ -294,10 +318,14 @@ def main(argv: list[str] | None = None) -> None:
         if saved["commit"] != (here := git_commit()):
             raise SystemExit(f"--continue {runs}: the invocation ran commit {saved['commit']}, this checkout is at {here}; "
                              f"continue from a checkout of its commit (git worktree add DIR {saved['commit']}) so every epoch runs the same code")
-        commit = args.commit_results
+        given = args
         args = parser.parse_args(saved["argv"])
         args.stamp, args.out, args.data_dir = saved["stamp"], Path(saved["out"]), saved["data_dir"]
-        args.commit_results = args.commit_results or commit
+        args.commit_results = args.commit_results or given.commit_results
+        # Where things are may differ on the machine that continues (a snapshot restored elsewhere).
+        for option in ("--out", "--data-dir", "--snapshot"):
+            if option in argv:
+                setattr(args, option[2:].replace("-", "_"), getattr(given, option[2:].replace("-", "_")))
     elif args.preset is None:
         parser.error("name a preset, or --continue RUNS_FOLDER")
     else:
@@ -341,6 +369,51 @@ def commit_results(files: list[Path], message: str) -> None:
     print(f"lpfast bench: could not commit {', '.join(map(str, files))}: {done.stderr.strip()}", flush=True)
 
 
+class Snapshot:
+    """What a new machine needs to continue an invocation, kept in ``args.snapshot`` (a folder of the
+    results' repository): the runs folder's options and wall times, and per row its config, metrics,
+    commit marker and committed checkpoints, for every row whose checkpoint holds no λ. A row still
+    in its parallel phase keeps its previous snapshot (or none: it starts over)."""
+
+    def __init__(self, args: argparse.Namespace, runs: Path) -> None:
+        self.folder, self.runs, self.every_s = args.snapshot, runs, 60.0 * args.snapshot_every
+        self.last = time.monotonic()
+
+    def due(self) -> bool:
+        return time.monotonic() - self.last >= self.every_s
+
+    def take(self, *, force: bool = False) -> list[Path]:
+        """Refreshes the snapshot (when due, or ``force``); returns its folder for committing, or nothing."""
+        if not (force or self.due()):
+            return []
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for name in (INVOCATION_FILE, WALLS_FILE, FINISHED_FILE):
+            if (self.runs / name).exists():
+                shutil.copy2(self.runs / name, self.folder / name)
+        for row in sorted(self.runs.glob("run*")):
+            done = ckpt.committed(row)
+            if done is None or holds_lambda(row, done["epoch"]):
+                continue
+            kept = self.folder / row.name
+            kept.mkdir(exist_ok=True)
+            wanted = [row / ckpt.CONFIG_FILE, row / ckpt.METRICS_FILE, row / ckpt.COMMIT_FILE,
+                      *(ckpt.rank_checkpoint(row, r, done["epoch"], done["step"]) for r in range(done["world"]))]
+            for old in kept.iterdir():
+                if old.name not in {path.name for path in wanted}:
+                    old.unlink()
+            for path in wanted:
+                shutil.copy2(path, kept / path.name)
+        self.last = time.monotonic()
+        return [self.folder]
+
+
+def holds_lambda(folder: Path, epochs: int) -> bool:
+    """Whether a row's checkpoint after ``epochs`` epochs carries per-sample λ: it is a layer-parallel
+    row with stored auxiliary variables and a parallel epoch still to run (λ is freed at the switch)."""
+    config = TrainConfig.from_dict(ckpt.read_config(folder))
+    return config.method != "serial" and config.aux == "store" and config.phase(epochs) == "parallel"
+
+
 def run_benchmark(args: argparse.Namespace, runs: Path, suffix: str) -> None:
     stamp = args.stamp
     args.common = ["--model", args.model, "--dataset", args.dataset, "--epochs", str(args.epochs), "--batch-size", str(args.batch_size)]
@@ -356,25 +429,49 @@ def run_benchmark(args: argparse.Namespace, runs: Path, suffix: str) -> None:
     walls_file = runs / WALLS_FILE
     walls: dict[str, list[float]] = json.loads(walls_file.read_text()) if walls_file.exists() else {}
     args.message_ms = None if args.link is None else message_times(args, runs, env)
-    start_epoch = min(epochs_done(runs / f"run{i}") for i in range(len(rows)))
-    if start_epoch:
-        print(f"lpfast bench: continuing after epoch {start_epoch} of {args.epochs}", flush=True)
-    for epoch in range(start_epoch, args.epochs):
-        for i, (name, (kind, options, workers, threads)) in enumerate(rows.items()):
+    snapshot = Snapshot(args, runs) if args.snapshot is not None else None
+
+    def run_epoch(i: int, name: str) -> None:
+        """Runs row ``i``'s next epoch."""
+        kind, options, workers, threads = rows[name]
+        folder = runs / f"run{i}"
+        done = epochs_done(folder)
+        cmds = commands(options, workers, threads, args.common, folder, done > 0, args.port, args.link)
+        print(f"[epoch {done + 1}/{args.epochs}] {name}: {shown(cmds)}", flush=True)
+        start = time.perf_counter()
+        run_all(cmds, env, f"{name} (run folder {folder})")
+        walls[name] = walls.get(name, [])[:done] + [time.perf_counter() - start]
+        walls_file.write_text(json.dumps(walls) + "\n")
+
+    def tables(message: str, *, commit: bool = True, force_snapshot: bool = False) -> None:
+        files = write_table(args, collect(args, runs, rows, walls, stamp), suffix)
+        if snapshot is not None:
+            files += snapshot.take(force=force_snapshot)
+        if args.commit_results and commit:
+            commit_results(files, f"bench {args.preset} {args.model} on {args.dataset}: {message} (invocation {stamp}, partial)")
+
+    if args.order == "interleaved":
+        start_epoch = min(epochs_done(runs / f"run{i}") for i in range(len(rows)))
+        if start_epoch:
+            print(f"lpfast bench: continuing after epoch {start_epoch} of {args.epochs}", flush=True)
+        for epoch in range(start_epoch, args.epochs):
+            for i, name in enumerate(rows):
+                while epochs_done(runs / f"run{i}") <= epoch:  # a row behind the round catches up first
+                    run_epoch(i, name)
+            tables(f"round {epoch + 1} of {args.epochs}")
+    else:
+        for i, name in enumerate(rows):
             folder = runs / f"run{i}"
-            # A row behind the round (its last epoch never committed) catches up first.
-            while (done := epochs_done(folder)) <= epoch:
-                cmds = commands(options, workers, threads, args.common, folder, done > 0, args.port, args.link)
-                print(f"[epoch {done + 1}/{args.epochs}] {name}: {shown(cmds)}", flush=True)
-                start = time.perf_counter()
-                run_all(cmds, env, f"{name} (run folder {folder})")
-                walls[name] = walls.get(name, [])[:done] + [time.perf_counter() - start]
-                walls_file.write_text(json.dumps(walls) + "\n")
-        records = collect(args, runs, rows, walls, stamp)
-        tables = write_table(args, records, suffix)
-        if args.commit_results:
-            commit_results(tables, f"bench {args.preset} {args.model} on {args.dataset}: round {epoch + 1} of {args.epochs} "
-                                         f"(invocation {stamp}, partial)")
+            while (done := epochs_done(folder)) < args.epochs:
+                run_epoch(i, name)
+                holding = holds_lambda(folder, done + 1)
+                # Tables are rewritten after every epoch and committed (with the snapshot) when the row
+                # finishes, when it has just freed λ (its parallel phase is safe), or when a snapshot is due.
+                if done + 1 == args.epochs or (holds_lambda(folder, done) and not holding) or \
+                        (snapshot is not None and snapshot.due() and not holding):
+                    tables(f"{name}, {done + 1} of {args.epochs} epochs", force_snapshot=True)
+                else:
+                    tables("", commit=False)
     finished = runs / FINISHED_FILE
     if finished.exists():
         print(f"lpfast bench: {runs} finished before; its records are in {args.out / 'records.jsonl'}", flush=True)
@@ -385,6 +482,6 @@ def run_benchmark(args: argparse.Namespace, runs: Path, suffix: str) -> None:
             f.write(json.dumps(record) + "\n")
     finished.touch()
     print(f"appended {len(rows)} records to {args.out / 'records.jsonl'}", flush=True)
+    files = [args.out / "records.jsonl", *(snapshot.take(force=True) if snapshot is not None else [])]
     if args.commit_results:
-        commit_results([args.out / "records.jsonl"], f"bench {args.preset} {args.model} on {args.dataset}: "
-                                                           f"{args.epochs} epochs done (invocation {stamp}), records")
+        commit_results(files, f"bench {args.preset} {args.model} on {args.dataset}: {args.epochs} epochs done (invocation {stamp}), records")

@@ -200,7 +200,7 @@ class LayerParallel:
 
         def aux_variables(cut: int) -> StoredAux | NetAux:
             if aux == "store":
-                return StoredAux(store(cut), store(cut) if method == "al" else None)
+                return StoredAux(lambda: store(cut), with_mu=method == "al")
             net = build_aux_net(input_shape[0], input_shape[1:], self.plan.cut_shapes[cut], depth=aux_depth,
                                 width=aux_width, heads=2 if method == "al" else 1,
                                 budget_flops=aux_budget * self.plan.stage_flops[cut + 1])
@@ -249,6 +249,13 @@ class LayerParallel:
     def aux_nbytes(self) -> int:
         """Bytes held by this worker's auxiliary variables (λ and μ stores, or their networks)."""
         return sum(a.nbytes for a in self.aux.values())
+
+    def release_aux(self) -> None:
+        """Frees the per-sample λ/μ stores once no parallel epoch is left (SPH's serial phase needs
+        none), so that they leave memory and the checkpoints; auxiliary networks are kept."""
+        for a in self.aux.values():
+            if isinstance(a, StoredAux):
+                a.release()
 
     def all_optimizers(self) -> list[torch.optim.Optimizer]:
         """Every optimizer this worker steps: its stages', then its auxiliary networks'."""

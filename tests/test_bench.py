@@ -206,12 +206,29 @@ def bench_records(out: Path) -> dict[str, dict]:
     return {r["name"]: r for r in map(json.loads, (out / "records.jsonl").read_text().splitlines())}
 
 
-def test_interrupted_invocation_continues_to_the_same_numbers(tmp_path):
-    """A bench killed mid-way continues with --continue to the numbers of an uninterrupted one, and
-    --commit-results commits every round's table to the results folder's repository."""
+def kill_when_committed(options: list[str], out: Path, message: str) -> None:
+    """Runs ``lpfast bench OPTIONS --out OUT --commit-results`` in a new git repository OUT and kills it
+    (and its workers) as soon as a commit whose subject holds ``message`` is there."""
     import os
     import signal
     import time
+
+    out.mkdir()
+    for command in (["init", "-q"], ["config", "user.email", "t@t"], ["config", "user.name", "t"]):
+        subprocess.run(["git", "-C", str(out), *command], check=True)
+    bench = subprocess.Popen([sys.executable, "-m", "lpfast", "bench", *options, "--out", str(out), "--commit-results"],
+                             start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while message not in subprocess.run(["git", "-C", str(out), "log", "--format=%s"], capture_output=True, text=True).stdout:
+        assert time.monotonic() < deadline and bench.poll() is None
+        time.sleep(0.2)
+    os.killpg(bench.pid, signal.SIGKILL)
+    bench.wait()
+
+
+def test_interrupted_invocation_continues_to_the_same_numbers(tmp_path):
+    """A bench killed mid-way continues with --continue to the numbers of an uninterrupted one, and
+    --commit-results commits every round's table to the results folder's repository."""
 
     options = ["smoke", "--dataset", "embedded", "--epochs", "2", "--train-subset", "128", "--batch-size", "64",
                "--rows", "serial-1,penalty+seed1", "--port", str(free_port())]
@@ -219,18 +236,8 @@ def test_interrupted_invocation_continues_to_the_same_numbers(tmp_path):
     subprocess.run([sys.executable, "-m", "lpfast", "bench", *options, "--out", str(straight)], check=True, timeout=600, capture_output=True)
 
     out = tmp_path / "results"
-    out.mkdir()
-    for command in (["init", "-q"], ["config", "user.email", "t@t"], ["config", "user.name", "t"]):
-        subprocess.run(["git", "-C", str(out), *command], check=True)
-    bench = subprocess.Popen([sys.executable, "-m", "lpfast", "bench", *options, "--out", str(out), "--runs-dir", str(tmp_path / "runs"),
-                              "--commit-results"], start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     # Kill it (and its workers) once the first round's table is committed, in the second round.
-    deadline = time.monotonic() + 300
-    while "round 1 of 2" not in subprocess.run(["git", "-C", str(out), "log", "--format=%s"], capture_output=True, text=True).stdout:
-        assert time.monotonic() < deadline and bench.poll() is None
-        time.sleep(0.2)
-    os.killpg(bench.pid, signal.SIGKILL)
-    bench.wait()
+    kill_when_committed(options + ["--runs-dir", str(tmp_path / "runs")], out, "round 1 of 2")
     assert not (out / "records.jsonl").exists()
     [runs] = (tmp_path / "runs").iterdir()
     done = subprocess.run([sys.executable, "-m", "lpfast", "bench", "--continue", str(runs)], timeout=600, capture_output=True, text=True)
@@ -249,6 +256,46 @@ def test_interrupted_invocation_continues_to_the_same_numbers(tmp_path):
     # A finished invocation continues to nothing and appends no records twice.
     subprocess.run([sys.executable, "-m", "lpfast", "bench", "--continue", str(runs)], check=True, timeout=120, capture_output=True)
     assert len((out / "records.jsonl").read_text().splitlines()) == 2
+
+
+def test_sequential_campaign_continues_on_a_new_machine_from_its_snapshot(tmp_path):
+    """A sequential invocation with --snapshot, killed and its runs folder lost (a new machine), is
+    restored from the committed snapshot and continues to the numbers of an uninterrupted one: the
+    finished serial row is not run again, and no checkpoint holding λ enters the repository."""
+    import shutil
+
+    options = ["smoke", "--dataset", "embedded", "--epochs", "2", "--parallel-epochs", "1", "--train-subset", "128",
+               "--batch-size", "64", "--rows", "serial-1,penalty", "--order", "sequential", "--port", str(free_port())]
+    straight = tmp_path / "straight"
+    subprocess.run([sys.executable, "-m", "lpfast", "bench", *options, "--out", str(straight)], check=True, timeout=600, capture_output=True)
+
+    out = tmp_path / "repo"
+    snapshot = out / "campaign"
+    kill_when_committed(options + ["--runs-dir", str(tmp_path / "runs"), "--snapshot", str(snapshot)], out,
+                        "serial, 1 thread, 2 of 2 epochs")
+    # The committed snapshot holds the finished serial row with its checkpoint, and nothing of the
+    # penalty row, whose first (parallel) epoch holds λ.
+    tracked = subprocess.run(["git", "-C", str(out), "ls-files", "campaign"], capture_output=True, text=True).stdout.split()
+    assert "campaign/run0/checkpoint-rank0-epoch2.pt" in tracked and not any(path.startswith("campaign/run1") for path in tracked)
+
+    shutil.rmtree(tmp_path / "runs")  # the machine is gone; the repository's snapshot is what is left
+    subprocess.run(["git", "-C", str(out), "checkout", "-q", "--", "."], check=True)
+    restored = tmp_path / "new-machine" / "restored"
+    shutil.copytree(snapshot, restored)
+    done = subprocess.run([sys.executable, "-m", "lpfast", "bench", "--continue", str(restored), "--snapshot", str(snapshot)],
+                          timeout=600, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "] serial, 1 thread:" not in done.stdout and "[epoch 1/2] penalty+SPH K=2:" in done.stdout
+
+    a, b = bench_records(straight), bench_records(out)
+    assert list(a) == list(b) == ["serial, 1 thread", "penalty+SPH K=2"]
+    for name in a:
+        for key in ("test_acc", "train_loss"):
+            assert [m[key] for m in a[name]["epochs"]] == [m[key] for m in b[name]["epochs"]], (name, key)
+    # The penalty row entered the snapshot only after its switch, without λ (4 KB a sample here).
+    sizes = subprocess.run(["git", "-C", str(out), "ls-files", "-s", "campaign"], capture_output=True, text=True).stdout
+    assert "campaign/run1/checkpoint-rank1-epoch2.pt" in sizes and (snapshot / "finished").exists()
+    assert all(path.stat().st_size < 128 * 16 * 14 * 14 * 4 for path in snapshot.rglob("*.pt"))
 
 
 def test_row_modifiers_and_errors():

@@ -60,7 +60,7 @@ def test_local_steps_are_gradients_of_the_full_objective(method, local_loss, mod
                        dataset_size=n, input_shape=(1, 28, 28), beta0=beta, lam_step=eta, local_loss=local_loss)
     assert sorted(lp.local_heads) == ([0, 1] if local_loss else [])
     heads = {s: copy.deepcopy(head) for s, head in lp.local_heads.items()}
-    lp.initialised = True
+    lp.initialise([(torch.randn(n, 1, 28, 28, dtype=torch.float64), torch.arange(n))])  # allocates the stores
     stores = {c: a.lam for c, a in lp.aux.items()}
     mu_stores = {c: a.mu for c, a in lp.aux.items() if a.mu is not None}
     for store in [*stores.values(), *mu_stores.values()]:  # auxiliary variables away from any trajectory
@@ -402,6 +402,30 @@ def test_hybrid_switches_phase_and_augments_only_serially():
         TrainConfig(method="al", stages=2, augment=True)
 
 
+def test_lambda_is_held_only_while_a_parallel_epoch_is_left(tmp_path):
+    train, test = small_data()
+    lam_bytes = len(train) * 16 * 14 * 14 * 4  # λ and μ of the 192 samples at the cut, float32
+    run = tmp_path / "sph"
+    trainer = Trainer(TrainConfig(method="al", stages=2, epochs=3, parallel_epochs=2, batch_size=32, threads=1),
+                      run, train_data=train, test_data=test, log=lambda s: None)
+    assert trainer.lp.aux_nbytes() == 0  # nothing before the λ pass
+    records = trainer.fit(pause_after=1)
+    assert records[0]["aux_bytes"] == [2 * lam_bytes] and trainer.lp.aux_nbytes() == 2 * lam_bytes
+    records = trainer.fit()
+    assert records[0]["aux_bytes"] == [2 * lam_bytes] and records[1]["aux_bytes"] == [0]
+    assert trainer.lp.aux_nbytes() == 0
+    # The checkpoint at the switch and after it carry no per-sample rows.
+    state = torch.load(run / "checkpoint-rank0-epoch3.pt", weights_only=True)["layer_parallel"]
+    assert state["aux"] == {0: {"lam": None, "mu": None}}
+    assert (run / "checkpoint-rank0-epoch3.pt").stat().st_size < lam_bytes
+    with pytest.raises(RuntimeError, match="holds no λ"):
+        trainer.lp.step(train.images[:2], train.labels[:2], torch.arange(2))
+    # A run without parallel epochs (the serial pipeline alone) never allocates λ.
+    pipeline = Trainer(TrainConfig(method="penalty", stages=2, epochs=1, parallel_epochs=0, batch_size=32, threads=1),
+                       train_data=train, test_data=test, log=lambda s: None)
+    assert pipeline.fit()[0]["aux_bytes"] == [0]
+
+
 def test_lambda_starts_from_the_batch_statistics_it_trains_with():
     # Sorted by class, as the CIFAR archives are: filled in file order, every batch of the λ pass
     # would hold one class, and λ would differ from what stage 0 computes on its training batch.
@@ -548,7 +572,7 @@ def test_flipped_samples_train_on_their_mirrored_aux_variables(method):
         torch.manual_seed(1)  # the same local heads
         lp = LayerParallel(net, optimizer=lambda p: torch.optim.SGD(p, lr=0.1), stages=2, method=method, dataset_size=8,
                            input_shape=(1, 28, 28), local_loss=0.5)
-        lp.initialised = True
+        lp.initialise([(x, idx)])  # allocates the stores (their rows are replaced below)
         return lp
 
     a, b = make(model), make(twin)
