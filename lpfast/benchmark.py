@@ -407,11 +407,19 @@ class Snapshot:
         return [self.folder]
 
 
+def switched_after(folder: Path, epochs: int) -> bool:
+    """Whether a row's epoch ``epochs`` (counted from 1) was its last parallel one."""
+    config = TrainConfig.from_dict(ckpt.read_config(folder))
+    return config.method != "serial" and config.phase(epochs - 1) == "parallel" and config.phase(epochs) == "serial"
+
+
 def holds_lambda(folder: Path, epochs: int) -> bool:
     """Whether a row's checkpoint after ``epochs`` epochs carries per-sample λ: it is a layer-parallel
-    row with stored auxiliary variables and a parallel epoch still to run (λ is freed at the switch)."""
+    row with stored auxiliary variables that has run a parallel epoch and not yet switched to the
+    serial phase (λ is allocated by the first parallel epoch and freed at the switch)."""
     config = TrainConfig.from_dict(ckpt.read_config(folder))
-    return config.method != "serial" and config.aux == "store" and config.phase(epochs) == "parallel"
+    started = any(config.phase(e) == "parallel" for e in range(epochs))
+    return config.method != "serial" and config.aux == "store" and started and config.phase(epochs) == "parallel"
 
 
 def run_benchmark(args: argparse.Namespace, runs: Path, suffix: str) -> None:
@@ -464,11 +472,11 @@ def run_benchmark(args: argparse.Namespace, runs: Path, suffix: str) -> None:
             folder = runs / f"run{i}"
             while (done := epochs_done(folder)) < args.epochs:
                 run_epoch(i, name)
-                holding = holds_lambda(folder, done + 1)
                 # Tables are rewritten after every epoch and committed (with the snapshot) when the row
-                # finishes, when it has just freed λ (its parallel phase is safe), or when a snapshot is due.
-                if done + 1 == args.epochs or (holds_lambda(folder, done) and not holding) or \
-                        (snapshot is not None and snapshot.due() and not holding):
+                # finishes, when it has just left its parallel phase (which is then safe), or when a
+                # snapshot is due and the row holds no λ.
+                if done + 1 == args.epochs or switched_after(folder, done + 1) or \
+                        (snapshot is not None and snapshot.due() and not holds_lambda(folder, done + 1)):
                     tables(f"{name}, {done + 1} of {args.epochs} epochs", force_snapshot=True)
                 else:
                     tables("", commit=False)

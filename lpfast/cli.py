@@ -79,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     _option(train, "store_dtype", "dtype of the stored auxiliary variables", choices=tuple(STORE_DTYPES))
     _option(train, "store_location", "where the auxiliary variables live", choices=STORE_LOCATIONS)
     _option(train, "parallel_epochs", "serial-parallel hybrid: this many parallel epochs, then serial ones (default none: all parallel)", type=int)
+    _option(train, "serial_warmup", "with --parallel-epochs P: this many serial epochs before the parallel ones "
+            "(λ then starts from a network trained end to end)", type=int)
     _option(train, "micro_batches", "micro-batches per batch in the serial phase's pipeline across workers", type=int)
     _option(train, "serial_schedule", "the serial phase's pipeline schedule across workers (torch.distributed.pipelining)",
             choices=SERIAL_SCHEDULES)
@@ -108,9 +110,10 @@ def _config_from_args(args: argparse.Namespace) -> TrainConfig:
     if args.serial_epochs is not None:
         if "parallel_epochs" not in given:
             raise ValueError("--serial-epochs S needs --parallel-epochs P (the hybrid runs P parallel, then S serial epochs)")
-        total = given["parallel_epochs"] + args.serial_epochs
+        total = given.get("serial_warmup", 0) + given["parallel_epochs"] + args.serial_epochs
         if given.setdefault("epochs", total) != total:
-            raise ValueError(f"--epochs {given['epochs']} contradicts --parallel-epochs {given['parallel_epochs']} + --serial-epochs {args.serial_epochs}")
+            raise ValueError(f"--epochs {given['epochs']} contradicts --serial-warmup {given.get('serial_warmup', 0)} + "
+                             f"--parallel-epochs {given['parallel_epochs']} + --serial-epochs {args.serial_epochs}")
     if args.resume:
         # Options not given again take the run's saved values; given ones must agree (checked on resume).
         return TrainConfig.from_dict({**read_config(args.out), **given})

@@ -30,7 +30,8 @@ class TrainConfig:
     ``parallel_epochs`` P makes a serial-parallel hybrid: P parallel epochs, then ``epochs - P``
     epochs of backprop through the same stages (``micro_batches`` per batch across workers, pipelined
     under ``serial_schedule``, ``1f1b`` or ``gpipe``), under one learning-rate schedule. None means
-    every epoch is parallel.
+    every epoch is parallel. ``serial_warmup`` W puts W such serial epochs before the parallel ones,
+    so λ is initialised from a network trained end to end.
     ``ds_factor``, ``wire_dtype``, ``ds_mode``: the DS filter of what crosses a cut in the
     parallel phase (None wire dtype: the compute dtype); ``store_ds_factor`` keeps λ and μ
     down-sampled.
@@ -80,6 +81,7 @@ class TrainConfig:
     dist_timeout: float = 120.0
     checkpoint_every: int | None = None
     parallel_epochs: int | None = None
+    serial_warmup: int = 0
     micro_batches: int = 1
     serial_schedule: str = "1f1b"
     ds_factor: int = 1
@@ -131,6 +133,12 @@ class TrainConfig:
                 raise ValueError("--parallel-epochs needs a layer-parallel --method (penalty or al)")
             if not 0 <= self.parallel_epochs <= self.epochs:
                 raise ValueError(f"parallel_epochs must be in [0, epochs={self.epochs}], got {self.parallel_epochs}")
+        if self.serial_warmup:
+            if self.parallel_epochs is None:
+                raise ValueError("--serial-warmup W needs --parallel-epochs P (the hybrid runs W serial, P parallel, then serial epochs)")
+            if self.serial_warmup < 0 or self.serial_warmup + self.parallel_epochs > self.epochs:
+                raise ValueError(f"serial_warmup + parallel_epochs must be at most epochs={self.epochs}, "
+                                 f"got {self.serial_warmup} + {self.parallel_epochs}")
         if self.aux not in AUX_KINDS:
             raise ValueError(f"aux must be one of {', '.join(AUX_KINDS)}, got {self.aux!r}")
         if self.aux == "net" and self.method == "serial":
@@ -168,9 +176,14 @@ class TrainConfig:
 
     def phase(self, epoch: int) -> str:
         """``parallel`` or ``serial``: what epoch ``epoch`` (from 0) trains with."""
-        if self.method == "serial":
+        if self.method == "serial" or epoch < self.serial_warmup:
             return "serial"
-        return "parallel" if self.parallel_epochs is None or epoch < self.parallel_epochs else "serial"
+        return "parallel" if self.parallel_epochs is None or epoch < self.serial_warmup + self.parallel_epochs else "serial"
+
+    def parallel_ahead(self, epoch: int) -> bool:
+        """Whether a parallel epoch is still to come from epoch ``epoch`` (from 0) on: after the last
+        one, λ is no longer needed."""
+        return any(self.phase(e) == "parallel" for e in range(epoch, self.epochs))
 
     def use_augmentation(self, epoch: int) -> bool:
         """Stored λ belongs to the un-augmented image, so the parallel phase does not augment then;

@@ -10,6 +10,8 @@ the parallel phase: it is not part of the network, the serial phase and evaluati
 """
 from __future__ import annotations
 
+import math
+
 from torch import Tensor, nn
 
 #: A cut's feature map is average-pooled down to at most this size before the head's convolution,
@@ -24,9 +26,11 @@ class LocalHead(nn.Module):
     def __init__(self, channels: int, spatial: tuple[int, int], num_classes: int, *, width: int | None = None) -> None:
         super().__init__()
         width = width if width is not None else 2 * channels
-        stride = max(1, max(spatial) // POOLED_SIZE)
+        # Rounded up (and the last window allowed to hang over), so 14×14 and 28×28 maps pool to 7×7
+        # rather than convolving at full size.
+        stride = math.ceil(max(spatial) / POOLED_SIZE)
         self.layers = nn.Sequential(
-            nn.AvgPool2d(stride) if stride > 1 else nn.Identity(),
+            nn.AvgPool2d(stride, ceil_mode=True) if stride > 1 else nn.Identity(),
             nn.Conv2d(channels, width, 3, padding=1, bias=False),
             nn.BatchNorm2d(width),
             nn.ReLU(inplace=True),

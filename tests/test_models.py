@@ -57,3 +57,14 @@ def test_bad_names_are_clear():
         build_model("wrn_27_10")
     with pytest.raises(ValueError, match="unknown model 'vgg16'"):
         build_model("vgg16")
+
+
+@pytest.mark.parametrize("spatial, pooled", [((32, 32), 8), ((16, 16), 8), ((8, 8), 8), ((28, 28), 7), ((14, 14), 7), ((7, 7), 7), ((9, 9), 5)])
+def test_local_head_convolves_at_most_8x8(spatial, pooled):
+    from lpfast.localheads import LocalHead
+
+    head = LocalHead(4, spatial, 10)
+    seen = []
+    head.layers[1].register_forward_hook(lambda module, inputs, output: seen.append(tuple(inputs[0].shape[-2:])))
+    assert head(torch.randn(2, 4, *spatial)).shape == (2, 10)
+    assert seen == [(pooled, pooled)]

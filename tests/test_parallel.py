@@ -426,6 +426,28 @@ def test_lambda_is_held_only_while_a_parallel_epoch_is_left(tmp_path):
     assert pipeline.fit()[0]["aux_bytes"] == [0]
 
 
+def test_serial_warmup_trains_by_backprop_before_the_parallel_phase():
+    train, test = small_data()
+    config = TrainConfig(method="penalty", stages=2, epochs=4, serial_warmup=1, parallel_epochs=2, augment=True, batch_size=32, threads=1)
+    assert [config.phase(e) for e in range(4)] == ["serial", "parallel", "parallel", "serial"]
+    assert [config.use_augmentation(e) for e in range(4)] == [True, False, False, True]
+    trainer = Trainer(config, train_data=train, test_data=test, log=lambda s: None)
+    warm = trainer.fit(pause_after=1)
+    # The warm-up epoch is backprop (the same augmented batches, one learning-rate schedule) and holds no λ.
+    backprop = Trainer(TrainConfig(epochs=4, augment=True, batch_size=32, threads=1), train_data=train, test_data=test, log=lambda s: None)
+    backprop.fit(pause_after=1)
+    for (name, a), b in zip(backprop.model.state_dict().items(), trainer.model.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+    assert warm[0]["aux_bytes"] == [0]
+    records = trainer.fit()
+    assert [r["phase"] for r in records] == ["parallel", "parallel", "serial"]
+    assert records[0]["aux_bytes"] == [len(train) * 16 * 14 * 14 * 4] and records[2]["aux_bytes"] == [0]
+    with pytest.raises(ValueError, match="needs --parallel-epochs"):
+        TrainConfig(method="penalty", stages=2, serial_warmup=1)
+    with pytest.raises(ValueError, match="at most epochs=4"):
+        TrainConfig(method="penalty", stages=2, epochs=4, serial_warmup=2, parallel_epochs=3)
+
+
 def test_lambda_starts_from_the_batch_statistics_it_trains_with():
     # Sorted by class, as the CIFAR archives are: filled in file order, every batch of the λ pass
     # would hold one class, and λ would differ from what stage 0 computes on its training batch.
