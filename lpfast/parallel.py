@@ -226,7 +226,7 @@ class LayerParallel:
             {s: torch.cuda.Stream(self.device) for s in self.own}
             if self.device.type == "cuda" and len(self.own) > 1 else {}
         )
-        self.epoch = 0
+        self.epoch = 0  # parallel epochs completed: β's schedule counts these (a serial warm-up leaves it at β0)
         self.steps = 0
         self.initialised = self.num_stages == 1
         self._reset_epoch_stats()
@@ -498,7 +498,8 @@ class LayerParallel:
         }
         if self.aux_kind == "net":
             stats["aux_fit_loss"] = table[6, : k - 1].tolist() if phase == "parallel" else None
-        self.epoch += 1
+        if phase == "parallel":
+            self.epoch += 1
         self._reset_epoch_stats()
         return stats
 

@@ -441,6 +441,7 @@ def test_serial_warmup_trains_by_backprop_before_the_parallel_phase():
     assert warm[0]["aux_bytes"] == [0]
     records = trainer.fit()
     assert [r["phase"] for r in records] == ["parallel", "parallel", "serial"]
+    assert [r["beta"] for r in records[:2]] == [2.0, 4.0]  # β's schedule starts with the parallel phase
     assert records[0]["aux_bytes"] == [len(train) * 16 * 14 * 14 * 4] and records[2]["aux_bytes"] == [0]
     with pytest.raises(ValueError, match="needs --parallel-epochs"):
         TrainConfig(method="penalty", stages=2, serial_warmup=1)
