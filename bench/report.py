@@ -392,6 +392,96 @@ def planner_check(key: tuple[str, str, str], records: list[dict], folder: Path) 
             "| row | cut | what | predicted | measured | error |", "|---|---|---|---|---|---|", *lines, ""]
 
 
+TARGETS = {"cifar10": 0.3, "cifar100": 0.5}  # issue 18: points under backprop allowed at >= half the epochs parallel
+
+
+def share_speedup(groups: dict, model: str, dataset: str):
+    """Speed-up over one device of a run with a parallel share s, from the latest ``devices``
+    invocation's measured per-epoch speed-ups: ρ_par of the parallel phase alone and ρ_ser of the
+    1F1B pipeline (the serial phase): 1 / (s/ρ_par + (1-s)/ρ_ser). None without such an invocation."""
+    records = groups.get(("devices", model, dataset))
+    if not records:
+        return None
+    kinds = {row_kind(r): r for r in records}
+    if not {"serial-1", "penalty+share1", "1f1b"} <= kinds.keys():
+        return None
+    base = kinds["serial-1"]["median_epoch_time_s"]
+    rho_par = base / phase_median(kinds["penalty+share1"], "parallel")
+    rho_ser = base / kinds["1f1b"]["median_epoch_time_s"]
+    return lambda share: 1.0 / (share / rho_par + (1.0 - share) / rho_ser)
+
+
+def real_budgets(folder: Path, groups: dict, plot_dir: Path) -> list[str]:
+    """The real-budget campaign (``bench/real_budgets.sh``) from its tables ``real-<model>-<dataset>.json``,
+    which the campaign rewrites after every epoch: each row's accuracy so far against backprop's at
+    the same epoch, the seed-to-seed spread, the issue's targets, and accuracy against the parallel
+    share with each share's speed-up over one device."""
+    tables = sorted(folder.glob("real-*.json"))
+    if not tables:
+        return []
+    lines = ["## Real budgets: full training sets, tens of epochs", "",
+             "The campaign of `bench/real_budgets.sh` (`lpfast bench real ... --order sequential --snapshot ...`): full training sets, "
+             "one cosine schedule, batch 128, rows one after another, so their speeds are not compared here; the speed-ups of the "
+             "parallel-share curve come from the per-epoch speed-ups over one device measured in the interleaved `devices` invocation "
+             "of the same model and data set. A row still under way is compared with backprop at its own epoch count.", ""]
+    for path in tables:
+        records = json.loads(path.read_text())["records"]
+        first = records[0]
+        budget_epochs, dataset = first["epoch_budget"], first["dataset"]
+        by_kind = {row_kind(r): r for r in records}
+        base = by_kind.get("serial-K")
+        lines += [f"### {first['model']} on {dataset}, {budget(first)}", "",
+                  f"Invocation {first['invocation']} (commit `{(first['git_commit'] or 'unknown')[:10]}`); table "
+                  f"`bench/results/{path.name.replace('.json', '.md')}`.", "",
+                  "| row | epochs | test acc (%) | Δ vs backprop at that epoch | acc after the parallel phase | last parallel-epoch violation | final train loss |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in records:
+            done = len(r["test_acc"])
+            delta = ""
+            if base is not None and r is not base and len(base["test_acc"]) >= done:
+                delta = f"{r['test_acc'][-1] - base['test_acc'][done - 1]:+.2f}"
+            parallel = [i for i, phase in enumerate(r["phase"]) if phase == "parallel"]
+            after = f"{r['test_acc'][parallel[-1]]:.2f}% (epoch {parallel[-1] + 1})" if parallel else ""
+            violation = next((v for v in reversed(r["violation"]) if v), None)
+            lines.append(f"| {r['name']} | {done}/{budget_epochs} | {r['test_acc'][-1]:.2f} | {delta} | {after} | "
+                         f"{'' if violation is None else ' '.join(f'{v:.3f}' for v in violation)} | {r['epochs'][-1]['train_loss']:.3f} |")
+        lines.append("")
+        finished = {kind: r for kind, r in by_kind.items() if len(r["test_acc"]) == budget_epochs}
+        if "serial-K" in finished and "serial-K+seed1" in finished:
+            a, b = finished["serial-K"]["final_test_acc"], finished["serial-K+seed1"]["final_test_acc"]
+            lines += [f"Backprop's seed-to-seed spread at this budget: {a:.2f}% and {b:.2f}% ({abs(a - b):.2f} points).", ""]
+        if "serial-K" in finished and dataset in TARGETS:
+            ref = finished["serial-K"]["final_test_acc"]
+            checks = [(kind, r["final_test_acc"] - ref) for kind, r in finished.items() if kind in ("penalty", "al", "penalty+ds", "al+ds", "penalty+net")]
+            allowed = {"penalty": TARGETS[dataset], "al": TARGETS[dataset], "penalty+ds": TARGETS[dataset] + 0.2,
+                       "al+ds": TARGETS[dataset] + 0.2, "penalty+net": 1.0}
+            if checks:
+                lines += ["Against the targets (points under backprop's final accuracy): "
+                          + "; ".join(f"{kind} {delta:+.2f} ({'met' if -delta <= allowed[kind] else 'not met'}: allowed {allowed[kind]:.1f})"
+                                      for kind, delta in checks) + ".", ""]
+        speedup = share_speedup(groups, first["model"], dataset)
+        shares = sorted((r["config"]["parallel_epochs"] / budget_epochs, kind) for kind, r in finished.items()
+                        if r["config"]["method"] != "serial" and r["config"].get("aux", "store") == "store" and not kind.endswith("+ds"))
+        if shares and "serial-K" in finished:
+            ref = finished["serial-K"]["final_test_acc"]
+            lines += ["| parallel share | row | final test acc (%) | Δ vs backprop | speed-up over one device |", "|---|---|---|---|---|"]
+            for share, kind in shares:
+                r = finished[kind]
+                lines.append(f"| {share:.2f} | {r['name']} | {r['final_test_acc']:.2f} | {r['final_test_acc'] - ref:+.2f} | "
+                             f"{'' if speedup is None else f'{speedup(share):.2f}×'} |")
+            lines.append("")
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for r in records:
+            ax.plot(range(1, len(r["test_acc"]) + 1), r["test_acc"], marker=".", label=r["name"])
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(f"{first['model']} on {dataset}: real budget")
+        ax.legend(fontsize=6)
+        plot = _save(fig, plot_dir / f"real-{first['model']}-{dataset}-accuracy.png")
+        lines += [f"![real budget](plots/{plot})", ""]
+    return lines
+
+
 def narrative(folder: Path) -> list[str]:
     """The hand-written account of what the measurements say (``narrative.md`` beside the records)."""
     path = folder / "narrative.md"
@@ -411,7 +501,10 @@ def main(argv: list[str] | None = None) -> None:
              "To reproduce every section on this kind of machine (the `--slow-link` one as root), from the repository root:", "",
              "```", *(command for records in groups.values() for command in section_commands(records)), "python bench/report.py", "```", "",
              *narrative(args.records.parent), *summary(groups)]
+    lines += real_budgets(args.records.parent, groups, plot_dir)
     for key, records in groups.items():
+        if key[0] == "real":
+            continue  # the real-budgets section above shows the campaign, from its tables
         first = records[0]
         machine = first["machine"]
         lines += [f"## {key[0]}: {key[1]} on {key[2]}, {budget(first)}", "",

@@ -3,6 +3,7 @@ CLI (torchrun for the worker rows) and bench/report.py turns its records into th
 the slow link between two network namespaces and what a message costs on it."""
 import json
 import socket
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -90,6 +91,34 @@ def test_report_summary_and_rerun_rows(smoke_records, tmp_path):
     assert "--train-subset 256 --rows serial-K" in text and "Invocation 99999999-999999" in text
     # The re-run row is the baseline: every other row's speed-up now compares two invocations.
     assert f"| {ROWS[0]} | " in text and "(other invocation: times not comparable)" in text
+
+
+def test_report_real_budgets_section(smoke_records, tmp_path):
+    """The campaign's table gives each row's accuracy against backprop's at the same epoch, backprop's
+    seed spread, the targets, and the share curve with speed-ups from the devices invocation."""
+    def row(kind, accuracies, parallel=0, name=None):
+        epochs = len(accuracies)
+        return {"name": name or kind, "kind": kind, "model": "resnet20", "dataset": "cifar10", "epoch_budget": 4, "invocation": "1",
+                "git_commit": "abc", "config": {"train_subset": None, "parallel_epochs": parallel or None,
+                                                "method": "penalty" if parallel else "serial", "aux": "store"},
+                "test_acc": accuracies, "final_test_acc": accuracies[-1], "phase": ["parallel"] * parallel + ["serial"] * (epochs - parallel),
+                "violation": [[0.1]] * parallel + [None] * (epochs - parallel), "epochs": [{"train_loss": 0.5}] * epochs}
+    table = [row("serial-K", [50, 70, 80, 90.0]), row("serial-K+seed1", [50, 70, 80, 89.8]), row("penalty", [40, 60, 85, 89.5], 2),
+             row("penalty+share0.25", [50, 70, 80, 89.9], 1), row("al", [40, 60, 80], 2)]
+    (tmp_path / "real-resnet20-cifar10.json").write_text(json.dumps({"benchmark": "real", "records": table}))
+    devices = [{**r, "benchmark": "devices", "model": "resnet20", "dataset": "cifar10",
+                "kind": "penalty+share1" if r["kind"] == "penalty" else r["kind"]} for r in smoke_records]
+    text = make_report(devices, tmp_path).split("## Real budgets")[1].split("\n## ")[0]
+    assert "| penalty | 4/4 | 89.50 | -0.50 | 60.00% (epoch 2) | 0.100 | 0.500 |" in text
+    assert "| al | 3/4 | 80.00 | +0.00 |" in text  # under way: against backprop's third epoch
+    assert "0.20 points" in text and "penalty -0.50 (not met: allowed 0.3)" in text and "penalty+share0.25 -0.10 (met" not in text
+    by_kind = {r["kind"]: r for r in devices}
+    base = by_kind["serial-1"]["median_epoch_time_s"]
+    rho_par = base / statistics.median(by_kind["penalty+share1"]["epoch_time_s"])
+    rho_ser = base / by_kind["1f1b"]["median_epoch_time_s"]
+    assert f"| 0.25 | penalty+share0.25 | 89.90 | -0.10 | {1 / (0.25 / rho_par + 0.75 / rho_ser):.2f}× |" in text
+    assert f"| 0.50 | penalty | 89.50 | -0.50 | {1 / (0.5 / rho_par + 0.5 / rho_ser):.2f}× |" in text
+    assert (tmp_path / "plots" / "real-resnet20-cifar10-accuracy.png").stat().st_size > 1000
 
 
 def test_slow_link_joins_two_namespaces_and_removes_them():
