@@ -6,6 +6,8 @@ all alike, medians reported:
 - ``serial``: backprop of the whole model (forward, backward, SGD step) at batch B on one device
   (one process, one thread): the paper's baseline, which every bound is stated against;
 - ``serial_k``: the same with K threads, as context (not a device-faithful row);
+- ``serial_micro``: one device's backprop with the batch in M micro-batches (gradients accumulated
+  for one SGD step), as context: how much of a micro-batched step's speed is the CPU's cache;
 - ``stages``: the model cut into K stages as ``lpfast train --stages K`` cuts it, each stage on its
   own ``torchrun`` worker (one thread, pinned to its own core), all stepping at once (forward,
   backward to its input, SGD step) on a fixed input of its own, with a barrier after every step.
@@ -15,7 +17,8 @@ all alike, medians reported:
   serial phase's synchronous pipeline needs at least (M + K - 1)/M times this per batch;
 - ``lpfast`` and ``lpfast_no_head``: lpfast's real parallel step on the same cut and batch (its λ
   filled by its own forward), with the default local heads and without: what the method adds to
-  ``stages``. ``--profile`` also writes each worker's torch.profiler table of that step to
+  ``stages``; ``lpfast_micro``: the same step with ``--parallel-micro-batches`` M (each stage's
+  working set 1/M of the batch's). ``--profile`` also writes each worker's torch.profiler table of that step to
   ``bench/results/profile-<model>-<dataset>.md``.
 
 From them: the bound on a parallel epoch's speed-up, on a pipeline epoch's, and on a whole
@@ -51,7 +54,7 @@ from lpfast.stages import partition, split
 from lpfast.transport import DistTransport
 
 ROOT = Path(__file__).resolve().parents[1]
-ROWS = ("serial", "serial_k", "stages", "micro", "lpfast", "lpfast_no_head")
+ROWS = ("serial", "serial_k", "serial_micro", "stages", "micro", "lpfast", "lpfast_no_head", "lpfast_micro")
 
 
 def real_batch(args: argparse.Namespace) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
@@ -81,13 +84,16 @@ def time_steps(step, args: argparse.Namespace, sync=lambda: None) -> float:
     return statistics.median(times)
 
 
-def serial_step_time(args: argparse.Namespace, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, threads: int) -> float:
+def serial_step_time(args: argparse.Namespace, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, threads: int,
+                     micro_batches: int = 1) -> float:
     torch.set_num_threads(threads)
     opt = sgd(model.parameters())
+    xs, ys = x.chunk(micro_batches), y.chunk(micro_batches)
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
-        F.cross_entropy(model(x), y).backward()
+        for xj, yj in zip(xs, ys):
+            (F.cross_entropy(model(xj), yj) / micro_batches).backward()
         opt.step()
 
     return time_steps(step, args)
@@ -119,8 +125,8 @@ def stage_worker(args: argparse.Namespace) -> None:
             opt.step()
 
         result[name] = time_steps(step, args, dist.barrier)
-    for name, local_loss in (("lpfast", 3.0), ("lpfast_no_head", 0.0)):
-        result[name] = time_steps(parallel_step(args, local_loss), args, dist.barrier)
+    for name, local_loss, micro_batches in (("lpfast", 3.0, 1), ("lpfast_no_head", 0.0, 1), ("lpfast_micro", 3.0, args.micro_batches)):
+        result[name] = time_steps(parallel_step(args, local_loss, micro_batches), args, dist.barrier)
     if args.profile:
         Path(f"{args.worker_out}.rank{rank}.txt").write_text(profile(parallel_step(args, 3.0), args))
     if rank == 0:
@@ -138,7 +144,7 @@ def cut(args: argparse.Namespace) -> int | list[int]:
     return [int(b) for b in args.stage_blocks.split(",")] if args.stage_blocks else args.workers
 
 
-def parallel_step(args: argparse.Namespace, local_loss: float):
+def parallel_step(args: argparse.Namespace, local_loss: float, micro_batches: int = 1):
     """lpfast's parallel step on this worker's stage of the same cut and batch, the batch's λ filled
     by its own forward pass: the ceiling's step plus everything the method adds."""
     model, x, y = real_batch(args)
@@ -146,7 +152,7 @@ def parallel_step(args: argparse.Namespace, local_loss: float):
                        local_loss=local_loss, memory_format=torch.channels_last, transport=DistTransport(datetime.timedelta(seconds=600)))
     idx = torch.arange(x.shape[0])
     lp.initialise([(x, idx)])
-    return lambda: lp.step(x, y, idx)
+    return lambda: lp.step(x, y, idx, micro_batches=micro_batches)
 
 
 def profile(step, args: argparse.Namespace) -> str:
@@ -200,16 +206,20 @@ def write_report(args: argparse.Namespace, rounds: list[dict[str, float]]) -> di
     ]
     labels = {"serial": "backprop, whole model, one device (1 process x 1 thread)",
               "serial_k": f"backprop, whole model, 1 process x {k} threads (context)",
+              "serial_micro": f"backprop, whole model, one device, in {m} micro-batches of {args.batch_size // m} (context)",
               "stages": f"{k} stages at once, 1 worker x 1 thread each, no auxiliary variables or messages",
               "micro": f"the same in {m} micro-batches of {args.batch_size // m}",
               "lpfast": "lpfast's parallel step on the same cut (λ, messages, penalty and λ-update, local heads)",
-              "lpfast_no_head": "the same without local heads (--local-loss 0)"}
+              "lpfast_no_head": "the same without local heads (--local-loss 0)",
+              "lpfast_micro": f"lpfast's parallel step in {m} micro-batches (--parallel-micro-batches {m})"}
     for key, label in labels.items():
         lines.append(f"| {label} | {1e3 * med[key]:.1f} | {' '.join(f'{1e3 * r[key]:.1f}' for r in rounds)} |")
     overhead = med["lpfast"] / med["stages"] - 1
     lines += ["", f"lpfast's parallel step takes {100 * overhead:+.1f}% over the ceiling's stage step "
               f"({100 * (med['lpfast_no_head'] / med['stages'] - 1):+.1f}% without local heads); "
-              f"one device's backprop over it: {med['serial'] / med['lpfast']:.2f}x.", "",
+              f"one device's backprop over it: {med['serial'] / med['lpfast']:.2f}x; in {m} micro-batches "
+              f"{med['serial'] / med['lpfast_micro']:.2f}x ({med['serial_micro'] / med['lpfast_micro']:.2f}x over one device's "
+              f"backprop in the same micro-batches).", "",
               "Upper bounds on the speed-up over backprop on one device (no implementation of the method does better with this cut):", "",
               f"- parallel-phase epoch: **{limit['parallel_epoch']:.2f}x**",
               f"- serial-phase pipeline epoch ({m} micro-batches, (M+K-1)/M = {(m + k - 1) / m:.2f} of the micro-batched stage step): "
@@ -249,11 +259,13 @@ def main() -> None:
     for i in range(args.rounds):
         serial = serial_step_time(args, model, x, y, threads=1)
         serial_k = serial_step_time(args, model, x, y, threads=args.workers)
+        serial_micro = serial_step_time(args, model, x, y, threads=1, micro_batches=args.micro_batches)
         staged, profiles = stage_step_times(args)
-        rounds.append({"serial": serial, "serial_k": serial_k, **staged})
-        print(f"round {i + 1}/{args.rounds}: serial {1e3 * serial:.1f} ms, stages {1e3 * staged['stages']:.1f} ms, "
-              f"micro-batched {1e3 * staged['micro']:.1f} ms, lpfast's parallel step {1e3 * staged['lpfast']:.1f} ms "
-              f"({1e3 * staged['lpfast_no_head']:.1f} without local heads)", flush=True)
+        rounds.append({"serial": serial, "serial_k": serial_k, "serial_micro": serial_micro, **staged})
+        print(f"round {i + 1}/{args.rounds}: serial {1e3 * serial:.1f} ms ({1e3 * serial_micro:.1f} micro-batched), "
+              f"stages {1e3 * staged['stages']:.1f} ms, micro-batched {1e3 * staged['micro']:.1f} ms, lpfast's parallel step "
+              f"{1e3 * staged['lpfast']:.1f} ms ({1e3 * staged['lpfast_no_head']:.1f} without local heads, "
+              f"{1e3 * staged['lpfast_micro']:.1f} micro-batched)", flush=True)
         if profiles:
             write_profiles(args, profiles)
     write_report(args, rounds)

@@ -82,6 +82,8 @@ def build_parser() -> argparse.ArgumentParser:
     _option(train, "serial_warmup", "with --parallel-epochs P: this many serial epochs before the parallel ones "
             "(λ then starts from a network trained end to end)", type=int)
     _option(train, "micro_batches", "micro-batches per batch in the serial phase's pipeline across workers", type=int)
+    _option(train, "parallel_micro_batches", "parts each stage's parallel step works through its batch in (one optimizer "
+            "step; on a CPU a smaller working set stays in cache)", type=int)
     _option(train, "serial_schedule", "the serial phase's pipeline schedule across workers (torch.distributed.pipelining)",
             choices=SERIAL_SCHEDULES)
     _option(train, "ds_factor", "down-sampling factor s of what crosses a cut in the parallel phase (s×s average pooling)", type=int)

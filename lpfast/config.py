@@ -31,7 +31,9 @@ class TrainConfig:
     epochs of backprop through the same stages (``micro_batches`` per batch across workers, pipelined
     under ``serial_schedule``, ``1f1b`` or ``gpipe``), under one learning-rate schedule. None means
     every epoch is parallel. ``serial_warmup`` W puts W such serial epochs before the parallel ones,
-    so λ is initialised from a network trained end to end.
+    so λ is initialised from a network trained end to end. ``parallel_micro_batches`` M makes each
+    stage's parallel step work through its batch in M parts (one optimizer step; batch norm per
+    part): on a CPU the smaller working set stays in cache.
     ``ds_factor``, ``wire_dtype``, ``ds_mode``: the DS filter of what crosses a cut in the
     parallel phase (None wire dtype: the compute dtype); ``store_ds_factor`` keeps λ and μ
     down-sampled.
@@ -83,6 +85,7 @@ class TrainConfig:
     parallel_epochs: int | None = None
     serial_warmup: int = 0
     micro_batches: int = 1
+    parallel_micro_batches: int = 1
     serial_schedule: str = "1f1b"
     ds_factor: int = 1
     wire_dtype: str | None = None
@@ -163,6 +166,11 @@ class TrainConfig:
         if self.stages > 1 and self.batch_size % self.micro_batches:
             raise ValueError(f"micro_batches ({self.micro_batches}) must divide batch_size ({self.batch_size}): "
                              "the serial pipeline splits every batch into equal micro-batches")
+        if self.parallel_micro_batches < 1 or self.batch_size % self.parallel_micro_batches:
+            raise ValueError(f"parallel_micro_batches ({self.parallel_micro_batches}) must be >= 1 and divide batch_size ({self.batch_size})")
+        if self.parallel_micro_batches > 1 and (self.method == "serial" or self.aux != "store"):
+            raise ValueError("--parallel-micro-batches splits the parallel step of stored λ: use it with --method penalty|al "
+                             "and --aux store (an auxiliary network regresses once per batch)")
         if self.serial_schedule not in SERIAL_SCHEDULES:
             raise ValueError(f"serial_schedule must be one of {', '.join(SERIAL_SCHEDULES)}, got {self.serial_schedule!r}")
         if self.store_dtype not in STORE_DTYPES:

@@ -103,26 +103,31 @@ class CutOutput(_Side):
         """Posts the receive of the batch's target from stage c+1."""
         self._target = self._receive(batch, self.cut + 1, self.cut)
 
-    def backward(self, out: Tensor, y: Tensor, *, beta: float, params: list[nn.Parameter] | None) -> tuple[Tensor, Tensor]:
+    def backward(self, out: Tensor, y: Tensor, *, beta: float, params: list[nn.Parameter] | None,
+                 weight: float = 1.0) -> tuple[Tensor, Tensor]:
         """Sends stage c's output ``out`` on, then backpropagates the penalty against the target (and
-        α·CE of the head) through the stage. With ``params`` (a stage whose input is λ) the head's
-        term reaches those parameters only: λ's step follows the constraint objective alone.
-        Returns the loss (detached) and the tensor sent (to be kept alive until it has left)."""
+        α·CE of the head) through the stage, times ``weight`` (a micro-batch's share of its batch).
+        With ``params`` (a stage whose input is λ) the head's term reaches those parameters only:
+        λ's step follows the constraint objective alone.
+        Returns the loss (detached, unweighted) and the tensor sent (to be kept alive until it has left)."""
         coarse = self.wire.pool(out)  # with a DS filter the constraint binds the low-pass part
         sent = self.wire.cast(coarse.detach())
         self._send(sent, self.cut, self.cut + 1)
         target = self._target.wait().to(self.dtype)
         self._target = None
         loss, grad_coarse = ops.penalty_residual(coarse.detach(), target, None, beta=beta)
+        if weight != 1.0:
+            grad_coarse = grad_coarse.mul_(weight)
         if self.head is None:
             coarse.backward(grad_coarse)
             return loss, sent
         local = self.local_loss * F.cross_entropy(self.head(out), y)
+        weighted = local * weight if weight != 1.0 else local
         if params is None:
-            torch.autograd.backward([coarse, local], [grad_coarse, None])
+            torch.autograd.backward([coarse, weighted], [grad_coarse, None])
         else:
             coarse.backward(grad_coarse, retain_graph=True)
-            local.backward(inputs=params)
+            weighted.backward(inputs=params)
         return loss + local.detach(), sent
 
     def reduction_size(self, batch: int) -> float:

@@ -333,45 +333,73 @@ class LayerParallel:
 
     # ------------------------------------------------------------------ training
 
-    def step(self, x: Tensor, y: Tensor, idx: Tensor, flips: Tensor | None = None) -> dict[int, Tensor]:
+    def step(self, x: Tensor, y: Tensor, idx: Tensor, flips: Tensor | None = None, *, micro_batches: int = 1) -> dict[int, Tensor]:
         """One parallel step on the batch ``(x, y)`` of sample indices ``idx``; ``flips`` marks the
         samples whose image ``x`` holds mirrored left to right, whose stored λ and μ are then
-        mirrored with them (and stored back un-mirrored).
+        mirrored with them (and stored back un-mirrored). With ``micro_batches`` M each stage works
+        through the batch in M equal parts, accumulating the batch's θ-gradient for one optimizer
+        step (batch norm then normalises each part by its own statistics), and every part's λ (and
+        μ) takes its step as soon as the part's gradient is there: smaller working sets, which on a
+        CPU keep a stage's activations in cache.
 
-        Returns each owned stage's local loss (a detached 0-dim tensor: read it only when needed,
-        a read synchronises with the device)."""
+        Returns each owned stage's local loss over the batch (a detached 0-dim tensor: read it only
+        when needed, a read synchronises with the device)."""
         if not self.initialised:
             raise RuntimeError("call LayerParallel.initialise(...) before the first step (it fills the auxiliary variables)")
-        beta, batch = self.beta, idx.numel()
+        batch = idx.numel()
+        if micro_batches < 1 or batch % micro_batches:
+            raise ValueError(f"micro_batches must divide the batch of {batch} samples, got {micro_batches}")
         update_mu = self.method == "al" and self.steps % self.mu_every == 0
+        for s in self.own:
+            self.optimizers[s].zero_grad(set_to_none=True)
+        parts = zip(x.chunk(micro_batches), y.chunk(micro_batches), idx.chunk(micro_batches),
+                    flips.chunk(micro_batches) if flips is not None else [None] * micro_batches)
+        losses: dict[int, Tensor] = {}
+        for part in parts:
+            for s, loss in self._accumulate(*part, batch=batch, update_mu=update_mu).items():
+                losses[s] = losses[s] + loss if s in losses else loss
+        for s in self.own:
+            with self._stage_stream(s):
+                self._theta_step(s, self.regression_lr_scale if s in self.cut_outputs else 1.0)
+        self._join_stage_streams([])
+        for s, loss in losses.items():
+            self._loss_sum[s] += loss.double() * batch
+        self._samples += batch
+        self._phase = "parallel"
+        self.steps += 1
+        return losses
+
+    def _accumulate(self, x: Tensor, y: Tensor, idx: Tensor, flips: Tensor | None, *, batch: int, update_mu: bool) -> dict[int, Tensor]:
+        """A part of the batch through every owned stage: θ-gradients accumulated with the part's
+        share of the batch objective, then the part's λ- and μ-steps. Returns the stages' losses
+        weighted by the part's share."""
+        beta, part, share = self.beta, idx.numel(), idx.numel() / batch
 
         # 1. Open this worker's cuts: λ in (the stages' inputs), targets back, receives posted.
         inputs = {s: self.cut_inputs[s - 1].begin(x, idx, flips, beta) for s in self.own if s > 0}
         for cut in self.cut_outputs.values():
-            cut.begin(batch)
+            cut.begin(part)
 
-        # 2. θ-steps, each stage on its own input (on a GPU, each on its own stream).
+        # 2. Forward and backward, each stage on its own input (on a GPU, each on its own stream).
         losses, input_grads, sent = {}, {}, []
         for s in self.own:
             with self._stage_stream(s):
                 start = time.perf_counter()
                 inp = x if s == 0 else inputs[s].detach().requires_grad_()
                 out = self.stages[s](inp)
-                self.optimizers[s].zero_grad(set_to_none=True)
                 if s in self.cut_outputs:
                     cut = self.cut_outputs[s]
-                    loss, crossing = cut.backward(out, y, beta=beta, params=None if s == 0 else self._trained[s])
+                    loss, crossing = cut.backward(out, y, beta=beta, params=None if s == 0 else self._trained[s], weight=share)
                     sent.append(crossing)
-                    per_sample = cut.reduction_size(batch)
+                    per_sample = cut.reduction_size(part)
                 else:
                     loss = F.cross_entropy(out, y)
-                    loss.backward()
-                    per_sample = float(batch)  # batch mean -> per-sample loss
-                self._theta_step(s, self.regression_lr_scale if s in self.cut_outputs else 1.0)
+                    (loss * share if share != 1.0 else loss).backward()
+                    per_sample = float(part)  # part mean -> per-sample loss
                 if s > 0:
-                    # Sample i's own objective: the mean-reduced input gradient times its reduction size.
-                    input_grads[s] = inp.grad.mul_(per_sample)
-                losses[s] = loss.detach()
+                    # Sample i's own objective: the input gradient of the part's (weighted) mean times its reduction size.
+                    input_grads[s] = inp.grad.mul_(per_sample / share)
+                losses[s] = loss.detach() * share
                 self._stage_time[s] += time.perf_counter() - start
         self._join_stage_streams(list(losses.values()) + list(input_grads.values()) + sent)
         # The targets sent in 1 may be the λ batches that 3 updates in place: let them leave first.
@@ -381,12 +409,6 @@ class LayerParallel:
         for s, grad in input_grads.items():
             self.cut_inputs[s - 1].finish(grad, beta=beta, eta=self.lam_step, update_mu=update_mu)
         self.transport.flush()
-
-        for s, loss in losses.items():
-            self._loss_sum[s] += loss.double() * batch
-        self._samples += batch
-        self._phase = "parallel"
-        self.steps += 1
         return losses
 
     def _theta_step(self, s: int, lr_scale: float) -> None:

@@ -301,7 +301,7 @@ class Trainer:
                 last_loss = loss.detach()
                 watched = {0: last_loss}
             elif phase == "parallel":
-                watched = self.lp.step(batch.x, batch.y, batch.idx, batch.flips)
+                watched = self.lp.step(batch.x, batch.y, batch.idx, batch.flips, micro_batches=cfg.parallel_micro_batches)
                 last_loss = watched[min(watched)]
             else:
                 last_loss = self.lp.serial_step(batch.x, batch.y, micro_batches=cfg.micro_batches)

@@ -336,6 +336,45 @@ def test_parallel_run_resumes_exactly(tmp_path, aux):
     assert (a["epoch"], a["steps"]) == (b["epoch"], b["steps"])
 
 
+@pytest.mark.parametrize("method", ["penalty", "al"])
+def test_micro_batched_step_equals_the_whole_batch_step_without_batch_norm(method):
+    """With no batch norm (whose statistics are then the part's) a step in M parts is the step on
+    the whole batch: the same parameters and the same λ and μ, K=3 (a stage on both sides of a cut)."""
+    import torch.nn as nn
+
+    def net():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.ReLU()),
+                             nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.ReLU()), nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.ReLU()),
+                             nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))).double()
+
+    x, y, idx = torch.randn(8, 1, 6, 6, dtype=torch.float64), torch.arange(8) % 3, torch.tensor([3, 9, 0, 5, 1, 7, 2, 8])
+    runs = []
+    for parts in (1, 4):
+        lp = LayerParallel(net(), optimizer=lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9), stages=3, method=method,
+                           dataset_size=10, input_shape=(1, 6, 6), local_loss=0.0)
+        lp.initialise([(torch.randn(10, 1, 6, 6, dtype=torch.float64), torch.arange(10))])
+        for a in lp.aux.values():  # λ and μ away from the network's own outputs
+            for store in (a.lam, a.mu):
+                if store is not None:
+                    store.data.add_(torch.randn_like(store.data))
+        losses = [lp.step(x, y, idx, micro_batches=parts) for _ in range(2)]
+        runs.append((lp, losses))
+    (whole, whole_losses), (parted, parted_losses) = runs
+    for a, b in zip(whole.model.parameters(), parted.model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    for c in whole.aux:
+        for name in ("lam", "mu"):
+            if getattr(whole.aux[c], name) is not None:
+                torch.testing.assert_close(getattr(whole.aux[c], name).data, getattr(parted.aux[c], name).data, rtol=1e-10, atol=1e-12)
+    for a, b in zip(whole_losses, parted_losses):
+        assert a.keys() == b.keys() and all(torch.allclose(a[s], b[s], rtol=1e-10) for s in a)
+    with pytest.raises(ValueError, match="must divide the batch of 8"):
+        parted.step(x, y, idx, micro_batches=3)
+    with pytest.raises(ValueError, match="use it with --method penalty"):
+        TrainConfig(parallel_micro_batches=2)
+
+
 def test_regression_lr_scale_scales_only_the_regressing_stages():
     x, y, idx = torch.randn(4, 1, 28, 28), torch.tensor([1, 2, 3, 4]), torch.arange(4)
     moves = {}
