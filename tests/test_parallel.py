@@ -498,7 +498,7 @@ def test_lambda_starts_from_the_batch_statistics_it_trains_with():
     trainer = Trainer(TrainConfig(method="penalty", stages=2, epochs=1, batch_size=32, threads=1, local_loss=0.0, parallel_flip=False),
                       train_data=train, test_data=test, log=lambda s: None)
     losses, step = [], trainer.lp.step
-    trainer.lp.step = lambda x, y, idx, flips: losses.append(step(x, y, idx, flips)) or losses[-1]
+    trainer.lp.step = lambda x, y, idx, flips, **options: losses.append(step(x, y, idx, flips, **options)) or losses[-1]
     trainer.train_epoch()
     assert losses[0][0].item() == 0.0  # stage 0's first output is exactly its λ: nothing to regress yet
 
