@@ -30,6 +30,7 @@ Presets (rows; ``+SPH`` where ``--parallel-epochs`` is given):
   ``--parallel-epochs`` share.
 
 Row modifiers (``--rows penalty+ds+seed1``): ``ds``, ``net``, ``lr0.1``, ``seedN`` (another seed),
+``pmbM`` (``--parallel-micro-batches M``),
 ``shareF`` (F of the epochs parallel, rounded; ``share1``: the parallel phase alone), ``cutA-B``
 (blocks per stage, ``--stage-blocks A,B``: e.g. the cut ``lpfast plan`` finds fastest).
 
@@ -105,6 +106,8 @@ def modifier(tag: str, epochs: int) -> tuple[str, list[str]]:
         return fixed[tag]
     if tag.startswith("seed") and tag[4:].isdigit():
         return f"seed {tag[4:]}", ["--seed", tag[4:]]
+    if tag.startswith("pmb") and tag[3:].isdigit():
+        return f"parallel steps in {tag[3:]} micro-batches", ["--parallel-micro-batches", tag[3:]]
     if tag.startswith("cut") and all(part.isdigit() for part in tag[3:].split("-")):
         blocks = tag[3:].split("-")
         return f"cut {'+'.join(blocks)}", ["--stage-blocks", ",".join(blocks)]
@@ -116,7 +119,8 @@ def modifier(tag: str, epochs: int) -> tuple[str, list[str]]:
         if 0 <= share <= 1:
             parallel = round(share * epochs)
             return f"{parallel} of {epochs} epochs parallel", ["--parallel-epochs", str(parallel)]
-    raise ValueError(f"unknown row modifier {tag!r}: use ds, net, lr0.1, seedN, shareF (0 <= F <= 1) or cutA-B-... (blocks per stage)")
+    raise ValueError(f"unknown row modifier {tag!r}: use ds, net, lr0.1, seedN, pmbM (parallel steps in M micro-batches), "
+                     "shareF (0 <= F <= 1) or cutA-B-... (blocks per stage)")
 
 
 def row(kind: str, workers: int, parallel_epochs: int | None, micro_batches: int, epochs: int) -> tuple[str, list[str], int, int]:

@@ -334,8 +334,11 @@ def test_row_modifiers_and_errors():
     assert name == "penalty+SPH K=2, 8 of 30 epochs parallel, seed 2" and (workers, threads) == (2, 1)
     assert options[-4:] == ["--parallel-epochs", "8", "--seed", "2"]
     assert row("serial-K+seed1", 2, None, 4, 30)[:2] == ("serial, 2 threads, seed 1", ["--seed", "1"])
+    name, options, _, _ = row("penalty+share1+pmb4", 2, 15, 4, 30)
+    assert name == "penalty+SPH K=2, 30 of 30 epochs parallel, parallel steps in 4 micro-batches"
+    assert options[-2:] == ["--parallel-micro-batches", "4"]
     name, options, _, _ = row("1f1b+cut3-6", 2, None, 4, 30)
     assert name == "pipeline 1F1B K=2, 4 micro-batches, cut 3+6" and options[-2:] == ["--stage-blocks", "3,6"]
-    for bad in ("penalty+share2", "penalty+fast", "sgd", "penalty+cut3-x"):
+    for bad in ("penalty+share2", "penalty+fast", "sgd", "penalty+cut3-x", "penalty+pmbx"):
         with pytest.raises(ValueError, match="unknown row"):
             row(bad, 2, None, 4, 30)
