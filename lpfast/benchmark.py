@@ -329,7 +329,8 @@ def main(argv: list[str] | None = None) -> None:
         # Where things are may differ on the machine that continues (a snapshot restored elsewhere).
         for option in ("--out", "--data-dir", "--snapshot"):
             if option in argv:
-                setattr(args, option[2:].replace("-", "_"), getattr(given, option[2:].replace("-", "_")))
+                attr = option[2:].replace("-", "_")
+                setattr(args, attr, getattr(given, attr))
     elif args.preset is None:
         parser.error("name a preset, or --continue RUNS_FOLDER")
     else:
@@ -396,7 +397,7 @@ class Snapshot:
                 shutil.copy2(self.runs / name, self.folder / name)
         for row in sorted(self.runs.glob("run*")):
             done = ckpt.committed(row)
-            if done is None or holds_lambda(row, done["epoch"]):
+            if done is None or row_config(row).holds_lambda(done["epoch"]):
                 continue
             kept = self.folder / row.name
             kept.mkdir(exist_ok=True)
@@ -411,19 +412,9 @@ class Snapshot:
         return [self.folder]
 
 
-def switched_after(folder: Path, epochs: int) -> bool:
-    """Whether a row's epoch ``epochs`` (counted from 1) was its last parallel one."""
-    config = TrainConfig.from_dict(ckpt.read_config(folder))
-    return config.method != "serial" and config.phase(epochs - 1) == "parallel" and config.phase(epochs) == "serial"
-
-
-def holds_lambda(folder: Path, epochs: int) -> bool:
-    """Whether a row's checkpoint after ``epochs`` epochs carries per-sample λ: it is a layer-parallel
-    row with stored auxiliary variables that has run a parallel epoch and not yet switched to the
-    serial phase (λ is allocated by the first parallel epoch and freed at the switch)."""
-    config = TrainConfig.from_dict(ckpt.read_config(folder))
-    started = any(config.phase(e) == "parallel" for e in range(epochs))
-    return config.method != "serial" and config.aux == "store" and started and config.phase(epochs) == "parallel"
+def row_config(folder: Path) -> TrainConfig:
+    """The training options a row's run folder was started with."""
+    return TrainConfig.from_dict(ckpt.read_config(folder))
 
 
 def run_benchmark(args: argparse.Namespace, runs: Path, suffix: str) -> None:
@@ -479,8 +470,9 @@ def run_benchmark(args: argparse.Namespace, runs: Path, suffix: str) -> None:
                 # Tables are rewritten after every epoch and committed (with the snapshot) when the row
                 # finishes, when it has just left its parallel phase (which is then safe), or when a
                 # snapshot is due and the row holds no λ.
-                if done + 1 == args.epochs or switched_after(folder, done + 1) or \
-                        (snapshot is not None and snapshot.due() and not holds_lambda(folder, done + 1)):
+                config = row_config(folder)
+                if done + 1 == args.epochs or config.left_parallel_phase(done + 1) or \
+                        (snapshot is not None and snapshot.due() and not config.holds_lambda(done + 1)):
                     tables(f"{name}, {done + 1} of {args.epochs} epochs", force_snapshot=True)
                 else:
                     tables("", commit=False)

@@ -136,10 +136,12 @@ class TrainConfig:
                 raise ValueError("--parallel-epochs needs a layer-parallel --method (penalty or al)")
             if not 0 <= self.parallel_epochs <= self.epochs:
                 raise ValueError(f"parallel_epochs must be in [0, epochs={self.epochs}], got {self.parallel_epochs}")
+        if self.serial_warmup < 0:
+            raise ValueError(f"serial_warmup must be >= 0 epochs, got {self.serial_warmup}")
         if self.serial_warmup:
             if self.parallel_epochs is None:
                 raise ValueError("--serial-warmup W needs --parallel-epochs P (the hybrid runs W serial, P parallel, then serial epochs)")
-            if self.serial_warmup < 0 or self.serial_warmup + self.parallel_epochs > self.epochs:
+            if self.serial_warmup + self.parallel_epochs > self.epochs:
                 raise ValueError(f"serial_warmup + parallel_epochs must be at most epochs={self.epochs}, "
                                  f"got {self.serial_warmup} + {self.parallel_epochs}")
         if self.aux not in AUX_KINDS:
@@ -192,6 +194,21 @@ class TrainConfig:
         """Whether a parallel epoch is still to come from epoch ``epoch`` (from 0) on: after the last
         one, λ is no longer needed."""
         return any(self.phase(e) == "parallel" for e in range(epoch, self.epochs))
+
+    def lambda_freed(self, epochs_done: int) -> bool:
+        """Whether λ is no longer needed after ``epochs_done`` epochs: the run is in its serial phase
+        and no parallel epoch is ahead (a run parallel to its end keeps λ in its last checkpoint)."""
+        return self.phase(epochs_done) == "serial" and not self.parallel_ahead(epochs_done)
+
+    def holds_lambda(self, epochs_done: int) -> bool:
+        """Whether a run's state after ``epochs_done`` epochs carries per-sample λ: stored auxiliary
+        variables are allocated by the first parallel epoch and kept until ``lambda_freed``."""
+        started = any(self.phase(e) == "parallel" for e in range(epochs_done))
+        return self.method != "serial" and self.aux == "store" and started and not self.lambda_freed(epochs_done)
+
+    def left_parallel_phase(self, epochs_done: int) -> bool:
+        """Whether epoch ``epochs_done`` (counted from 1) was the last parallel one before the serial phase."""
+        return epochs_done > 0 and self.phase(epochs_done - 1) == "parallel" and self.lambda_freed(epochs_done)
 
     def use_augmentation(self, epoch: int) -> bool:
         """Stored λ belongs to the un-augmented image, so the parallel phase does not augment then;

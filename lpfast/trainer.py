@@ -394,7 +394,7 @@ class Trainer:
                 raise self._divergence(f"the constraint violation of cut(s) {[c for c, v in enumerate(violation) if not math.isfinite(v)]} "
                                        "was not finite", "its end")
             record["test_loss"], record["test_acc"] = self.evaluate()
-            if self.lp is not None and self.config.phase(self.epoch) == "serial" and not self.config.parallel_ahead(self.epoch):
+            if self.lp is not None and self.config.lambda_freed(self.epoch):
                 self.lp.release_aux()  # SPH's parallel phase is over: λ leaves memory and checkpoints
             # Metrics first: a record of an epoch whose checkpoint never committed is dropped on resume.
             if self.run_dir is not None and self.rank == 0:

@@ -470,6 +470,11 @@ def test_serial_warmup_trains_by_backprop_before_the_parallel_phase():
     config = TrainConfig(method="penalty", stages=2, epochs=4, serial_warmup=1, parallel_epochs=2, augment=True, batch_size=32, threads=1)
     assert [config.phase(e) for e in range(4)] == ["serial", "parallel", "parallel", "serial"]
     assert [config.use_augmentation(e) for e in range(4)] == [True, False, False, True]
+    # What the trainer frees and the bench snapshots go by, after 0..4 epochs; a run parallel to its
+    # end keeps λ in its last checkpoint.
+    assert [config.holds_lambda(n) for n in range(5)] == [False, False, True, False, False]
+    assert [config.left_parallel_phase(n) for n in range(5)] == [False, False, False, True, False]
+    assert TrainConfig(method="penalty", stages=2, epochs=2).holds_lambda(2)
     trainer = Trainer(config, train_data=train, test_data=test, log=lambda s: None)
     warm = trainer.fit(pause_after=1)
     # The warm-up epoch is backprop (the same augmented batches, one learning-rate schedule) and holds no λ.
@@ -484,6 +489,8 @@ def test_serial_warmup_trains_by_backprop_before_the_parallel_phase():
     assert records[0]["aux_bytes"] == [len(train) * 16 * 14 * 14 * 4] and records[2]["aux_bytes"] == [0]
     with pytest.raises(ValueError, match="needs --parallel-epochs"):
         TrainConfig(method="penalty", stages=2, serial_warmup=1)
+    with pytest.raises(ValueError, match="serial_warmup must be >= 0"):
+        TrainConfig(method="penalty", stages=2, epochs=4, serial_warmup=-1, parallel_epochs=2)
     with pytest.raises(ValueError, match="at most epochs=4"):
         TrainConfig(method="penalty", stages=2, epochs=4, serial_warmup=2, parallel_epochs=3)
 
