@@ -117,7 +117,7 @@ class StoredAux:
     def _held(self) -> tuple[AuxStore, AuxStore | None]:
         if self.lam is None:
             raise RuntimeError("this cut holds no λ: fill it with LayerParallel.initialise(...) before a parallel step "
-                               "(after release_aux() the parallel phase is over)")
+                               "(release_aux() frees it until the next λ pass)")
         return self.lam, self.mu
 
     def fetch(self, x: Tensor, idx: Tensor, flips: Tensor | None = None) -> tuple[Tensor, Tensor | None]:

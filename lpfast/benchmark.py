@@ -106,6 +106,8 @@ def modifier(tag: str, epochs: int) -> tuple[str, list[str]]:
         return fixed[tag]
     if tag.startswith("seed") and tag[4:].isdigit():
         return f"seed {tag[4:]}", ["--seed", tag[4:]]
+    if tag.startswith("blocks") and tag[6:].isdigit():
+        return f"{tag[6:]} parallel/serial blocks", ["--parallel-blocks", tag[6:]]
     if tag.startswith("pmb") and tag[3:].isdigit():
         return f"parallel steps in {tag[3:]} micro-batches", ["--parallel-micro-batches", tag[3:]]
     if tag.startswith("cut") and all(part.isdigit() for part in tag[3:].split("-")):
@@ -119,7 +121,7 @@ def modifier(tag: str, epochs: int) -> tuple[str, list[str]]:
         if 0 <= share <= 1:
             parallel = round(share * epochs)
             return f"{parallel} of {epochs} epochs parallel", ["--parallel-epochs", str(parallel)]
-    raise ValueError(f"unknown row modifier {tag!r}: use ds, net, lr0.1, seedN, pmbM (parallel steps in M micro-batches), "
+    raise ValueError(f"unknown row modifier {tag!r}: use ds, net, lr0.1, seedN, pmbM (parallel steps in M micro-batches), blocksB, "
                      "shareF (0 <= F <= 1) or cutA-B-... (blocks per stage)")
 
 

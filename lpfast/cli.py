@@ -81,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
     _option(train, "parallel_epochs", "serial-parallel hybrid: this many parallel epochs, then serial ones (default none: all parallel)", type=int)
     _option(train, "serial_warmup", "with --parallel-epochs P: this many serial epochs before the parallel ones "
             "(λ then starts from a network trained end to end)", type=int)
+    _option(train, "parallel_blocks", "with --parallel-epochs P: alternate B blocks of P/B parallel epochs and the serial epochs' "
+            "share, each parallel block starting from a fresh λ pass", type=int)
     _option(train, "micro_batches", "micro-batches per batch in the serial phase's pipeline across workers", type=int)
     _option(train, "parallel_micro_batches", "parts each stage's parallel step works through its batch in (one optimizer "
             "step; on a CPU a smaller working set stays in cache)", type=int)

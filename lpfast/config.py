@@ -31,7 +31,10 @@ class TrainConfig:
     epochs of backprop through the same stages (``micro_batches`` per batch across workers, pipelined
     under ``serial_schedule``, ``1f1b`` or ``gpipe``), under one learning-rate schedule. None means
     every epoch is parallel. ``serial_warmup`` W puts W such serial epochs before the parallel ones,
-    so λ is initialised from a network trained end to end. ``parallel_micro_batches`` M makes each
+    so λ is initialised from a network trained end to end. ``parallel_blocks`` B spreads the P
+    parallel and the serial epochs after them over B alternating blocks (P/B parallel, then that
+    block's share of the serial ones), each parallel block starting from a fresh λ pass of the
+    network as the serial epochs left it. ``parallel_micro_batches`` M makes each
     stage's parallel step work through its batch in M parts (one optimizer step; batch norm per
     part): on a CPU the smaller working set stays in cache.
     ``ds_factor``, ``wire_dtype``, ``ds_mode``: the DS filter of what crosses a cut in the
@@ -84,6 +87,7 @@ class TrainConfig:
     checkpoint_every: int | None = None
     parallel_epochs: int | None = None
     serial_warmup: int = 0
+    parallel_blocks: int = 1
     micro_batches: int = 1
     parallel_micro_batches: int = 1
     serial_schedule: str = "1f1b"
@@ -144,6 +148,13 @@ class TrainConfig:
             if self.serial_warmup + self.parallel_epochs > self.epochs:
                 raise ValueError(f"serial_warmup + parallel_epochs must be at most epochs={self.epochs}, "
                                  f"got {self.serial_warmup} + {self.parallel_epochs}")
+        if self.parallel_blocks != 1:
+            if self.parallel_blocks < 1 or self.parallel_epochs is None:
+                raise ValueError(f"--parallel-blocks B (got {self.parallel_blocks}) must be >= 1 and needs --parallel-epochs P")
+            serial = self.epochs - self.serial_warmup - self.parallel_epochs
+            if self.parallel_epochs % self.parallel_blocks or serial % self.parallel_blocks or not serial:
+                raise ValueError(f"--parallel-blocks {self.parallel_blocks} must divide both the parallel epochs ({self.parallel_epochs}) "
+                                 f"and the serial ones after them ({serial}), which must be at least one")
         if self.aux not in AUX_KINDS:
             raise ValueError(f"aux must be one of {', '.join(AUX_KINDS)}, got {self.aux!r}")
         if self.aux == "net" and self.method == "serial":
@@ -188,26 +199,28 @@ class TrainConfig:
         """``parallel`` or ``serial``: what epoch ``epoch`` (from 0) trains with."""
         if self.method == "serial" or epoch < self.serial_warmup:
             return "serial"
-        return "parallel" if self.parallel_epochs is None or epoch < self.serial_warmup + self.parallel_epochs else "serial"
-
-    def parallel_ahead(self, epoch: int) -> bool:
-        """Whether a parallel epoch is still to come from epoch ``epoch`` (from 0) on: after the last
-        one, λ is no longer needed."""
-        return any(self.phase(e) == "parallel" for e in range(epoch, self.epochs))
+        if self.parallel_epochs is None:
+            return "parallel"
+        into = epoch - self.serial_warmup
+        block = (self.epochs - self.serial_warmup) // self.parallel_blocks
+        if into >= block * self.parallel_blocks:
+            return "serial"
+        return "parallel" if into % block < self.parallel_epochs // self.parallel_blocks else "serial"
 
     def lambda_freed(self, epochs_done: int) -> bool:
-        """Whether λ is no longer needed after ``epochs_done`` epochs: the run is in its serial phase
-        and no parallel epoch is ahead (a run parallel to its end keeps λ in its last checkpoint)."""
-        return self.phase(epochs_done) == "serial" and not self.parallel_ahead(epochs_done)
+        """Whether λ is freed after ``epochs_done`` epochs: the next epoch is serial (a later
+        parallel block starts from a fresh λ pass); a run parallel to its end keeps λ in its last
+        checkpoint."""
+        return self.phase(epochs_done) == "serial"
 
     def holds_lambda(self, epochs_done: int) -> bool:
         """Whether a run's state after ``epochs_done`` epochs carries per-sample λ: stored auxiliary
-        variables are allocated by the first parallel epoch and kept until ``lambda_freed``."""
-        started = any(self.phase(e) == "parallel" for e in range(epochs_done))
-        return self.method != "serial" and self.aux == "store" and started and not self.lambda_freed(epochs_done)
+        variables are filled by the λ pass of a parallel block and kept until ``lambda_freed``."""
+        last_parallel = epochs_done > 0 and self.phase(epochs_done - 1) == "parallel"
+        return self.method != "serial" and self.aux == "store" and last_parallel and not self.lambda_freed(epochs_done)
 
     def left_parallel_phase(self, epochs_done: int) -> bool:
-        """Whether epoch ``epochs_done`` (counted from 1) was the last parallel one before the serial phase."""
+        """Whether epoch ``epochs_done`` (counted from 1) ended a block of parallel epochs."""
         return epochs_done > 0 and self.phase(epochs_done - 1) == "parallel" and self.lambda_freed(epochs_done)
 
     def use_augmentation(self, epoch: int) -> bool:

@@ -251,11 +251,13 @@ class LayerParallel:
         return sum(a.nbytes for a in self.aux.values())
 
     def release_aux(self) -> None:
-        """Frees the per-sample λ/μ stores once no parallel epoch is left (SPH's serial phase needs
-        none), so that they leave memory and the checkpoints; auxiliary networks are kept."""
+        """Frees the per-sample λ/μ stores when serial epochs come next (SPH's serial phase needs
+        none), so that they leave memory and the checkpoints; auxiliary networks are kept. A later
+        parallel step needs :meth:`initialise` again: λ then starts from the network as it is."""
         for a in self.aux.values():
             if isinstance(a, StoredAux):
                 a.release()
+        self.initialised = self.num_stages == 1
 
     def all_optimizers(self) -> list[torch.optim.Optimizer]:
         """Every optimizer this worker steps: its stages', then its auxiliary networks'."""

@@ -395,7 +395,7 @@ class Trainer:
                                        "was not finite", "its end")
             record["test_loss"], record["test_acc"] = self.evaluate()
             if self.lp is not None and self.config.lambda_freed(self.epoch):
-                self.lp.release_aux()  # SPH's parallel phase is over: λ leaves memory and checkpoints
+                self.lp.release_aux()  # serial epochs come next: λ leaves memory and checkpoints
             # Metrics first: a record of an epoch whose checkpoint never committed is dropped on resume.
             if self.run_dir is not None and self.rank == 0:
                 ckpt.append_metrics(self.run_dir, record)

@@ -457,7 +457,7 @@ def test_lambda_is_held_only_while_a_parallel_epoch_is_left(tmp_path):
     state = torch.load(run / "checkpoint-rank0-epoch3.pt", weights_only=True)["layer_parallel"]
     assert state["aux"] == {0: {"lam": None, "mu": None}}
     assert (run / "checkpoint-rank0-epoch3.pt").stat().st_size < lam_bytes
-    with pytest.raises(RuntimeError, match="holds no λ"):
+    with pytest.raises(RuntimeError, match="call LayerParallel.initialise"):  # a later parallel step needs a fresh λ pass
         trainer.lp.step(train.images[:2], train.labels[:2], torch.arange(2))
     # A run without parallel epochs (the serial pipeline alone) never allocates λ.
     pipeline = Trainer(TrainConfig(method="penalty", stages=2, epochs=1, parallel_epochs=0, batch_size=32, threads=1),
@@ -493,6 +493,27 @@ def test_serial_warmup_trains_by_backprop_before_the_parallel_phase():
         TrainConfig(method="penalty", stages=2, epochs=4, serial_warmup=-1, parallel_epochs=2)
     with pytest.raises(ValueError, match="at most epochs=4"):
         TrainConfig(method="penalty", stages=2, epochs=4, serial_warmup=2, parallel_epochs=3)
+
+
+def test_parallel_blocks_alternate_and_start_each_from_a_fresh_lambda_pass():
+    train, test = small_data()
+    config = TrainConfig(method="penalty", stages=2, epochs=6, parallel_epochs=4, parallel_blocks=2, augment=True,
+                         batch_size=32, threads=1)
+    assert [config.phase(e) for e in range(6)] == ["parallel", "parallel", "serial"] * 2
+    assert [config.holds_lambda(n) for n in range(7)] == [False, True, False, False, True, False, False]
+    assert [config.left_parallel_phase(n) for n in range(7)] == [False, False, True, False, False, True, False]
+    lines: list[str] = []
+    trainer = Trainer(config, train_data=train, test_data=test, log=lines.append)
+    records = trainer.fit()
+    assert [r["phase"] for r in records] == ["parallel", "parallel", "serial"] * 2
+    assert sum(line.startswith("initialised auxiliary variables") for line in lines) == 2
+    held = len(train) * 16 * 14 * 14 * 4
+    assert [r["aux_bytes"] for r in records] == [[held], [held], [0], [held], [held], [0]]
+    assert [r["beta"] for r in records if r["phase"] == "parallel"] == [2.0, 4.0, 8.0, 16.0]  # β counts parallel epochs
+    with pytest.raises(ValueError, match="must divide both"):
+        TrainConfig(method="penalty", stages=2, epochs=6, parallel_epochs=3, parallel_blocks=2)
+    with pytest.raises(ValueError, match="needs --parallel-epochs"):
+        TrainConfig(method="penalty", stages=2, epochs=6, parallel_blocks=2)
 
 
 def test_lambda_starts_from_the_batch_statistics_it_trains_with():
