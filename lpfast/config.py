@@ -201,11 +201,10 @@ class TrainConfig:
             return "serial"
         if self.parallel_epochs is None:
             return "parallel"
-        into = epoch - self.serial_warmup
-        block = (self.epochs - self.serial_warmup) // self.parallel_blocks
-        if into >= block * self.parallel_blocks:
+        if epoch >= self.epochs:  # past the end (lambda_freed asks about epoch ``epochs``)
             return "serial"
-        return "parallel" if into % block < self.parallel_epochs // self.parallel_blocks else "serial"
+        block = (self.epochs - self.serial_warmup) // self.parallel_blocks
+        return "parallel" if (epoch - self.serial_warmup) % block < self.parallel_epochs // self.parallel_blocks else "serial"
 
     def lambda_freed(self, epochs_done: int) -> bool:
         """Whether λ is freed after ``epochs_done`` epochs: the next epoch is serial (a later
@@ -216,12 +215,15 @@ class TrainConfig:
     def holds_lambda(self, epochs_done: int) -> bool:
         """Whether a run's state after ``epochs_done`` epochs carries per-sample λ: stored auxiliary
         variables are filled by the λ pass of a parallel block and kept until ``lambda_freed``."""
-        last_parallel = epochs_done > 0 and self.phase(epochs_done - 1) == "parallel"
-        return self.method != "serial" and self.aux == "store" and last_parallel and not self.lambda_freed(epochs_done)
+        stored = self.method != "serial" and self.aux == "store"
+        return stored and self._last_was_parallel(epochs_done) and not self.lambda_freed(epochs_done)
 
     def left_parallel_phase(self, epochs_done: int) -> bool:
         """Whether epoch ``epochs_done`` (counted from 1) ended a block of parallel epochs."""
-        return epochs_done > 0 and self.phase(epochs_done - 1) == "parallel" and self.lambda_freed(epochs_done)
+        return self._last_was_parallel(epochs_done) and self.lambda_freed(epochs_done)
+
+    def _last_was_parallel(self, epochs_done: int) -> bool:
+        return epochs_done > 0 and self.phase(epochs_done - 1) == "parallel"
 
     def use_augmentation(self, epoch: int) -> bool:
         """Stored λ belongs to the un-augmented image, so the parallel phase does not augment then;
