@@ -29,7 +29,7 @@ Presets (rows; ``+SPH`` where ``--parallel-epochs`` is given):
   without DS, ``--aux net``, and penalty+SPH at parallel shares 0.25 and 0.75 besides the
   ``--parallel-epochs`` share.
 
-Row modifiers (``--rows penalty+ds+seed1``): ``ds``, ``net``, ``lr0.1``, ``seedN`` (another seed),
+Row modifiers (``--rows penalty+ds+seed1``): ``ds``, ``net``, ``lr0.1``, ``rn`` (``--restore-norms``), ``seedN`` (another seed),
 ``pmbM`` (``--parallel-micro-batches M``),
 ``shareF`` (F of the epochs parallel, rounded; ``share1``: the parallel phase alone), ``cutA-B``
 (blocks per stage, ``--stage-blocks A,B``: e.g. the cut ``lpfast plan`` finds fastest).
@@ -101,7 +101,8 @@ FINISHED_FILE = "finished"  # written once the records are appended
 def modifier(tag: str, epochs: int) -> tuple[str, list[str]]:
     """(label, extra CLI options) of a row modifier."""
     fixed = {"ds": ("DS s=2 bf16", DS_OPTIONS), "net": ("--aux net", ["--aux", "net"]),
-             "lr0.1": ("regression lr x0.1", ["--regression-lr-scale", "0.1"])}
+             "lr0.1": ("regression lr x0.1", ["--regression-lr-scale", "0.1"]),
+             "rn": ("norms restored", ["--restore-norms"])}
     if tag in fixed:
         return fixed[tag]
     if tag.startswith("seed") and tag[4:].isdigit():
@@ -121,7 +122,7 @@ def modifier(tag: str, epochs: int) -> tuple[str, list[str]]:
         if 0 <= share <= 1:
             parallel = round(share * epochs)
             return f"{parallel} of {epochs} epochs parallel", ["--parallel-epochs", str(parallel)]
-    raise ValueError(f"unknown row modifier {tag!r}: use ds, net, lr0.1, seedN, pmbM (parallel steps in M micro-batches), blocksB, "
+    raise ValueError(f"unknown row modifier {tag!r}: use ds, net, lr0.1, rn, seedN, pmbM (parallel steps in M micro-batches), blocksB, "
                      "shareF (0 <= F <= 1) or cutA-B-... (blocks per stage)")
 
 

@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
             "(λ then starts from a network trained end to end)", type=int)
     _option(train, "parallel_blocks", "with --parallel-epochs P: alternate B blocks of P/B parallel epochs and the serial epochs' "
             "share, each parallel block starting from a fresh λ pass", type=int)
+    _option(train, "restore_norms", "with --parallel-epochs P: when a parallel phase ends, scale the regressing stages' "
+            "batch-normed weights back to their lengths at its λ pass (same function; the serial epochs learn faster)",
+            action=argparse.BooleanOptionalAction)
     _option(train, "micro_batches", "micro-batches per batch in the serial phase's pipeline across workers", type=int)
     _option(train, "parallel_micro_batches", "parts each stage's parallel step works through its batch in (one optimizer "
             "step; on a CPU a smaller working set stays in cache)", type=int)

@@ -34,7 +34,9 @@ class TrainConfig:
     so λ is initialised from a network trained end to end. ``parallel_blocks`` B spreads the P
     parallel and the serial epochs after them over B alternating blocks (P/B parallel, then that
     block's share of the serial ones), each parallel block starting from a fresh λ pass of the
-    network as the serial epochs left it. ``parallel_micro_batches`` M makes each
+    network as the serial epochs left it. ``restore_norms`` scales the regressing stages' batch-normed
+    weights back to their lengths at the λ pass whenever a parallel phase ends (the function stays
+    the same; the serial epochs learn faster with shorter weights). ``parallel_micro_batches`` M makes each
     stage's parallel step work through its batch in M parts (one optimizer step; batch norm per
     part): on a CPU the smaller working set stays in cache.
     ``ds_factor``, ``wire_dtype``, ``ds_mode``: the DS filter of what crosses a cut in the
@@ -88,6 +90,7 @@ class TrainConfig:
     parallel_epochs: int | None = None
     serial_warmup: int = 0
     parallel_blocks: int = 1
+    restore_norms: bool = False
     micro_batches: int = 1
     parallel_micro_batches: int = 1
     serial_schedule: str = "1f1b"
@@ -155,6 +158,8 @@ class TrainConfig:
             if self.parallel_epochs % self.parallel_blocks or serial % self.parallel_blocks or not serial:
                 raise ValueError(f"--parallel-blocks {self.parallel_blocks} must divide both the parallel epochs ({self.parallel_epochs}) "
                                  f"and the serial ones after them ({serial}), which must be at least one")
+        if self.restore_norms and self.parallel_epochs is None:
+            raise ValueError("--restore-norms acts when a parallel phase ends: it needs --parallel-epochs P (serial epochs after it)")
         if self.aux not in AUX_KINDS:
             raise ValueError(f"aux must be one of {', '.join(AUX_KINDS)}, got {self.aux!r}")
         if self.aux == "net" and self.method == "serial":

@@ -40,6 +40,7 @@ from lpfast.localheads import LocalHead
 from lpfast.serial import SCHEDULES, LocalPipeline, TorchPipeline
 from lpfast.stages import Partition, Stage, partition, split
 from lpfast.transport import LocalTransport, Transport
+from lpfast.weightnorms import WeightNorms
 
 METHODS = ("penalty", "al")
 AUX_KINDS = ("store", "net")
@@ -106,6 +107,12 @@ class LayerParallel:
       exact tensors, so it stays exact backprop.
     - ``store_filter``: keeps λ and μ themselves in a filter's coarse form (decoded on gather,
       encoded on scatter); its wire dtype is ignored in favour of ``store_dtype``.
+    - ``restore_norms``: record, at each λ pass, the length of every regressing stage's weight that
+      feeds a batch norm only (whose length the network ignores), and let
+      :meth:`restore_weight_norms` scale them back to it when the parallel phase ends
+      (:mod:`lpfast.weightnorms`): the parallel phase's larger gradients (penalty plus α·CE) grow
+      these weights longer than backprop's, and a longer weight learns more slowly in the serial
+      epochs. Needs stages ``torch.fx`` can trace.
     - ``serial_schedule``: the serial phase's pipeline schedule across workers, ``"1f1b"`` (default:
       a stage holds at most K micro-batches' activations) or ``"gpipe"`` (all M), both from
       ``torch.distributed.pipelining``; in one process the stages run micro-batch by micro-batch.
@@ -138,6 +145,7 @@ class LayerParallel:
         wire_filter: DsFilter | None = None,
         store_filter: DsFilter | None = None,
         serial_schedule: str = "1f1b",
+        restore_norms: bool = False,
         transport: Transport | None = None,
     ) -> None:
         if method not in METHODS:
@@ -192,6 +200,8 @@ class LayerParallel:
                          for s in self.own}
         self.optimizers = {s: optimizer(self._trained[s]) for s in self.own}
         self.regression_lr_scale = regression_lr_scale
+        self.restore_norms = restore_norms
+        self.weight_norms = {s: WeightNorms(self.stages[s]) for s in self.own if s < self.num_stages - 1} if restore_norms else {}
         # λ_c / μ_c live with stage c+1.
         def store(cut: int) -> AuxStore:
             return AuxStore(dataset_size, self.plan.cut_shapes[cut], dtype=store_dtype, device=self.device,
@@ -278,6 +288,7 @@ class LayerParallel:
             "epoch": self.epoch,
             "steps": self.steps,
             "initialised": self.initialised,
+            "weight_norms": {s: norms.recorded for s, norms in self.weight_norms.items()},
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -289,6 +300,8 @@ class LayerParallel:
         for c, a in self.aux.items():
             a.load_state_dict(state["aux"][c])
         self.epoch, self.steps, self.initialised = state["epoch"], state["steps"], state["initialised"]
+        for s, norms in self.weight_norms.items():
+            norms.recorded = state["weight_norms"][s]
         stats = state["epoch_stats"]
         self._loss_sum = stats["loss_sum"]
         for c, cut in self.cut_inputs.items():
@@ -311,7 +324,17 @@ class LayerParallel:
                     return self.aux[s - 1].initialise(x, idx, received)
 
                 self._forward_pass(x, idx.numel(), take)
+        for norms in self.weight_norms.values():
+            norms.record()
         self.initialised = True
+
+    def restore_weight_norms(self) -> dict[int, list[float]]:
+        """At the end of a parallel phase (``restore_norms``): scales this worker's regressing stages'
+        batch-normed weights back to their lengths at the last λ pass (outputs unchanged), so the
+        serial epochs after it learn at backprop's rate. Returns the factors per stage."""
+        if not self.restore_norms:
+            raise RuntimeError("construct LayerParallel with restore_norms=True to restore weight norms")
+        return {s: norms.restore(self.optimizers[s]) for s, norms in self.weight_norms.items()}
 
     def _forward_pass(self, x: Tensor, batch: int, take_input: Callable[[int, Tensor], Tensor] | None = None) -> Tensor | None:
         """A plain forward pass of one batch through this worker's stages, activations crossing

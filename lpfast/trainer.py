@@ -149,7 +149,7 @@ class Trainer:
                 aux=config.aux, aux_depth=config.aux_depth, aux_width=config.aux_width,
                 wire_filter=DsFilter(config.ds_factor, WIRE_DTYPES.get(config.wire_dtype), config.ds_mode),
                 store_filter=DsFilter(config.store_ds_factor, None, config.ds_mode),
-                serial_schedule=config.serial_schedule,
+                serial_schedule=config.serial_schedule, restore_norms=config.restore_norms,
             )
             self.optimizers = self.lp.all_optimizers()
         self.steps_per_epoch = len(self.train_data) // config.batch_size
@@ -394,6 +394,10 @@ class Trainer:
                 raise self._divergence(f"the constraint violation of cut(s) {[c for c, v in enumerate(violation) if not math.isfinite(v)]} "
                                        "was not finite", "its end")
             record["test_loss"], record["test_acc"] = self.evaluate()
+            if self.lp is not None and self.config.restore_norms and self.config.left_parallel_phase(self.epoch):
+                factors = [f for stage in self.lp.restore_weight_norms().values() for f in stage]
+                if factors:
+                    self.log(f"restored the regressing stages' weight norms: factors {min(factors):.3f} to {max(factors):.3f}")
             if self.lp is not None and self.config.lambda_freed(self.epoch):
                 self.lp.release_aux()  # serial epochs come next: λ leaves memory and checkpoints
             # Metrics first: a record of an epoch whose checkpoint never committed is dropped on resume.

@@ -339,6 +339,8 @@ def test_row_modifiers_and_errors():
     assert options[-2:] == ["--parallel-micro-batches", "4"]
     name, options, _, _ = row("penalty+blocks3", 2, 15, 4, 30)
     assert name == "penalty+SPH K=2, 3 parallel/serial blocks" and options[-2:] == ["--parallel-blocks", "3"]
+    name, options, _, _ = row("penalty+rn", 2, 15, 4, 30)
+    assert name == "penalty+SPH K=2, norms restored" and options[-1] == "--restore-norms"
     name, options, _, _ = row("1f1b+cut3-6", 2, None, 4, 30)
     assert name == "pipeline 1F1B K=2, 4 micro-batches, cut 3+6" and options[-2:] == ["--stage-blocks", "3,6"]
     for bad in ("penalty+share2", "penalty+fast", "sgd", "penalty+cut3-x", "penalty+pmbx", "penalty+blocksx"):

@@ -20,6 +20,7 @@ from lpfast.parallel import LayerParallel
 from lpfast.stages import partition, split
 from lpfast.trainer import Trainer
 from lpfast.transport import DistTransport, LocalTransport
+from lpfast.weightnorms import WeightNorms
 
 
 def small_data(n_train=192, n_test=64):
@@ -514,6 +515,39 @@ def test_parallel_blocks_alternate_and_start_each_from_a_fresh_lambda_pass():
         TrainConfig(method="penalty", stages=2, epochs=6, parallel_epochs=3, parallel_blocks=2)
     with pytest.raises(ValueError, match="needs --parallel-epochs"):
         TrainConfig(method="penalty", stages=2, epochs=6, parallel_blocks=2)
+
+
+def test_restore_norms_puts_back_the_lengths_of_the_lambda_pass_when_the_parallel_phase_ends(tmp_path):
+    train, test = small_data()
+    base = dict(method="penalty", stages=2, epochs=3, parallel_epochs=2, augment=True, batch_size=32, threads=1, local_loss=3.0)
+    plain = Trainer(TrainConfig(**base), train_data=train, test_data=test, log=lambda s: None)
+    # The λ pass runs before any step: the lengths it records are those of the initialised network.
+    initial = [layer.weight.norm().item() for layer, _ in WeightNorms(plain.lp.stages[0]).pairs]
+    plain.fit(pause_after=2)
+    lines: list[str] = []
+    config = TrainConfig(restore_norms=True, **base)
+    first = Trainer(config, tmp_path, train_data=train, test_data=test, log=lines.append)
+    first.fit(pause_after=1)  # resumed inside the parallel phase: the recorded lengths come from the checkpoint
+    restoring = Trainer(config, tmp_path, resume=True, train_data=train, test_data=test, log=lines.append)
+    restoring.fit(pause_after=1)
+    assert sum(line.startswith("restored the regressing stages' weight norms") for line in lines) == 1
+    pairs = restoring.lp.weight_norms[0].pairs
+    grown = [layer.weight.norm().item() for layer, _ in WeightNorms(plain.lp.stages[0]).pairs]
+    assert grown != pytest.approx(initial, rel=0.05)  # the parallel epochs changed them
+    assert [layer.weight.norm().item() for layer, _ in pairs] == pytest.approx(initial, rel=1e-6)
+    assert restoring.lp.weight_norms[0].recorded is None
+    # Same function as the network that kept its lengths (up to batch norm's ε), in both modes.
+    x = test.images[:32].float().contiguous(memory_format=torch.channels_last)
+    for mode in (True, False):
+        plain.model.train(mode), restoring.model.train(mode)
+        torch.testing.assert_close(restoring.model(x), plain.model(x), rtol=1e-3, atol=1e-3)
+    # The last stage learns from real gradients and is left as it was.
+    for a, b in zip(plain.lp.stages[1].parameters(), restoring.lp.stages[1].parameters()):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="needs --parallel-epochs"):
+        TrainConfig(method="penalty", stages=2, epochs=3, restore_norms=True)
+    with pytest.raises(RuntimeError, match="restore_norms=True"):
+        plain.lp.restore_weight_norms()
 
 
 def test_lambda_starts_from_the_batch_statistics_it_trains_with():
