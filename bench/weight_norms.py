@@ -33,6 +33,12 @@ def conv_norms(run: Path) -> tuple[int, list[tuple[str, float]]]:
     return done["epoch"], norms
 
 
+def label(run: Path, epoch: int) -> str:
+    config = ckpt.read_config(run)
+    method = "backprop" if config["method"] == "serial" else f"{config['method']}, {config['parallel_epochs']} parallel"
+    return f"{run.name} ({method}, epoch {epoch})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("baseline", type=Path, help="a backprop run folder")
@@ -45,8 +51,8 @@ def main() -> None:
         epoch, norms = conv_norms(run)
         if len(norms) != len(base):
             raise SystemExit(f"{run} has {len(norms)} convolution weights, {args.baseline} {len(base)}: not the same model")
-        columns.append((f"{run.name} (epoch {epoch})", norms))
-    lines = [f"| weight | {args.baseline.name} (epoch {base_epoch}): norm | " + " | ".join(f"{name}: ratio" for name, _ in columns) + " |",
+        columns.append((label(run, epoch), norms))
+    lines = [f"| weight | {label(args.baseline, base_epoch)}: norm | " + " | ".join(f"{name}: ratio" for name, _ in columns) + " |",
              "|---|---|" + "---|" * len(columns)]
     for i, (name, norm) in enumerate(base):
         lines.append(f"| {columns[0][1][i][0] if columns else name} | {norm:.3f} | "
