@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     _option(train, "parallel_blocks", "with --parallel-epochs P: alternate B blocks of P/B parallel epochs and the serial epochs' "
             "share, each parallel block starting from a fresh λ pass", type=int)
     _option(train, "restore_norms", "with --parallel-epochs P: when a parallel phase ends, scale the regressing stages' "
-            "batch-normed weights back to their lengths at its λ pass (same function; the serial epochs learn faster)",
+            "batch-normed weights back to their lengths at its λ pass (same function; they then turn further per serial step)",
             action=argparse.BooleanOptionalAction)
     _option(train, "micro_batches", "micro-batches per batch in the serial phase's pipeline across workers", type=int)
     _option(train, "parallel_micro_batches", "parts each stage's parallel step works through its batch in (one optimizer "

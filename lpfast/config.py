@@ -36,7 +36,7 @@ class TrainConfig:
     block's share of the serial ones), each parallel block starting from a fresh λ pass of the
     network as the serial epochs left it. ``restore_norms`` scales the regressing stages' batch-normed
     weights back to their lengths at the λ pass whenever a parallel phase ends (the function stays
-    the same; the serial epochs learn faster with shorter weights). ``parallel_micro_batches`` M makes each
+    the same; shorter weights turn further per step in the serial epochs). ``parallel_micro_batches`` M makes each
     stage's parallel step work through its batch in M parts (one optimizer step; batch norm per
     part): on a CPU the smaller working set stays in cache.
     ``ds_factor``, ``wire_dtype``, ``ds_mode``: the DS filter of what crosses a cut in the

@@ -111,8 +111,9 @@ class LayerParallel:
       feeds a batch norm only (whose length the network ignores), and let
       :meth:`restore_weight_norms` scale them back to it when the parallel phase ends
       (:mod:`lpfast.weightnorms`): the parallel phase's larger gradients (penalty plus α·CE) grow
-      these weights longer than backprop's, and a longer weight learns more slowly in the serial
-      epochs. Needs stages ``torch.fx`` can trace.
+      these weights longer than backprop's, and a longer weight turns less per step in the serial
+      epochs. Off by default: on the CIFAR-10 proxy it did not raise the final accuracy
+      (bench/RESULTS.md). Needs stages ``torch.fx`` can trace.
     - ``serial_schedule``: the serial phase's pipeline schedule across workers, ``"1f1b"`` (default:
       a stage holds at most K micro-batches' activations) or ``"gpipe"`` (all M), both from
       ``torch.distributed.pipelining``; in one process the stages run micro-batch by micro-batch.
@@ -330,8 +331,8 @@ class LayerParallel:
 
     def restore_weight_norms(self) -> dict[int, list[float]]:
         """At the end of a parallel phase (``restore_norms``): scales this worker's regressing stages'
-        batch-normed weights back to their lengths at the last λ pass (outputs unchanged), so the
-        serial epochs after it learn at backprop's rate. Returns the factors per stage."""
+        batch-normed weights back to their lengths at the last λ pass (outputs unchanged).
+        Returns the factors per stage."""
         if not self.restore_norms:
             raise RuntimeError("construct LayerParallel with restore_norms=True to restore weight norms")
         return {s: norms.restore(self.optimizers[s]) for s, norms in self.weight_norms.items()}
