@@ -54,8 +54,8 @@ def main() -> None:
         columns.append((label(run, epoch), norms))
     lines = [f"| weight | {label(args.baseline, base_epoch)}: norm | " + " | ".join(f"{name}: ratio" for name, _ in columns) + " |",
              "|---|---|" + "---|" * len(columns)]
-    for i, (name, norm) in enumerate(base):
-        lines.append(f"| {columns[0][1][i][0] if columns else name} | {norm:.3f} | "
+    for i, (_, norm) in enumerate(base):
+        lines.append(f"| {columns[0][1][i][0]} | {norm:.3f} | "
                      + " | ".join(f"{norms[i][1] / norm:.2f}" for _, norms in columns) + " |")
     table = "\n".join(lines) + "\n"
     print(table, end="")
