@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     _option(train, "lam_step", "λ step relative to the closed-form step", type=float)
     _option(train, "regression_lr_scale", "learning-rate factor of the stages that regress onto λ (all but the last)", type=float)
     _option(train, "local_loss", "weight α of a small classifier head's cross-entropy on every regressing stage's output in the "
-            "parallel phase (0 = no heads)", type=float)
+            "parallel phase (0 = no heads; None: 3, or 0 with --aux pipelined)", type=float)
     _option(train, "parallel_flip", "parallel phase with stored λ: flip images at random, mirroring their λ and μ with them "
             "(default off: no augmentation there)",
             action=argparse.BooleanOptionalAction)
@@ -95,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     _option(train, "wire_dtype", "dtype on the wire in the parallel phase (default none: the compute dtype)", choices=tuple(WIRE_DTYPES))
     _option(train, "ds_mode", "how the receiver up-samples", choices=DS_MODES)
     _option(train, "store_ds_factor", "keep λ and μ down-sampled by this factor", type=int)
-    _option(train, "aux", "auxiliary variables: per-sample store, or a small network per cut predicting them from the image", choices=AUX_KINDS)
+    _option(train, "aux", "auxiliary variables: per-sample store, a small network per cut predicting them from the image, or the "
+            "previous stage's output one step earlier (pipelined: backprop with stage k's gradient K-1-k steps late)", choices=AUX_KINDS)
     _option(train, "aux_depth", "conv layers of each auxiliary network", type=int)
     _option(train, "aux_width", "channels of each auxiliary network (none: the widest costing <= 10%% of the stage it feeds)", type=int)
     _option(train, "train_subset", "train on N training samples only, balanced over the classes (quick checks)", type=int)

@@ -7,7 +7,7 @@ from lpfast.auxvars import STORE_DTYPES, STORE_LOCATIONS
 from lpfast.datasets import DATASET_NAMES
 from lpfast.filters import WIRE_DTYPES, DsFilter
 from lpfast.models import TORCHVISION_PREFIX, TORCHVISION_RESNETS, build_model
-from lpfast.parallel import AUX_KINDS, METHODS as PARALLEL_METHODS
+from lpfast.parallel import AUX_KINDS, DEFAULT_LOCAL_LOSS, METHODS as PARALLEL_METHODS
 from lpfast.serial import SCHEDULES as SERIAL_SCHEDULES
 
 SCHEDULES = ("cosine", "step")
@@ -51,7 +51,10 @@ class TrainConfig:
     ``train_subset`` N trains on N training samples only, balanced over the classes (quick checks).
     ``aux`` ``net`` replaces the per-sample λ/μ store by a small network per cut (``aux_depth``
     layers of ``aux_width`` channels; None: the widest costing at most 10% of the stage it
-    feeds), which also lets augmentation run in the parallel phase.
+    feeds), which also lets augmentation run in the parallel phase. ``aux`` ``pipelined`` takes λ
+    of a batch from the previous stage's forward of it one step earlier (:mod:`lpfast.pipelined`):
+    no store, augmented images; penalty method only, no local heads (``local_loss`` None means 3,
+    or 0 with it).
     """
 
     model: str = "mnist_resnet"
@@ -81,7 +84,7 @@ class TrainConfig:
     lam_step: float = 1.0
     regression_lr_scale: float = 1.0
     mu_every: int = 1
-    local_loss: float = 3.0
+    local_loss: float | None = None
     parallel_flip: bool = False
     store_dtype: str = "float32"
     store_location: str = "device"
@@ -166,6 +169,12 @@ class TrainConfig:
             raise ValueError("--aux net is a layer-parallel option: use it with --method penalty|al")
         if self.aux == "net" and self.store_ds_factor != 1:
             raise ValueError("--store-ds-factor down-samples the per-sample store, which --aux net does not have")
+        if self.local_loss is None:
+            object.__setattr__(self, "local_loss", 0.0 if self.aux == "pipelined" else DEFAULT_LOCAL_LOSS)
+        if self.aux == "pipelined" and (self.method != "penalty" or self.local_loss or self.restore_norms or self.ds_factor != 1
+                                        or self.wire_dtype is not None or self.store_ds_factor != 1 or self.parallel_flip):
+            raise ValueError("--aux pipelined backpropagates the next stage's gradient exactly: use it with --method penalty and "
+                             "without --local-loss, --restore-norms, --parallel-flip or DS filters")
         if self.aux_depth < 1 or (self.aux_width is not None and self.aux_width < 1):
             raise ValueError(f"aux_depth and aux_width must be >= 1, got {self.aux_depth} and {self.aux_width}")
         if self.method != "serial" and self.aux == "store" and self.augment and self.parallel_epochs is None:

@@ -37,13 +37,15 @@ from lpfast.cut import CutInput, CutOutput
 from lpfast.describe import check_description, describe
 from lpfast.filters import DsFilter
 from lpfast.localheads import LocalHead
+from lpfast.pipelined import PipelinedPhase
 from lpfast.serial import SCHEDULES, LocalPipeline, TorchPipeline
 from lpfast.stages import Partition, Stage, partition, split
 from lpfast.transport import LocalTransport, Transport
 from lpfast.weightnorms import WeightNorms
 
 METHODS = ("penalty", "al")
-AUX_KINDS = ("store", "net")
+AUX_KINDS = ("store", "net", "pipelined")
+DEFAULT_LOCAL_LOSS = 3.0
 
 
 @contextmanager
@@ -88,7 +90,7 @@ class LayerParallel:
       classifier's rate their output can drift far from λ (violation 0.5 against 0.06 at 0.1×
       in a 2-epoch MNIST test).
     - ``mu_every``: the multipliers are updated every ``mu_every`` steps (AL only).
-    - ``local_loss``: α ≥ 0 (default 3; 0 turns it off); with α > 0 every regressing stage k < K-1 also trains a small
+    - ``local_loss``: α ≥ 0 (default 3, 0 with ``aux="pipelined"``; 0 turns it off); with α > 0 every regressing stage k < K-1 also trains a small
       classifier on its output (:class:`~lpfast.localheads.LocalHead`, stepped by the stage's
       optimizer) and its θ-step minimises penalty + α·CE(head_k(φ_k), y): a task signal of its own
       in the parallel phase, where the penalty gives it about 1/D of backprop's. λ's step stays on
@@ -97,7 +99,13 @@ class LayerParallel:
       (augmented) image with a small network per cut (ALGORITHM.md §7, :mod:`lpfast.auxnet`): no
       per-sample memory, and augmentation works in the parallel phase. ``aux_depth`` and
       ``aux_width`` shape that network; without a width, the widest whose forward costs at most
-      ``aux_budget`` (a fraction) of the stage it feeds.
+      ``aux_budget`` (a fraction) of the stage it feeds. ``"pipelined"``: λ of a batch is the
+      previous stage's output on that same batch, computed one step earlier in a pipelined
+      forward, and the λ-step is closed form, so each stage backpropagates the next one's input
+      gradient through the weights its forward used (:mod:`lpfast.pipelined`): backprop whose
+      stage k's gradient is K-1-k steps late. No store, augmentation works, nothing to initialise;
+      the penalty method only, without local heads, wire filter or norm restoring. ``end_epoch``
+      (or :meth:`drain`) finishes the batches in flight.
     - ``store_dtype``, ``store_location``: how λ and μ are kept (``"device"`` or ``"pinned"``).
     - ``memory_format``: layout of λ and μ rows and of what crosses a cut; the model's
       (``torch.channels_last`` for a channels-last model), so gathered batches, messages and the
@@ -135,7 +143,7 @@ class LayerParallel:
         lam_step: float = 1.0,
         regression_lr_scale: float = 1.0,
         mu_every: int = 1,
-        local_loss: float = 3.0,
+        local_loss: float | None = None,
         store_dtype: torch.dtype = torch.float32,
         store_location: str = "device",
         aux: str = "store",
@@ -161,6 +169,9 @@ class LayerParallel:
             raise ValueError(f"regression_lr_scale must be > 0, got {regression_lr_scale}")
         if mu_every < 1:
             raise ValueError(f"mu_every must be >= 1, got {mu_every}")
+        pipelined = aux == "pipelined"
+        if local_loss is None:
+            local_loss = 0.0 if pipelined else DEFAULT_LOCAL_LOSS
         if local_loss < 0:
             raise ValueError(f"local_loss must be >= 0 (the weight of the regressing stages' classifier loss; 0 = off), got {local_loss}")
         if serial_schedule not in SCHEDULES:
@@ -173,6 +184,10 @@ class LayerParallel:
             raise ValueError(f"aux must be one of {', '.join(AUX_KINDS)}, got {aux!r}")
         if aux == "net" and store_filter is not None and store_filter.factor > 1:
             raise ValueError("a down-sampled store (store_filter) needs aux='store': with aux='net' nothing is stored")
+        if pipelined and (method != "penalty" or local_loss or restore_norms
+                          or any(f is not None and (f.factor > 1 or f.wire_dtype is not None) for f in (wire_filter, store_filter))):
+            raise ValueError("aux='pipelined' backpropagates the next stage's gradient exactly: it takes method='penalty' "
+                             "(no violation is left for multipliers), local_loss=0, no wire or store filter and restore_norms=False")
         if aux_depth < 1 or (aux_width is not None and aux_width < 1) or not 0 < aux_budget <= 1:
             raise ValueError(f"need aux_depth >= 1, aux_width >= 1 (or None), 0 < aux_budget <= 1; got {aux_depth}, {aux_width}, {aux_budget}")
         self.model = describe(model)
@@ -218,13 +233,15 @@ class LayerParallel:
             return NetAux(net.to(self.device, self.dtype, memory_format=memory_format), optimizer, with_mu=method == "al")
 
         self.aux_kind = aux
-        self.aux = {s - 1: aux_variables(s - 1) for s in self.own if s > 0}
+        self.aux = {} if pipelined else {s - 1: aux_variables(s - 1) for s in self.own if s > 0}
         layout = dict(dtype=self.dtype, device=self.device, memory_format=memory_format)
         # This worker's sides of the cuts: the inputs of its stages (λ it owns), their outputs.
         self.cut_inputs = {c: CutInput(c, self.plan.cut_shapes[c], a, self.wire, self.transport, **layout) for c, a in self.aux.items()}
         self.cut_outputs = {s: CutOutput(s, self.plan.cut_shapes[s], self.wire, self.transport, head=self.local_heads.get(s),
                                          local_loss=local_loss, **layout)
-                            for s in self.own if s + 1 < self.num_stages}
+                            for s in self.own if s + 1 < self.num_stages and not pipelined}
+        self.pipelined = PipelinedPhase(self.stages, self.own, self.optimizers, self.plan.cut_shapes, self.transport,
+                                        **layout) if pipelined else None
         self.serial_pipeline: LocalPipeline | TorchPipeline
         if len(self.own) == self.num_stages:
             self.serial_pipeline = LocalPipeline(self.stages, self.plan.cut_shapes, self.transport, memory_format)
@@ -239,7 +256,7 @@ class LayerParallel:
         )
         self.epoch = 0  # parallel epochs completed: β's schedule counts these (a serial warm-up leaves it at β0)
         self.steps = 0
-        self.initialised = self.num_stages == 1
+        self.initialised = self.num_stages == 1 or pipelined
         self._reset_epoch_stats()
 
     def _local_head(self, s: int) -> LocalHead:
@@ -268,7 +285,7 @@ class LayerParallel:
         for a in self.aux.values():
             if isinstance(a, StoredAux):
                 a.release()
-        self.initialised = self.num_stages == 1
+        self.initialised = self.num_stages == 1 or self.pipelined is not None
 
     def all_optimizers(self) -> list[torch.optim.Optimizer]:
         """Every optimizer this worker steps: its stages', then its auxiliary networks'."""
@@ -276,7 +293,9 @@ class LayerParallel:
 
     def state_dict(self) -> dict:
         """This worker's stages, optimizers, auxiliary variables, multipliers, schedule, and the
-        statistics of the epoch under way (so that a run checkpointed mid-epoch resumes exactly)."""
+        statistics of the epoch under way (so that a run checkpointed mid-epoch resumes exactly).
+        With ``aux="pipelined"``, :meth:`drain` first: a batch in flight is not part of the state."""
+        self._require_drained("state_dict")
         sent, before = self.transport.sent_bytes, self._bytes_at_epoch_start
         return {
             "epoch_stats": {"loss_sum": dict(self._loss_sum), "cuts": {c: cut.statistics() for c, cut in self.cut_inputs.items()},
@@ -375,6 +394,8 @@ class LayerParallel:
         batch = idx.numel()
         if micro_batches < 1 or batch % micro_batches:
             raise ValueError(f"micro_batches must divide the batch of {batch} samples, got {micro_batches}")
+        if self.pipelined is not None:
+            return self._pipelined_step(x, y, flips, micro_batches)
         update_mu = self.method == "al" and self.steps % self.mu_every == 0
         for s in self.own:
             self.optimizers[s].zero_grad(set_to_none=True)
@@ -394,6 +415,26 @@ class LayerParallel:
         self._phase = "parallel"
         self.steps += 1
         return losses
+
+    def _pipelined_step(self, x: Tensor, y: Tensor, flips: Tensor | None, micro_batches: int) -> dict[int, Tensor]:
+        if flips is not None or micro_batches != 1:
+            raise ValueError("with aux='pipelined' the images come augmented as they are (no flips argument) and in one part (micro_batches=1)")
+        losses = self.pipelined.step(x, y, self._stage_time, self._loss_sum)
+        self._samples += y.numel()
+        self._phase = "parallel"
+        self.steps += 1
+        return losses
+
+    def drain(self) -> None:
+        """With ``aux="pipelined"``: steps on without new batches until every stage has trained on
+        every batch it was given (the pipeline fills again with the next :meth:`step`).
+        :meth:`end_epoch` calls it; call it before :meth:`state_dict` within an epoch."""
+        if self.pipelined is not None:
+            self.pipelined.drain(self._stage_time, self._loss_sum)
+
+    def _require_drained(self, what: str) -> None:
+        if self.pipelined is not None and not self.pipelined.empty:
+            raise RuntimeError(f"{what} needs every batch in the pipelined parallel phase finished: call drain() or end_epoch() first")
 
     def _accumulate(self, x: Tensor, y: Tensor, idx: Tensor, flips: Tensor | None, *, batch: int, update_mu: bool) -> dict[int, Tensor]:
         """A part of the batch through every owned stage: θ-gradients accumulated with the part's
@@ -460,6 +501,7 @@ class LayerParallel:
         stage steps its optimizer once. With one micro-batch the gradients are exactly backprop's;
         with more, batch norm normalises each micro-batch by its own statistics. Returns the
         batch's mean cross-entropy on the worker of the last stage, None elsewhere."""
+        self._require_drained("serial_step")
         batch = y.numel()
         if not 1 <= micro_batches <= batch:
             raise ValueError(f"micro_batches must be between 1 and the batch size {batch}, got {micro_batches}")
@@ -514,7 +556,11 @@ class LayerParallel:
         only), ``stage_time_s``, ``bytes_forward`` / ``bytes_backward`` (sent in the epoch's steps)
         and ``aux_bytes`` (memory of λ and μ, or of the networks ψ predicting them with their
         optimizer state) per cut; with auxiliary networks also ``aux_fit_loss``, ψ's mean
-        regression loss per cut (over the epoch and any initialisation before it)."""
+        regression loss per cut (over the epoch and any initialisation before it). With
+        ``aux="pipelined"`` it first finishes the batches in flight (:meth:`drain`); its violation is
+        None (each λ is the previous stage's output, and only the last stage has a loss).
+        """
+        self.drain()
         phase = self._phase or "parallel"
         k = self.num_stages
         n = max(self._samples, 1)
@@ -523,7 +569,7 @@ class LayerParallel:
         for s in self.own:
             local[0, s] = self._loss_sum[s] / n
             local[1, s] = self._stage_time[s]
-            if s > 0:
+            if s - 1 in self.aux:
                 aux = self.aux[s - 1]
                 local[5, s - 1] = aux.nbytes
                 local[2, s - 1] = self.cut_inputs[s - 1].relative_violation()
@@ -539,7 +585,7 @@ class LayerParallel:
             "beta": self.beta,
             "stage_loss": table[0].tolist(),
             "stage_time_s": table[1].tolist(),
-            "violation": table[2, : k - 1].tolist() if phase == "parallel" else None,
+            "violation": table[2, : k - 1].tolist() if phase == "parallel" and self.pipelined is None else None,
             "bytes_forward": [int(v) for v in table[3, : k - 1].tolist()],
             "bytes_backward": [int(v) for v in table[4, : k - 1].tolist()],
             "aux_bytes": [int(v) for v in table[5, : k - 1].tolist()],
@@ -557,6 +603,7 @@ class LayerParallel:
     def evaluate(self, batches: Iterable[tuple[Tensor, Tensor]]) -> tuple[float, float]:
         """Mean cross-entropy and accuracy (%) of the whole network (plain forward through all
         stages, eval-mode batch norm) over ``(x, y)`` batches."""
+        self._require_drained("evaluate")
         for s in self.own:
             self.stages[s].eval()
         totals = torch.zeros(3, dtype=torch.float64, device=self.device)

@@ -302,7 +302,7 @@ class Trainer:
                 watched = {0: last_loss}
             elif phase == "parallel":
                 watched = self.lp.step(batch.x, batch.y, batch.idx, batch.flips, micro_batches=cfg.parallel_micro_batches)
-                last_loss = watched[min(watched)]
+                last_loss = watched[min(watched)] if watched else last_loss  # empty while a pipeline fills
             else:
                 last_loss = self.lp.serial_step(batch.x, batch.y, micro_batches=cfg.micro_batches)
                 watched = {} if last_loss is None else {stages - 1: last_loss}
@@ -317,6 +317,8 @@ class Trainer:
             if progress is not None:
                 progress.update(1, lambda: f"loss {last_loss.item():.4f}" if last_loss is not None else "")
             if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < len(batches):
+                if self.lp is not None:
+                    self.lp.drain()  # a pipelined parallel phase's batches in flight finish at every checkpoint
                 tick = time.perf_counter()
                 checkpoint_s += self.save_checkpoint({
                     "step": step + 1, "elapsed": tick - start, "checkpoint_s": checkpoint_s, "seen": seen,

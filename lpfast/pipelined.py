@@ -1,0 +1,153 @@
+"""The parallel phase with λ refreshed in every step by a pipelined forward (``aux="pipelined"``).
+
+Stored λ is one epoch old when a sample comes round again: the penalty then pulls stage c toward
+last epoch's activations, and its task signal is about 1/D of backprop's (ALGORITHM.md §3). Here
+cut c's λ for a batch is stage c's own output on that very batch, computed one step earlier while
+stage c+1 worked on the batch before it:
+
+- in step t stage k forwards batch t-k (the images for stage 0, otherwise what stage k-1 sent in
+  step t-1) and sends its output on as λ of that batch;
+- the last stage forwards and backpropagates its batch at once and sends back its input gradient
+  g, which every stage k < K-1 passes on in the same step, so all stages backpropagate batch
+  t-(K-1) in step t.
+
+At the closed-form λ-step (λ_new = λ - g/β) the per-sample penalty (β/2)·‖φ_c - λ_new‖² has the
+θ-gradient g·J_{φ_c}: exactly stage c+1's input gradient backpropagated through stage c, whatever
+β is. So stage c backpropagates g through the graph of its forward, with the weights that forward
+used (kept for the K-1-c optimizer steps in between, as PipeDream's weight stashing does). The
+parallel phase becomes backprop in which stage c's gradient is K-1-c steps late (as in decoupled
+parallel backpropagation, Huo et al. 2018): no per-sample store, the images may be augmented, and
+β, μ and local heads have nothing left to do. Stage k holds K-k batches' activations.
+
+The pipeline fills over the first K-1 steps and :meth:`PipelinedPhase.drain` empties it (K-1 steps
+without a new batch), after which no batch is in flight and the state is a plain checkpoint.
+"""
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.func import functional_call
+
+from lpfast.stages import Stage
+from lpfast.transport import Pending, Transport
+
+
+class _InFlight:
+    """A batch stage k has forwarded and not yet backpropagated: its input (for the input gradient),
+    its output (the graph) and the weights the forward used."""
+
+    def __init__(self, inp: Tensor, out: Tensor, weights: dict[str, Tensor]) -> None:
+        self.inp, self.out, self.weights = inp, out, weights
+
+
+class PipelinedPhase:
+    """The steps of this worker's stages; :meth:`step` takes one batch, :meth:`drain` finishes them."""
+
+    def __init__(self, stages: Sequence[Stage], own: Sequence[int], optimizers: dict[int, torch.optim.Optimizer],
+                 cut_shapes: Sequence[tuple[int, ...]], transport: Transport, *,
+                 dtype: torch.dtype, device: torch.device, memory_format: torch.memory_format) -> None:
+        self.stages, self.own, self.optimizers = stages, list(own), optimizers
+        self.cut_shapes, self.transport = cut_shapes, transport
+        self.dtype, self.device, self.memory_format = dtype, device, memory_format
+        self.num_stages = len(stages)
+        self._reset()
+
+    def _reset(self) -> None:
+        self._calls = 0  # steps since the pipeline was last empty (drain steps included)
+        self._sizes: list[int] = []  # batch sizes, in the order the batches entered
+        self._labels: deque[Tensor] = deque()  # on the last stage's worker: labels of batches not yet trained on
+        self._in_flight: dict[int, deque[_InFlight]] = {s: deque() for s in self.own}
+        self._next_input: dict[int, Pending] = {}
+
+    @property
+    def empty(self) -> bool:
+        """No batch is in flight: every batch that entered has been backpropagated by every stage."""
+        return not self._sizes
+
+    def step(self, x: Tensor | None, y: Tensor | None, stage_time: dict[int, float], loss_sum: dict[int, Tensor]) -> dict[int, Tensor]:
+        """One step; ``x``/``y`` the batch entering (None while draining). Adds each owned stage's
+        compute time to ``stage_time`` and the last stage's summed cross-entropy to ``loss_sum``.
+        Returns the last stage's mean cross-entropy of the batch it trained on, if it is this
+        worker's and trained on one."""
+        if x is not None:
+            self._sizes.append(x.shape[0])
+            if self.num_stages - 1 in self.own:
+                self._labels.append(y)
+        t, entered, last = self._calls, len(self._sizes), self.num_stages - 1
+        backward_batch = t - last if 0 <= t - last < entered else None
+        # Receives of this step's gradients, posted before any compute so that sends never wait on them.
+        grads = {s: self._receive(backward_batch, s + 1, s) for s in self.own if s < last and backward_batch is not None}
+        losses: dict[int, Tensor] = {}
+        for s in self.own:  # forwards, in stage order (the last stage trains at once)
+            start = time.perf_counter()
+            if 0 <= t - s < entered:
+                inp = x if s == 0 else self._next_input.pop(s).wait()
+                if s > 0 and 0 <= t + 1 - s < entered:
+                    # Next step's input; the batch exists whether or not the next step brings a new one.
+                    self._next_input[s] = self._receive(t + 1 - s, s - 1, s)
+                if s == last:
+                    losses[s] = self._train_last(inp, self._labels.popleft())
+                    loss_sum[s] += losses[s].double() * inp.shape[0]
+                else:
+                    self._forward(s, inp)
+            elif s > 0 and t + 1 - s == 0:
+                self._next_input[s] = self._receive(0, s - 1, s)
+            stage_time[s] += time.perf_counter() - start
+        for s in reversed(self.own):  # backwards of the stages before the last, last to first
+            if s in grads:
+                start = time.perf_counter()
+                self._backward(s, grads[s].wait())
+                stage_time[s] += time.perf_counter() - start
+        self.transport.flush()
+        self._calls += 1
+        if self._calls >= len(self._sizes) + last:  # the last batch has left the first stage
+            self._reset()
+        return losses
+
+    def drain(self, stage_time: dict[int, float], loss_sum: dict[int, Tensor]) -> None:
+        """Steps without a new batch until none is in flight."""
+        while not self.empty:
+            self.step(None, None, stage_time, loss_sum)
+
+    # ---------------------------------------------------------------- one stage's work
+
+    def _receive(self, batch: int, src: int, dst: int) -> Pending:
+        shape = (self._sizes[batch], *self.cut_shapes[min(src, dst)])
+        return self.transport.irecv(shape, self.dtype, self.device, src, dst, memory_format=self.memory_format)
+
+    def _forward(self, s: int, inp: Tensor) -> None:
+        stage = self.stages[s]
+        # A copy of the weights for this batch's backward, a step or more from now: the optimizer
+        # changes the live ones in place before then.
+        weights = {name: p.detach().clone().requires_grad_() for name, p in stage.named_parameters()}
+        if s > 0:
+            inp = inp.detach().requires_grad_()
+        out = functional_call(stage, weights, (inp,))
+        self.transport.isend(out.detach(), s, s + 1, memory_format=self.memory_format)
+        self._in_flight[s].append(_InFlight(inp, out, weights))
+
+    def _backward(self, s: int, grad: Tensor) -> None:
+        done = self._in_flight[s].popleft()
+        done.out.backward(grad.to(done.out.dtype))
+        if s > 0:
+            self.transport.isend(done.inp.grad, s, s - 1, memory_format=self.memory_format)
+        for name, p in self.stages[s].named_parameters():
+            p.grad = done.weights[name].grad
+        self.optimizers[s].step()
+
+    def _train_last(self, inp: Tensor, y: Tensor) -> Tensor:
+        s = self.num_stages - 1
+        self.optimizers[s].zero_grad(set_to_none=True)
+        inp = inp.detach().requires_grad_()
+        loss = F.cross_entropy(self.stages[s](inp), y)
+        loss.backward()
+        if s > 0:
+            self.transport.isend(inp.grad, s, s - 1, memory_format=self.memory_format)
+        self.optimizers[s].step()
+        return loss.detach()
+

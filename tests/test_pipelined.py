@@ -1,0 +1,126 @@
+"""The pipelined parallel phase (aux="pipelined"): backprop in which stage k's gradient is K-1-k steps late."""
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call
+
+from lpfast.config import TrainConfig
+from lpfast.describe import describe
+from lpfast.filters import DsFilter
+from lpfast.models import mnist_resnet
+from lpfast.parallel import LayerParallel
+from lpfast.stages import partition, split
+from lpfast.trainer import Trainer
+from test_parallel import run_workers, small_data
+
+
+def sgd(params):
+    return torch.optim.SGD(params, lr=0.05, momentum=0.9, weight_decay=5e-4)
+
+
+def delayed_backprop(model, batches, k, shape):
+    """The reference, written out: for batch b stage s takes backprop's gradient of the whole
+    network evaluated with its weights as they were b - (K-1-s) updates ago (0 at the start)."""
+    stages = split(describe(model), partition(describe(model), k, shape))
+    optimizers = [sgd(stage.parameters()) for stage in stages]
+    history = [[{n: p.detach().clone() for n, p in stage.named_parameters()}] for stage in stages]
+    for b, (x, y) in enumerate(batches):
+        used = [{n: w.clone().requires_grad_() for n, w in history[s][max(0, b - (k - 1 - s))].items()} for s in range(k)]
+        h = x
+        for s, stage in enumerate(stages):
+            h = functional_call(stage, used[s], (h,))
+        F.cross_entropy(h, y).backward()
+        for s, stage in enumerate(stages):
+            for n, p in stage.named_parameters():
+                p.grad = used[s][n].grad
+            optimizers[s].step()
+            history[s].append({n: p.detach().clone() for n, p in stage.named_parameters()})
+    return model
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_each_stage_takes_backprops_gradient_with_the_weights_of_its_forward(k):
+    torch.manual_seed(0)
+    model = mnist_resnet(depth=4, width=4).double()
+    reference = copy.deepcopy(model)
+    train, _ = small_data(n_train=60)
+    batches = [(train.images[i:i + 12].double() / 255, train.labels[i:i + 12]) for i in range(0, 60, 12)]
+    lp = LayerParallel(model, optimizer=sgd, stages=k, dataset_size=60, input_shape=(1, 28, 28), aux="pipelined")
+    for b, (x, y) in enumerate(batches):
+        losses = lp.step(x, y, torch.arange(12 * b, 12 * b + 12))
+        assert bool(losses) == (b >= k - 1)  # the last stage trains once the pipeline is full
+    with pytest.raises(RuntimeError, match="drain"):
+        lp.state_dict()
+    lp.end_epoch()  # drains
+    delayed_backprop(reference, batches, k, (1, 28, 28))
+    for (name, mine), theirs in zip(model.state_dict().items(), reference.state_dict().values()):
+        torch.testing.assert_close(mine, theirs, rtol=1e-12, atol=1e-13, msg=name)
+    # Not plain backprop: the first stage's late gradients change the result.
+    fresh = copy.deepcopy(reference)
+    delayed_backprop(fresh, batches, 1, (1, 28, 28))
+    assert not torch.allclose(next(fresh.parameters()), next(model.parameters()))
+
+
+def test_one_process_and_two_workers_agree_and_send_one_activation_each_way_per_batch(tmp_path):
+    config = dict(method="penalty", aux="pipelined", stages=2, epochs=2, parallel_epochs=1, batch_size=32, threads=1)
+    workers = run_workers(tmp_path, config)
+    train, test = small_data()
+    single = Trainer(TrainConfig(**config), train_data=train, test_data=test, log=lambda s: None)
+    records = single.fit()
+    state = single.lp.state_dict()
+    for rank, worker in enumerate(workers):
+        for name, value in worker["state"]["stages"][rank].items():
+            torch.testing.assert_close(value, state["stages"][rank][name], rtol=1e-6, atol=1e-7, msg=name)
+        for mine, theirs in zip(records, worker["records"]):
+            assert mine["test_acc"] == pytest.approx(theirs["test_acc"])
+            assert mine["bytes_forward"] == theirs["bytes_forward"] and mine["bytes_backward"] == theirs["bytes_backward"]
+    # 6 batches of 32 samples × 16×14×14 float32 each way; no per-sample store; no violation to report.
+    assert records[0]["bytes_forward"] == records[0]["bytes_backward"] == [6 * 32 * 16 * 14 * 14 * 4]
+    assert records[0]["aux_bytes"] == [0] and records[0]["violation"] is None and records[0]["phase"] == "parallel"
+
+
+def test_run_resumed_from_a_mid_epoch_checkpoint_gives_the_uninterrupted_numbers(tmp_path, monkeypatch):
+    # Every checkpoint drains the pipeline, so a run that checkpoints every 4 steps is the same
+    # computation whether or not it was interrupted.
+    train, test = small_data()
+    config = TrainConfig(method="penalty", aux="pipelined", stages=3, epochs=2, batch_size=32, threads=1, augment=True,
+                         checkpoint_every=4)
+    straight = Trainer(config, tmp_path / "a", train_data=train, test_data=test, log=lambda s: None)
+    straight.fit()
+    real, calls = LayerParallel.step, {"n": 0}
+
+    def stopping(*args, **kwargs):  # stop in the 6th step of epoch 1: the checkpoint holds 4 steps
+        calls["n"] += 1
+        if calls["n"] == 6:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(LayerParallel, "step", stopping)
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(config, tmp_path / "b", train_data=train, test_data=test, log=lambda s: None).fit()
+    monkeypatch.undo()
+    resumed = Trainer(config, tmp_path / "b", resume=True, train_data=train, test_data=test, log=lambda s: None)
+    assert (resumed.epoch, resumed._mid_epoch["step"]) == (0, 4)
+    resumed.fit()
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_options_it_cannot_take_are_refused():
+    def build(**options):
+        return LayerParallel(mnist_resnet(depth=4, width=4), optimizer=sgd, stages=2, dataset_size=8, input_shape=(1, 28, 28),
+                             aux="pipelined", **options)
+
+    assert build().local_loss == 0.0
+    for options in (dict(method="al"), dict(local_loss=1.0), dict(wire_filter=DsFilter(2)), dict(restore_norms=True)):
+        with pytest.raises(ValueError, match="pipelined"):
+            build(**options)
+    with pytest.raises(ValueError, match="flips"):
+        build().step(torch.zeros(4, 1, 28, 28), torch.zeros(4, dtype=torch.long), torch.arange(4), torch.zeros(4, dtype=torch.bool))
+    with pytest.raises(ValueError, match="pipelined"):
+        TrainConfig(method="al", stages=2, aux="pipelined")
+    config = TrainConfig(method="penalty", stages=2, aux="pipelined", dataset="cifar10", epochs=4, parallel_epochs=2)
+    assert config.local_loss == 0.0 and config.use_augmentation(0)  # the parallel phase trains on augmented images
+    assert TrainConfig(method="penalty", stages=2).local_loss == 3.0
