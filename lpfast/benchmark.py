@@ -29,7 +29,7 @@ Presets (rows; ``+SPH`` where ``--parallel-epochs`` is given):
   without DS, ``--aux net``, and penalty+SPH at parallel shares 0.25 and 0.75 besides the
   ``--parallel-epochs`` share.
 
-Row modifiers (``--rows penalty+ds+seed1``): ``ds``, ``net``, ``lr0.1``, ``rn`` (``--restore-norms``), ``seedN`` (another seed),
+Row modifiers (``--rows penalty+ds+seed1``): ``ds``, ``net``, ``pipe`` (``--aux pipelined``), ``lr0.1``, ``rn`` (``--restore-norms``), ``seedN`` (another seed),
 ``pmbM`` (``--parallel-micro-batches M``),
 ``shareF`` (F of the epochs parallel, rounded; ``share1``: the parallel phase alone), ``cutA-B``
 (blocks per stage, ``--stage-blocks A,B``: e.g. the cut ``lpfast plan`` finds fastest).
@@ -100,7 +100,7 @@ FINISHED_FILE = "finished"  # written once the records are appended
 
 def modifier(tag: str, epochs: int) -> tuple[str, list[str]]:
     """(label, extra CLI options) of a row modifier."""
-    fixed = {"ds": ("DS s=2 bf16", DS_OPTIONS), "net": ("--aux net", ["--aux", "net"]),
+    fixed = {"ds": ("DS s=2 bf16", DS_OPTIONS), "net": ("--aux net", ["--aux", "net"]), "pipe": ("--aux pipelined", ["--aux", "pipelined"]),
              "lr0.1": ("regression lr x0.1", ["--regression-lr-scale", "0.1"]),
              "rn": ("norms restored", ["--restore-norms"])}
     if tag in fixed:
@@ -122,7 +122,7 @@ def modifier(tag: str, epochs: int) -> tuple[str, list[str]]:
         if 0 <= share <= 1:
             parallel = round(share * epochs)
             return f"{parallel} of {epochs} epochs parallel", ["--parallel-epochs", str(parallel)]
-    raise ValueError(f"unknown row modifier {tag!r}: use ds, net, lr0.1, rn, seedN, pmbM (parallel steps in M micro-batches), blocksB, "
+    raise ValueError(f"unknown row modifier {tag!r}: use ds, net, pipe, lr0.1, rn, seedN, pmbM (parallel steps in M micro-batches), blocksB, "
                      "shareF (0 <= F <= 1) or cutA-B-... (blocks per stage)")
 
 
@@ -306,6 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
                              "of rows holding no λ), committed with the tables under --commit-results")
     parser.add_argument("--snapshot-every", type=float, default=30.0, metavar="MINUTES",
                         help="take the snapshot after a row finishes and at most every MINUTES (default 30)")
+    parser.add_argument("--tag", default=None, metavar="NAME",
+                        help="append -NAME to the table's name (<preset>-<model>-<dataset>-NAME), so an invocation beside "
+                             "another of the same preset, model and data set keeps its own table")
     parser.add_argument("--rows", default=None, metavar="KIND,KIND",
                         help="run only these of the preset's row kinds (e.g. serial-1,serial-K to re-run rows whose timings were "
                              "disturbed); bench/report.py takes every row from the latest invocation that ran it")
@@ -347,7 +350,7 @@ def main(argv: list[str] | None = None) -> None:
         except ValueError as exc:
             raise SystemExit(f"--rows {args.rows}: {exc} (the {args.preset} preset's rows: {', '.join(PRESETS[args.preset])})") from None
     args.commit = git_commit()
-    suffix = "" if args.slow_link is None else f"-link{args.slow_link}"
+    suffix = ("" if args.slow_link is None else f"-link{args.slow_link}") + ("" if args.tag is None else f"-{args.tag}")
     if runs is None:
         runs = (args.runs_dir or args.out) / f"{args.preset}-{args.model}-{args.dataset}{suffix}-{args.stamp}"
         runs.mkdir(parents=True, exist_ok=True)

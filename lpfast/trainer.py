@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import datetime
 import math
+import re
 import resource
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -311,8 +313,12 @@ class Trainer:
                 first_bad[s] = torch.where(healthy | (first_bad[s] != NO_STEP), first_bad[s], step)
             if (step + 1) % FINITE_CHECK_EVERY == 0 or step + 1 == len(batches):
                 self._stop_if_diverged(first_bad)
-            for scheduler in self.schedulers:
-                scheduler.step()
+            with warnings.catch_warnings():
+                # A pipelined stage's optimizer first steps once the pipeline has filled, yet its
+                # schedule counts every batch like the others': torch's order warning does not apply.
+                warnings.filterwarnings("ignore", re.escape("Detected call of `lr_scheduler.step()` before `optimizer.step()`"))
+                for scheduler in self.schedulers:
+                    scheduler.step()
             seen += batch.y.numel()
             if progress is not None:
                 progress.update(1, lambda: f"loss {last_loss.item():.4f}" if last_loss is not None else "")

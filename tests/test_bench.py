@@ -106,12 +106,17 @@ def test_report_real_budgets_section(smoke_records, tmp_path):
     table = [row("serial-K", [50, 70, 80, 90.0]), row("serial-K+seed1", [50, 70, 80, 89.8]), row("penalty", [40, 60, 85, 89.5], 2),
              row("penalty+share0.25", [50, 70, 80, 89.9], 1), row("al", [40, 60, 80], 2)]
     (tmp_path / "real-resnet20-cifar10.json").write_text(json.dumps({"benchmark": "real", "records": table}))
+    # An invocation beside it (--tag) without backprop rows of its own is set against the campaign's backprop.
+    beside = [row("penalty+pipe", [52, 71, 81, 89.8], 2, name="pipelined")]
+    (tmp_path / "real-resnet20-cifar10-pipelined.json").write_text(json.dumps({"benchmark": "real", "records": beside}))
     devices = [{**r, "benchmark": "devices", "model": "resnet20", "dataset": "cifar10",
                 "kind": "penalty+share1" if r["kind"] == "penalty" else r["kind"]} for r in smoke_records]
     text = make_report(devices, tmp_path).split("## Real budgets")[1].split("\n## ")[0]
     assert "| penalty | 4/4 | 89.50 | -0.50 | 60.00% (epoch 2) | 0.100 | 0.500 |" in text
     assert "| al | 3/4 | 80.00 | +0.00 |" in text  # under way: against backprop's third epoch
     assert "0.20 points" in text and "penalty -0.50 (not met: allowed 0.3)" in text and "penalty+share0.25 -0.10 (met" not in text
+    pipelined = make_report(devices, tmp_path).split("## Real budgets")[1].split("\n## ")[0].split("-pipelined.md")[1]
+    assert "| pipelined | 4/4 | 89.80 | -0.20 |" in pipelined and "penalty+pipe -0.20 (met: allowed 0.3)" in pipelined
     by_kind = {r["kind"]: r for r in devices}
     base = by_kind["serial-1"]["median_epoch_time_s"]
     rho_par = base / statistics.median(by_kind["penalty+share1"]["epoch_time_s"])
@@ -341,6 +346,8 @@ def test_row_modifiers_and_errors():
     assert name == "penalty+SPH K=2, 3 parallel/serial blocks" and options[-2:] == ["--parallel-blocks", "3"]
     name, options, _, _ = row("penalty+rn", 2, 15, 4, 30)
     assert name == "penalty+SPH K=2, norms restored" and options[-1] == "--restore-norms"
+    name, options, _, _ = row("penalty+pipe", 2, 15, 4, 30)
+    assert name == "penalty+SPH K=2, --aux pipelined" and options[-2:] == ["--aux", "pipelined"]
     name, options, _, _ = row("1f1b+cut3-6", 2, None, 4, 30)
     assert name == "pipeline 1F1B K=2, 4 micro-batches, cut 3+6" and options[-2:] == ["--stage-blocks", "3,6"]
     for bad in ("penalty+share2", "penalty+fast", "sgd", "penalty+cut3-x", "penalty+pmbx", "penalty+blocksx"):
