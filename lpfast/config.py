@@ -54,7 +54,8 @@ class TrainConfig:
     feeds), which also lets augmentation run in the parallel phase. ``aux`` ``pipelined`` takes λ
     of a batch from the previous stage's forward of it one step earlier (:mod:`lpfast.pipelined`):
     no store, augmented images; penalty method only, no local heads (``local_loss`` None means 3,
-    or 0 with it).
+    or 0 with it). ``predict_weights`` runs a pipelined stage's forward on the weights its late
+    gradient will meet, extrapolated along SGD's momentum.
     """
 
     model: str = "mnist_resnet"
@@ -105,6 +106,7 @@ class TrainConfig:
     aux: str = "store"
     aux_depth: int = 2
     aux_width: int | None = None
+    predict_weights: bool = False
 
     RUN_LOCATION_FIELDS = ("device", "threads", "data_dir", "dist_timeout", "store_location", "checkpoint_every")
 
@@ -175,6 +177,8 @@ class TrainConfig:
                                         or self.wire_dtype is not None or self.store_ds_factor != 1 or self.parallel_flip):
             raise ValueError("--aux pipelined backpropagates the next stage's gradient exactly: use it with --method penalty and "
                              "without --local-loss, --restore-norms, --parallel-flip or DS filters")
+        if self.predict_weights and self.aux != "pipelined":
+            raise ValueError("--predict-weights acts on the late gradients of --aux pipelined: use the two together")
         if self.aux_depth < 1 or (self.aux_width is not None and self.aux_width < 1):
             raise ValueError(f"aux_depth and aux_width must be >= 1, got {self.aux_depth} and {self.aux_width}")
         if self.method != "serial" and self.aux == "store" and self.augment and self.parallel_epochs is None:

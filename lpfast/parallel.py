@@ -105,7 +105,9 @@ class LayerParallel:
       gradient through the weights its forward used (:mod:`lpfast.pipelined`): backprop whose
       stage k's gradient is K-1-k steps late. No store, augmentation works, nothing to initialise;
       the penalty method only, without local heads, wire filter or norm restoring. ``end_epoch``
-      (or :meth:`drain`) finishes the batches in flight.
+      (or :meth:`drain`) finishes the batches in flight. ``predict_weights`` runs each stage's
+      forward on the weights its late gradient will be applied to, extrapolated along SGD's
+      momentum (needs torch.optim.SGD with momentum).
     - ``store_dtype``, ``store_location``: how λ and μ are kept (``"device"`` or ``"pinned"``).
     - ``memory_format``: layout of λ and μ rows and of what crosses a cut; the model's
       (``torch.channels_last`` for a channels-last model), so gathered batches, messages and the
@@ -155,6 +157,7 @@ class LayerParallel:
         store_filter: DsFilter | None = None,
         serial_schedule: str = "1f1b",
         restore_norms: bool = False,
+        predict_weights: bool = False,
         transport: Transport | None = None,
     ) -> None:
         if method not in METHODS:
@@ -184,6 +187,8 @@ class LayerParallel:
             raise ValueError(f"aux must be one of {', '.join(AUX_KINDS)}, got {aux!r}")
         if aux == "net" and store_filter is not None and store_filter.factor > 1:
             raise ValueError("a down-sampled store (store_filter) needs aux='store': with aux='net' nothing is stored")
+        if predict_weights and not pipelined:
+            raise ValueError("predict_weights acts on late gradients, which only aux='pipelined' has")
         if pipelined and (method != "penalty" or local_loss or restore_norms
                           or any(f is not None and (f.factor > 1 or f.wire_dtype is not None) for f in (wire_filter, store_filter))):
             raise ValueError("aux='pipelined' backpropagates the next stage's gradient exactly: it takes method='penalty' "
@@ -241,7 +246,7 @@ class LayerParallel:
                                          local_loss=local_loss, **layout)
                             for s in self.own if s + 1 < self.num_stages and not pipelined}
         self.pipelined = PipelinedPhase(self.stages, self.own, self.optimizers, self.plan.cut_shapes, self.transport,
-                                        **layout) if pipelined else None
+                                        predict_weights=predict_weights, **layout) if pipelined else None
         self.serial_pipeline: LocalPipeline | TorchPipeline
         if len(self.own) == self.num_stages:
             self.serial_pipeline = LocalPipeline(self.stages, self.plan.cut_shapes, self.transport, memory_format)

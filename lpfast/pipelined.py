@@ -19,6 +19,12 @@ parallel phase becomes backprop in which stage c's gradient is K-1-c steps late 
 parallel backpropagation, Huo et al. 2018): no per-sample store, the images may be augmented, and
 β, μ and local heads have nothing left to do. Stage k holds K-k batches' activations.
 
+A late gradient with momentum trains slower than a fresh one (on the CIFAR-10 proxy of
+bench/RESULTS.md, one step late for the first stage raised the train loss by 12% after 3 epochs).
+With ``predict_weights`` stage k's forward runs on the weights it is expected to have when the
+batch's gradient is applied, K-1-k steps on: θ - (K-1-k)·lr·v, v the SGD momentum buffer
+(SpecTrain, Chen et al. 2018; linear weight prediction, Kosson et al. 2020).
+
 The pipeline fills over the first K-1 steps and :meth:`PipelinedPhase.drain` empties it (K-1 steps
 without a new batch), after which no batch is in flight and the state is a plain checkpoint.
 """
@@ -49,9 +55,13 @@ class PipelinedPhase:
     """The steps of this worker's stages; :meth:`step` takes one batch, :meth:`drain` finishes them."""
 
     def __init__(self, stages: Sequence[Stage], own: Sequence[int], optimizers: dict[int, torch.optim.Optimizer],
-                 cut_shapes: Sequence[tuple[int, ...]], transport: Transport, *,
+                 cut_shapes: Sequence[tuple[int, ...]], transport: Transport, *, predict_weights: bool,
                  dtype: torch.dtype, device: torch.device, memory_format: torch.memory_format) -> None:
         self.stages, self.own, self.optimizers = stages, list(own), optimizers
+        self.predict_weights = predict_weights
+        if predict_weights and not all(isinstance(o, torch.optim.SGD) and all(g["momentum"] > 0 for g in o.param_groups)
+                                       for o in optimizers.values()):
+            raise ValueError("predict_weights extrapolates along SGD's momentum: it needs torch.optim.SGD with momentum > 0")
         self.cut_shapes, self.transport = cut_shapes, transport
         self.dtype, self.device, self.memory_format = dtype, device, memory_format
         self.num_stages = len(stages)
@@ -124,7 +134,16 @@ class PipelinedPhase:
         stage = self.stages[s]
         # A copy of the weights for this batch's backward, a step or more from now: the optimizer
         # changes the live ones in place before then.
-        weights = {name: p.detach().clone().requires_grad_() for name, p in stage.named_parameters()}
+        weights = {name: p.detach().clone() for name, p in stage.named_parameters()}
+        if self.predict_weights:
+            late = self.num_stages - 1 - s
+            optimizer = self.optimizers[s]
+            group_of = {id(p): group for group in optimizer.param_groups for p in group["params"]}
+            for name, p in stage.named_parameters():
+                velocity = optimizer.state.get(p, {}).get("momentum_buffer")
+                if velocity is not None:
+                    weights[name].add_(velocity, alpha=-late * group_of[id(p)]["lr"])
+        weights = {name: w.requires_grad_() for name, w in weights.items()}
         if s > 0:
             inp = inp.detach().requires_grad_()
         out = functional_call(stage, weights, (inp,))

@@ -152,6 +152,7 @@ class Trainer:
                 wire_filter=DsFilter(config.ds_factor, WIRE_DTYPES.get(config.wire_dtype), config.ds_mode),
                 store_filter=DsFilter(config.store_ds_factor, None, config.ds_mode),
                 serial_schedule=config.serial_schedule, restore_norms=config.restore_norms,
+                predict_weights=config.predict_weights,
             )
             self.optimizers = self.lp.all_optimizers()
         self.steps_per_epoch = len(self.train_data) // config.batch_size

@@ -124,3 +124,32 @@ def test_options_it_cannot_take_are_refused():
     config = TrainConfig(method="penalty", stages=2, aux="pipelined", dataset="cifar10", epochs=4, parallel_epochs=2)
     assert config.local_loss == 0.0 and config.use_augmentation(0)  # the parallel phase trains on augmented images
     assert TrainConfig(method="penalty", stages=2).local_loss == 3.0
+
+
+def test_predicted_weights_are_the_weights_extrapolated_along_the_momentum(monkeypatch):
+    torch.manual_seed(0)
+    model = mnist_resnet(depth=4, width=4).double()
+    train, _ = small_data(n_train=48)
+    x, y = train.images.double() / 255, train.labels
+    lp = LayerParallel(model, optimizer=sgd, stages=3, dataset_size=48, input_shape=(1, 28, 28), aux="pipelined",
+                       predict_weights=True)
+    checked, real = [], functional_call
+
+    def spy(stage, weights, args):  # stage s's forward runs K-1-s = 2-s steps ahead of its weights
+        opt = lp.optimizers[stage.index]
+        for name, p in stage.named_parameters():
+            velocity = opt.state.get(p, {}).get("momentum_buffer")
+            expected = p.detach() if velocity is None else p.detach() - (2 - stage.index) * 0.05 * velocity
+            torch.testing.assert_close(weights[name].detach(), expected, rtol=1e-13, atol=1e-15, msg=name)
+            checked.append(velocity is not None)
+        return real(stage, weights, args)
+
+    monkeypatch.setattr("lpfast.pipelined.functional_call", spy)
+    for b in range(4):
+        lp.step(x[12 * b:12 * b + 12], y[12 * b:12 * b + 12], torch.arange(12 * b, 12 * b + 12))
+    assert any(checked) and not all(checked)  # from the first step on which a stage has momentum
+    with pytest.raises(ValueError, match="momentum"):
+        LayerParallel(mnist_resnet(depth=4, width=4), optimizer=lambda p: torch.optim.Adam(p), stages=2, dataset_size=8,
+                      input_shape=(1, 28, 28), aux="pipelined", predict_weights=True)
+    with pytest.raises(ValueError, match="pipelined"):
+        TrainConfig(method="penalty", stages=2, predict_weights=True)
