@@ -18,7 +18,9 @@ all alike, medians reported:
 - ``lpfast`` and ``lpfast_no_head``: lpfast's real parallel step on the same cut and batch (its λ
   filled by its own forward), with the default local heads and without: what the method adds to
   ``stages``; ``lpfast_micro``: the same step with ``--parallel-micro-batches`` M (each stage's
-  working set 1/M of the batch's). ``--profile`` also writes each worker's torch.profiler table of that step to
+  working set 1/M of the batch's); ``lpfast_pipelined``: the step of ``--aux pipelined
+  --predict-weights`` (no λ: each stage forwards one batch and backpropagates an earlier one),
+  timed without the barrier, since its stages run a step apart by design. ``--profile`` also writes each worker's torch.profiler table of that step to
   ``bench/results/profile-<model>-<dataset>.md``.
 
 From them: the bound on a parallel epoch's speed-up, on a pipeline epoch's, and on a whole
@@ -54,7 +56,7 @@ from lpfast.stages import partition, split
 from lpfast.transport import DistTransport
 
 ROOT = Path(__file__).resolve().parents[1]
-ROWS = ("serial", "serial_k", "serial_micro", "stages", "micro", "lpfast", "lpfast_no_head", "lpfast_micro")
+ROWS = ("serial", "serial_k", "serial_micro", "stages", "micro", "lpfast", "lpfast_no_head", "lpfast_micro", "lpfast_pipelined")
 
 
 def real_batch(args: argparse.Namespace) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
@@ -127,6 +129,9 @@ def stage_worker(args: argparse.Namespace) -> None:
         result[name] = time_steps(step, args, dist.barrier)
     for name, local_loss, micro_batches in (("lpfast", 3.0, 1), ("lpfast_no_head", 0.0, 1), ("lpfast_micro", 3.0, args.micro_batches)):
         result[name] = time_steps(parallel_step(args, local_loss, micro_batches), args, dist.barrier)
+    dist.barrier()
+    result["lpfast_pipelined"] = time_steps(parallel_step(args, 0.0, pipelined=True), args)
+    dist.barrier()
     if args.profile:
         Path(f"{args.worker_out}.rank{rank}.txt").write_text(profile(parallel_step(args, 3.0), args))
     if rank == 0:
@@ -144,14 +149,17 @@ def cut(args: argparse.Namespace) -> int | list[int]:
     return [int(b) for b in args.stage_blocks.split(",")] if args.stage_blocks else args.workers
 
 
-def parallel_step(args: argparse.Namespace, local_loss: float, micro_batches: int = 1):
+def parallel_step(args: argparse.Namespace, local_loss: float, micro_batches: int = 1, pipelined: bool = False):
     """lpfast's parallel step on this worker's stage of the same cut and batch, the batch's λ filled
-    by its own forward pass: the ceiling's step plus everything the method adds."""
+    by its own forward pass (none with ``pipelined``): the ceiling's step plus everything the method adds."""
     model, x, y = real_batch(args)
+    extra = dict(aux="pipelined", predict_weights=True) if pipelined else {}
     lp = LayerParallel(model, optimizer=sgd, stages=cut(args), dataset_size=x.shape[0], input_shape=tuple(x.shape[1:]),
-                       local_loss=local_loss, memory_format=torch.channels_last, transport=DistTransport(datetime.timedelta(seconds=600)))
+                       local_loss=local_loss, memory_format=torch.channels_last, transport=DistTransport(datetime.timedelta(seconds=600)),
+                       **extra)
     idx = torch.arange(x.shape[0])
-    lp.initialise([(x, idx)])
+    if not pipelined:
+        lp.initialise([(x, idx)])
     return lambda: lp.step(x, y, idx, micro_batches=micro_batches)
 
 
@@ -211,7 +219,8 @@ def write_report(args: argparse.Namespace, rounds: list[dict[str, float]]) -> di
               "micro": f"the same in {m} micro-batches of {args.batch_size // m}",
               "lpfast": "lpfast's parallel step on the same cut (λ, messages, penalty and λ-update, local heads)",
               "lpfast_no_head": "the same without local heads (--local-loss 0)",
-              "lpfast_micro": f"lpfast's parallel step in {m} micro-batches (--parallel-micro-batches {m})"}
+              "lpfast_micro": f"lpfast's parallel step in {m} micro-batches (--parallel-micro-batches {m})",
+              "lpfast_pipelined": "lpfast's pipelined parallel step (--aux pipelined --predict-weights; no barrier)"}
     for key, label in labels.items():
         lines.append(f"| {label} | {1e3 * med[key]:.1f} | {' '.join(f'{1e3 * r[key]:.1f}' for r in rounds)} |")
     overhead = med["lpfast"] / med["stages"] - 1
@@ -219,7 +228,8 @@ def write_report(args: argparse.Namespace, rounds: list[dict[str, float]]) -> di
               f"({100 * (med['lpfast_no_head'] / med['stages'] - 1):+.1f}% without local heads); "
               f"one device's backprop over it: {med['serial'] / med['lpfast']:.2f}x; in {m} micro-batches "
               f"{med['serial'] / med['lpfast_micro']:.2f}x ({med['serial_micro'] / med['lpfast_micro']:.2f}x over one device's "
-              f"backprop in the same micro-batches).", "",
+              f"backprop in the same micro-batches). The pipelined step (no λ) takes {100 * (med['lpfast_pipelined'] / med['stages'] - 1):+.1f}% "
+              f"over the ceiling's step: {med['serial'] / med['lpfast_pipelined']:.2f}x one device's backprop.", "",
               "Upper bounds on the speed-up over backprop on one device (no implementation of the method does better with this cut):", "",
               f"- parallel-phase epoch: **{limit['parallel_epoch']:.2f}x**",
               f"- serial-phase pipeline epoch ({m} micro-batches, (M+K-1)/M = {(m + k - 1) / m:.2f} of the micro-batched stage step): "
