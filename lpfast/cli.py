@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     _option(train, "aux", "auxiliary variables: per-sample store, a small network per cut predicting them from the image, or the "
             "previous stage's output one step earlier (pipelined: backprop with stage k's gradient K-1-k steps late)", choices=AUX_KINDS)
     _option(train, "predict_weights", "with --aux pipelined: run each stage's forward on the weights its late gradient will "
-            "be applied to, extrapolated along SGD's momentum", action=argparse.BooleanOptionalAction)
+            "be applied to, extrapolated along SGD's momentum (None: on with --aux pipelined)", action=argparse.BooleanOptionalAction)
     _option(train, "aux_depth", "conv layers of each auxiliary network", type=int)
     _option(train, "aux_width", "channels of each auxiliary network (none: the widest costing <= 10%% of the stage it feeds)", type=int)
     _option(train, "train_subset", "train on N training samples only, balanced over the classes (quick checks)", type=int)

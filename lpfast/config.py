@@ -55,7 +55,7 @@ class TrainConfig:
     of a batch from the previous stage's forward of it one step earlier (:mod:`lpfast.pipelined`):
     no store, augmented images; penalty method only, no local heads (``local_loss`` None means 3,
     or 0 with it). ``predict_weights`` runs a pipelined stage's forward on the weights its late
-    gradient will meet, extrapolated along SGD's momentum.
+    gradient will meet, extrapolated along SGD's momentum (None: on with --aux pipelined and momentum > 0).
     """
 
     model: str = "mnist_resnet"
@@ -106,7 +106,7 @@ class TrainConfig:
     aux: str = "store"
     aux_depth: int = 2
     aux_width: int | None = None
-    predict_weights: bool = False
+    predict_weights: bool | None = None
 
     RUN_LOCATION_FIELDS = ("device", "threads", "data_dir", "dist_timeout", "store_location", "checkpoint_every")
 
@@ -177,8 +177,11 @@ class TrainConfig:
                                         or self.wire_dtype is not None or self.store_ds_factor != 1 or self.parallel_flip):
             raise ValueError("--aux pipelined backpropagates the next stage's gradient exactly: use it with --method penalty and "
                              "without --local-loss, --restore-norms, --parallel-flip or DS filters")
-        if self.predict_weights and self.aux != "pipelined":
-            raise ValueError("--predict-weights acts on the late gradients of --aux pipelined: use the two together")
+        if self.predict_weights is None:
+            object.__setattr__(self, "predict_weights", self.aux == "pipelined" and self.momentum > 0)
+        if self.predict_weights and (self.aux != "pipelined" or self.momentum == 0):
+            raise ValueError("--predict-weights extrapolates the late gradients of --aux pipelined along SGD's momentum: "
+                             "use it with --aux pipelined and --momentum > 0")
         if self.aux_depth < 1 or (self.aux_width is not None and self.aux_width < 1):
             raise ValueError(f"aux_depth and aux_width must be >= 1, got {self.aux_depth} and {self.aux_width}")
         if self.method != "serial" and self.aux == "store" and self.augment and self.parallel_epochs is None:

@@ -107,7 +107,7 @@ class LayerParallel:
       the penalty method only, without local heads, wire filter or norm restoring. ``end_epoch``
       (or :meth:`drain`) finishes the batches in flight. ``predict_weights`` runs each stage's
       forward on the weights its late gradient will be applied to, extrapolated along SGD's
-      momentum (needs torch.optim.SGD with momentum).
+      momentum (needs torch.optim.SGD with momentum; None: on where the optimizer is that).
     - ``store_dtype``, ``store_location``: how λ and μ are kept (``"device"`` or ``"pinned"``).
     - ``memory_format``: layout of λ and μ rows and of what crosses a cut; the model's
       (``torch.channels_last`` for a channels-last model), so gathered batches, messages and the
@@ -157,7 +157,7 @@ class LayerParallel:
         store_filter: DsFilter | None = None,
         serial_schedule: str = "1f1b",
         restore_norms: bool = False,
-        predict_weights: bool = False,
+        predict_weights: bool | None = None,
         transport: Transport | None = None,
     ) -> None:
         if method not in METHODS:

@@ -21,7 +21,7 @@ parallel backpropagation, Huo et al. 2018): no per-sample store, the images may 
 
 A late gradient with momentum trains slower than a fresh one (on the CIFAR-10 proxy of
 bench/RESULTS.md, one step late for the first stage raised the train loss by 12% after 3 epochs).
-With ``predict_weights`` stage k's forward runs on the weights it is expected to have when the
+With ``predict_weights`` (the default where the optimizer is SGD with momentum) stage k's forward runs on the weights it is expected to have when the
 batch's gradient is applied, K-1-k steps on: θ - (K-1-k)·lr·v, v the SGD momentum buffer
 (SpecTrain, Chen et al. 2018; linear weight prediction, Kosson et al. 2020).
 
@@ -55,13 +55,13 @@ class PipelinedPhase:
     """The steps of this worker's stages; :meth:`step` takes one batch, :meth:`drain` finishes them."""
 
     def __init__(self, stages: Sequence[Stage], own: Sequence[int], optimizers: dict[int, torch.optim.Optimizer],
-                 cut_shapes: Sequence[tuple[int, ...]], transport: Transport, *, predict_weights: bool,
+                 cut_shapes: Sequence[tuple[int, ...]], transport: Transport, *, predict_weights: bool | None,
                  dtype: torch.dtype, device: torch.device, memory_format: torch.memory_format) -> None:
         self.stages, self.own, self.optimizers = stages, list(own), optimizers
-        self.predict_weights = predict_weights
-        if predict_weights and not all(isinstance(o, torch.optim.SGD) and all(g["momentum"] > 0 for g in o.param_groups)
-                                       for o in optimizers.values()):
+        with_momentum = all(isinstance(o, torch.optim.SGD) and all(g["momentum"] > 0 for g in o.param_groups) for o in optimizers.values())
+        if predict_weights and not with_momentum:
             raise ValueError("predict_weights extrapolates along SGD's momentum: it needs torch.optim.SGD with momentum > 0")
+        self.predict_weights = with_momentum if predict_weights is None else predict_weights
         self.cut_shapes, self.transport = cut_shapes, transport
         self.dtype, self.device, self.memory_format = dtype, device, memory_format
         self.num_stages = len(stages)

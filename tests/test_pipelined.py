@@ -47,7 +47,8 @@ def test_each_stage_takes_backprops_gradient_with_the_weights_of_its_forward(k):
     reference = copy.deepcopy(model)
     train, _ = small_data(n_train=60)
     batches = [(train.images[i:i + 12].double() / 255, train.labels[i:i + 12]) for i in range(0, 60, 12)]
-    lp = LayerParallel(model, optimizer=sgd, stages=k, dataset_size=60, input_shape=(1, 28, 28), aux="pipelined")
+    lp = LayerParallel(model, optimizer=sgd, stages=k, dataset_size=60, input_shape=(1, 28, 28), aux="pipelined",
+                       predict_weights=False)
     for b, (x, y) in enumerate(batches):
         losses = lp.step(x, y, torch.arange(12 * b, 12 * b + 12))
         assert bool(losses) == (b >= k - 1)  # the last stage trains once the pipeline is full
@@ -110,10 +111,11 @@ def test_run_resumed_from_a_mid_epoch_checkpoint_gives_the_uninterrupted_numbers
 
 def test_options_it_cannot_take_are_refused():
     def build(**options):
-        return LayerParallel(mnist_resnet(depth=4, width=4), optimizer=sgd, stages=2, dataset_size=8, input_shape=(1, 28, 28),
-                             aux="pipelined", **options)
+        return LayerParallel(mnist_resnet(depth=4, width=4), **{"optimizer": sgd, **options}, stages=2, dataset_size=8,
+                             input_shape=(1, 28, 28), aux="pipelined")
 
-    assert build().local_loss == 0.0
+    assert build().local_loss == 0.0 and build().pipelined.predict_weights  # SGD with momentum: weights predicted
+    assert not build(optimizer=torch.optim.Adam).pipelined.predict_weights
     for options in (dict(method="al"), dict(local_loss=1.0), dict(wire_filter=DsFilter(2)), dict(restore_norms=True)):
         with pytest.raises(ValueError, match="pipelined"):
             build(**options)
@@ -122,7 +124,8 @@ def test_options_it_cannot_take_are_refused():
     with pytest.raises(ValueError, match="pipelined"):
         TrainConfig(method="al", stages=2, aux="pipelined")
     config = TrainConfig(method="penalty", stages=2, aux="pipelined", dataset="cifar10", epochs=4, parallel_epochs=2)
-    assert config.local_loss == 0.0 and config.use_augmentation(0)  # the parallel phase trains on augmented images
+    assert config.local_loss == 0.0 and config.predict_weights and config.use_augmentation(0)  # augmented images in the parallel phase
+    assert not TrainConfig(method="penalty", stages=2, aux="pipelined", momentum=0.0).predict_weights
     assert TrainConfig(method="penalty", stages=2).local_loss == 3.0
 
 
