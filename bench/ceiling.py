@@ -275,7 +275,7 @@ def main() -> None:
         print(f"round {i + 1}/{args.rounds}: serial {1e3 * serial:.1f} ms ({1e3 * serial_micro:.1f} micro-batched), "
               f"stages {1e3 * staged['stages']:.1f} ms, micro-batched {1e3 * staged['micro']:.1f} ms, lpfast's parallel step "
               f"{1e3 * staged['lpfast']:.1f} ms ({1e3 * staged['lpfast_no_head']:.1f} without local heads, "
-              f"{1e3 * staged['lpfast_micro']:.1f} micro-batched)", flush=True)
+              f"{1e3 * staged['lpfast_micro']:.1f} micro-batched, {1e3 * staged['lpfast_pipelined']:.1f} pipelined)", flush=True)
         if profiles:
             write_profiles(args, profiles)
     write_report(args, rounds)

@@ -13,7 +13,7 @@ from lpfast.models import mnist_resnet
 from lpfast.parallel import LayerParallel
 from lpfast.stages import partition, split
 from lpfast.trainer import Trainer
-from test_parallel import run_workers, small_data
+from test_parallel import run_both_ways, small_data
 
 
 def sgd(params):
@@ -66,17 +66,7 @@ def test_each_stage_takes_backprops_gradient_with_the_weights_of_its_forward(k):
 
 def test_one_process_and_two_workers_agree_and_send_one_activation_each_way_per_batch(tmp_path):
     config = dict(method="penalty", aux="pipelined", stages=2, epochs=2, parallel_epochs=1, batch_size=32, threads=1)
-    workers = run_workers(tmp_path, config)
-    train, test = small_data()
-    single = Trainer(TrainConfig(**config), train_data=train, test_data=test, log=lambda s: None)
-    records = single.fit()
-    state = single.lp.state_dict()
-    for rank, worker in enumerate(workers):
-        for name, value in worker["state"]["stages"][rank].items():
-            torch.testing.assert_close(value, state["stages"][rank][name], rtol=1e-6, atol=1e-7, msg=name)
-        for mine, theirs in zip(records, worker["records"]):
-            assert mine["test_acc"] == pytest.approx(theirs["test_acc"])
-            assert mine["bytes_forward"] == theirs["bytes_forward"] and mine["bytes_backward"] == theirs["bytes_backward"]
+    records, _, _ = run_both_ways(tmp_path, config)
     # 6 batches of 32 samples × 16×14×14 float32 each way; no per-sample store; no violation to report.
     assert records[0]["bytes_forward"] == records[0]["bytes_backward"] == [6 * 32 * 16 * 14 * 14 * 4]
     assert records[0]["aux_bytes"] == [0] and records[0]["violation"] is None and records[0]["phase"] == "parallel"
