@@ -130,7 +130,9 @@ def stage_worker(args: argparse.Namespace) -> None:
     for name, local_loss, micro_batches in (("lpfast", 3.0, 1), ("lpfast_no_head", 0.0, 1), ("lpfast_micro", 3.0, args.micro_batches)):
         result[name] = time_steps(parallel_step(args, local_loss, micro_batches), args, dist.barrier)
     dist.barrier()
-    result["lpfast_pipelined"] = time_steps(parallel_step(args, 0.0, pipelined=True), args)
+    step = parallel_step(args, 0.0, pipelined=True)
+    result["lpfast_pipelined"] = time_steps(step, args)
+    step.lp.drain()
     dist.barrier()
     if args.profile:
         Path(f"{args.worker_out}.rank{rank}.txt").write_text(profile(parallel_step(args, 3.0), args))
@@ -160,7 +162,9 @@ def parallel_step(args: argparse.Namespace, local_loss: float, micro_batches: in
     idx = torch.arange(x.shape[0])
     if not pipelined:
         lp.initialise([(x, idx)])
-    return lambda: lp.step(x, y, idx, micro_batches=micro_batches)
+    step = lambda: lp.step(x, y, idx, micro_batches=micro_batches)  # noqa: E731
+    step.lp = lp
+    return step
 
 
 def profile(step, args: argparse.Namespace) -> str:
