@@ -41,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -128,14 +129,14 @@ def stage_worker(args: argparse.Namespace) -> None:
 
         result[name] = time_steps(step, args, dist.barrier)
     for name, local_loss, micro_batches in (("lpfast", 3.0, 1), ("lpfast_no_head", 0.0, 1), ("lpfast_micro", 3.0, args.micro_batches)):
-        result[name] = time_steps(parallel_step(args, local_loss, micro_batches), args, dist.barrier)
+        result[name] = time_steps(parallel_step(args, local_loss, micro_batches)[1], args, dist.barrier)
     dist.barrier()
-    step = parallel_step(args, 0.0, pipelined=True)
+    lp, step = parallel_step(args, 0.0, pipelined=True)
     result["lpfast_pipelined"] = time_steps(step, args)
-    step.lp.drain()
+    lp.drain()  # batches in flight finish before the barrier: after 18 undrained steps gloo's barrier hung
     dist.barrier()
     if args.profile:
-        Path(f"{args.worker_out}.rank{rank}.txt").write_text(profile(parallel_step(args, 3.0), args))
+        Path(f"{args.worker_out}.rank{rank}.txt").write_text(profile(parallel_step(args, 3.0)[1], args))
     if rank == 0:
         Path(args.worker_out).write_text(json.dumps(result))
     dist.destroy_process_group()
@@ -151,9 +152,11 @@ def cut(args: argparse.Namespace) -> int | list[int]:
     return [int(b) for b in args.stage_blocks.split(",")] if args.stage_blocks else args.workers
 
 
-def parallel_step(args: argparse.Namespace, local_loss: float, micro_batches: int = 1, pipelined: bool = False):
+def parallel_step(args: argparse.Namespace, local_loss: float, micro_batches: int = 1,
+                  pipelined: bool = False) -> tuple[LayerParallel, Callable[[], object]]:
     """lpfast's parallel step on this worker's stage of the same cut and batch, the batch's λ filled
-    by its own forward pass (none with ``pipelined``): the ceiling's step plus everything the method adds."""
+    by its own forward pass (none with ``pipelined``): the ceiling's step plus everything the method
+    adds. Returns the LayerParallel and the step."""
     model, x, y = real_batch(args)
     extra = dict(aux="pipelined", predict_weights=True) if pipelined else {}
     lp = LayerParallel(model, optimizer=sgd, stages=cut(args), dataset_size=x.shape[0], input_shape=tuple(x.shape[1:]),
@@ -162,9 +165,7 @@ def parallel_step(args: argparse.Namespace, local_loss: float, micro_batches: in
     idx = torch.arange(x.shape[0])
     if not pipelined:
         lp.initialise([(x, idx)])
-    step = lambda: lp.step(x, y, idx, micro_batches=micro_batches)  # noqa: E731
-    step.lp = lp
-    return step
+    return lp, lambda: lp.step(x, y, idx, micro_batches=micro_batches)
 
 
 def profile(step, args: argparse.Namespace) -> str:
