@@ -433,7 +433,8 @@ def real_budgets(folder: Path, groups: dict, plot_dir: Path) -> list[str]:
         budget_epochs, dataset = first["epoch_budget"], first["dataset"]
         by_kind = {row_kind(r): r for r in records}
         base = by_kind.get("serial-K") or backprop.get((first["model"], dataset, budget_epochs))
-        lines += [f"### {first['model']} on {dataset}, {budget(first)}", "",
+        tag = path.stem.removeprefix(f"real-{first['model']}-{dataset}").lstrip("-")
+        lines += [f"### {first['model']} on {dataset}, {budget(first)}{f' ({tag})' if tag else ''}", "",
                   f"Invocation {first['invocation']} (commit `{(first['git_commit'] or 'unknown')[:10]}`); table "
                   f"`bench/results/{path.name.replace('.json', '.md')}`.", "",
                   "| row | epochs | test acc (%) | Δ vs backprop at that epoch | acc after the parallel phase | last parallel-epoch violation | final train loss |",
@@ -483,7 +484,7 @@ def real_budgets(folder: Path, groups: dict, plot_dir: Path) -> list[str]:
         ax.set_ylabel("test accuracy (%)")
         ax.set_title(f"{first['model']} on {dataset}: real budget")
         ax.legend(fontsize=6)
-        plot = _save(fig, plot_dir / f"real-{first['model']}-{dataset}-accuracy.png")
+        plot = _save(fig, plot_dir / f"{path.stem}-accuracy.png")
         lines += [f"![real budget](plots/{plot})", ""]
     return lines
 
