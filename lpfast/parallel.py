@@ -433,7 +433,9 @@ class LayerParallel:
     def drain(self) -> None:
         """With ``aux="pipelined"``: steps on without new batches until every stage has trained on
         every batch it was given (the pipeline fills again with the next :meth:`step`).
-        :meth:`end_epoch` calls it; call it before :meth:`state_dict` within an epoch."""
+        :meth:`end_epoch` calls it; call it before :meth:`state_dict` within an epoch, and before a
+        ``torch.distributed`` barrier of your own: a worker keeps its next input's receive posted
+        between steps, and gloo's barrier after undrained steps was seen to hang."""
         if self.pipelined is not None:
             self.pipelined.drain(self._stage_time, self._loss_sum)
 

@@ -115,7 +115,7 @@ class PipelinedPhase:
                 stage_time[s] += time.perf_counter() - start
         self.transport.flush()
         self._calls += 1
-        if self._calls >= len(self._sizes) + last:  # the last batch has left the first stage
+        if self._calls >= len(self._sizes) + last:  # every stage has backpropagated the last batch
             self._reset()
         return losses
 
