@@ -62,8 +62,6 @@ class PipelinedPhase:
         if predict_weights and not with_momentum:
             raise ValueError("predict_weights extrapolates along SGD's momentum: it needs torch.optim.SGD with momentum > 0")
         self.predict_weights = with_momentum if predict_weights is None else predict_weights
-        # Each parameter's group (its learning rate changes with the schedule, the group does not).
-        self._group_of = {id(p): group for o in optimizers.values() for group in o.param_groups for p in group["params"]}
         self.cut_shapes, self.transport = cut_shapes, transport
         self.dtype, self.device, self.memory_format = dtype, device, memory_format
         self.num_stages = len(stages)
@@ -139,11 +137,13 @@ class PipelinedPhase:
         weights = {name: p.detach().clone() for name, p in stage.named_parameters()}
         if self.predict_weights:
             late = self.num_stages - 1 - s
-            state = self.optimizers[s].state
+            optimizer = self.optimizers[s]
+            # Looked up here, not cached: Optimizer.load_state_dict (a resume) replaces the groups.
+            group_of = {id(p): group for group in optimizer.param_groups for p in group["params"]}
             for name, p in stage.named_parameters():
-                velocity = state.get(p, {}).get("momentum_buffer")
+                velocity = optimizer.state.get(p, {}).get("momentum_buffer")
                 if velocity is not None:
-                    weights[name].add_(velocity, alpha=-late * self._group_of[id(p)]["lr"])
+                    weights[name].add_(velocity, alpha=-late * group_of[id(p)]["lr"])
         weights = {name: w.requires_grad_() for name, w in weights.items()}
         if s > 0:
             inp = inp.detach().requires_grad_()
