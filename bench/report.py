@@ -395,20 +395,55 @@ def planner_check(key: tuple[str, str, str], records: list[dict], folder: Path) 
 TARGETS = {"cifar10": 0.3, "cifar100": 0.5}  # issue 18: points under backprop allowed at >= half the epochs parallel
 
 
-def share_speedup(groups: dict, model: str, dataset: str):
+def share_speedup(groups: dict, model: str, dataset: str, parallel_row: str):
     """Speed-up over one device of a run with a parallel share s, from the latest ``devices``
-    invocation's measured per-epoch speed-ups: ρ_par of the parallel phase alone and ρ_ser of the
-    1F1B pipeline (the serial phase): 1 / (s/ρ_par + (1-s)/ρ_ser). None without such an invocation."""
+    invocation's measured per-epoch speed-ups: ρ_par of the parallel phase alone (the row
+    ``parallel_row``, all epochs parallel) and ρ_ser of the 1F1B pipeline (the serial phase):
+    1 / (s/ρ_par + (1-s)/ρ_ser). None without such an invocation."""
     records = groups.get(("devices", model, dataset))
     if not records:
         return None
     kinds = {row_kind(r): r for r in records}
-    if not {"serial-1", "penalty+share1", "1f1b"} <= kinds.keys():
+    if not {"serial-1", parallel_row, "1f1b"} <= kinds.keys():
         return None
     base = kinds["serial-1"]["median_epoch_time_s"]
-    rho_par = base / phase_median(kinds["penalty+share1"], "parallel")
+    rho_par = base / phase_median(kinds[parallel_row], "parallel")
     rho_ser = base / kinds["1f1b"]["median_epoch_time_s"]
     return lambda share: 1.0 / (share / rho_par + (1.0 - share) / rho_ser)
+
+
+# The share curves: penalty rows of one kind of λ at several parallel shares, and the devices row
+# whose parallel phase gives their speed-ups.
+SHARE_CURVES = {"store": ("stored λ", "penalty+share1"), "pipelined": ("pipelined λ", "penalty+pipe+share1")}
+
+
+def share_curves(loaded: list, groups: dict) -> list[str]:
+    """Accuracy against the parallel share, per model, data set, budget and kind of λ, gathered from
+    every table of the campaign (a share may run in an invocation of its own), with each share's
+    speed-up over one device."""
+    finished = [r for _, records in loaded for r in records if len(r["test_acc"]) == r["epoch_budget"]]
+    backprop = {(r["model"], r["dataset"], r["epoch_budget"]): r for r in finished if row_kind(r) == "serial-K"}
+    curves: dict = {}
+    for r in finished:
+        aux, kind = r["config"].get("aux", "store"), row_kind(r)
+        if r["config"]["method"] == "penalty" and aux in SHARE_CURVES and "+ds" not in kind and "+seed" not in kind:
+            curves.setdefault((r["model"], r["dataset"], r["epoch_budget"], aux), []).append(r)
+    lines = []
+    for (model, dataset, epochs, aux), rows in sorted(curves.items()):
+        ref = backprop.get((model, dataset, epochs))
+        if ref is None:
+            continue
+        what, parallel_row = SHARE_CURVES[aux]
+        speedup = share_speedup(groups, model, dataset, parallel_row)
+        lines += [f"### Accuracy against the parallel share: {model} on {dataset}, {epochs} epochs, {what}", "",
+                  f"Speed-ups over one device from the `devices` invocation's rows `serial-1`, `{parallel_row}` and `1f1b`"
+                  + ("" if speedup is not None else " (not measured yet)") + ".", "",
+                  "| parallel share | row | final test acc (%) | Δ vs backprop | speed-up over one device |", "|---|---|---|---|---|"]
+        for share, r in sorted(((r["config"]["parallel_epochs"] / epochs, r) for r in rows), key=lambda item: item[0]):
+            lines.append(f"| {share:.2f} | {row_kind(r)} | {r['final_test_acc']:.2f} | {r['final_test_acc'] - ref['final_test_acc']:+.2f} | "
+                         f"{'' if speedup is None else f'{speedup(share):.2f}×'} |")
+        lines.append("")
+    return lines
 
 
 def real_budgets(folder: Path, groups: dict, plot_dir: Path) -> list[str]:
@@ -466,17 +501,6 @@ def real_budgets(folder: Path, groups: dict, plot_dir: Path) -> list[str]:
                 lines += ["Against the targets (points under backprop's final accuracy): "
                           + "; ".join(f"{kind} {delta:+.2f} ({'met' if -delta <= allowed[kind] else 'not met'}: allowed {allowed[kind]:.1f})"
                                       for kind, delta in checks) + ".", ""]
-        speedup = share_speedup(groups, first["model"], dataset)
-        shares = sorted((r["config"]["parallel_epochs"] / budget_epochs, kind) for kind, r in finished.items()
-                        if r["config"]["method"] != "serial" and r["config"].get("aux", "store") == "store" and not kind.endswith("+ds"))
-        if shares and "serial-K" in finished:
-            ref = finished["serial-K"]["final_test_acc"]
-            lines += ["| parallel share | row | final test acc (%) | Δ vs backprop | speed-up over one device |", "|---|---|---|---|---|"]
-            for share, kind in shares:
-                r = finished[kind]
-                lines.append(f"| {share:.2f} | {r['name']} | {r['final_test_acc']:.2f} | {r['final_test_acc'] - ref:+.2f} | "
-                             f"{'' if speedup is None else f'{speedup(share):.2f}×'} |")
-            lines.append("")
         fig, ax = plt.subplots(figsize=(6, 4))
         for r in records:
             ax.plot(range(1, len(r["test_acc"]) + 1), r["test_acc"], marker=".", label=r["name"])
@@ -486,7 +510,7 @@ def real_budgets(folder: Path, groups: dict, plot_dir: Path) -> list[str]:
         ax.legend(fontsize=6)
         plot = _save(fig, plot_dir / f"{path.stem}-accuracy.png")
         lines += [f"![real budget](plots/{plot})", ""]
-    return lines
+    return lines + share_curves(loaded, groups)
 
 
 def narrative(folder: Path) -> list[str]:

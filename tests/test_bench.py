@@ -96,33 +96,41 @@ def test_report_summary_and_rerun_rows(smoke_records, tmp_path):
 def test_report_real_budgets_section(smoke_records, tmp_path):
     """The campaign's table gives each row's accuracy against backprop's at the same epoch, backprop's
     seed spread, the targets, and the share curve with speed-ups from the devices invocation."""
-    def row(kind, accuracies, parallel=0, name=None):
+    def row(kind, accuracies, parallel=0, name=None, aux="store"):
         epochs = len(accuracies)
         return {"name": name or kind, "kind": kind, "model": "resnet20", "dataset": "cifar10", "epoch_budget": 4, "invocation": "1",
                 "git_commit": "abc", "config": {"train_subset": None, "parallel_epochs": parallel or None,
-                                                "method": "penalty" if parallel else "serial", "aux": "store"},
+                                                "method": "penalty" if parallel else "serial", "aux": aux},
                 "test_acc": accuracies, "final_test_acc": accuracies[-1], "phase": ["parallel"] * parallel + ["serial"] * (epochs - parallel),
                 "violation": [[0.1]] * parallel + [None] * (epochs - parallel), "epochs": [{"train_loss": 0.5}] * epochs}
     table = [row("serial-K", [50, 70, 80, 90.0]), row("serial-K+seed1", [50, 70, 80, 89.8]), row("penalty", [40, 60, 85, 89.5], 2),
              row("penalty+share0.25", [50, 70, 80, 89.9], 1), row("al", [40, 60, 80], 2)]
     (tmp_path / "real-resnet20-cifar10.json").write_text(json.dumps({"benchmark": "real", "records": table}))
     # An invocation beside it (--tag) without backprop rows of its own is set against the campaign's backprop.
-    beside = [row("penalty+pipe", [52, 71, 81, 89.8], 2, name="pipelined")]
+    beside = [row("penalty+pipe", [52, 71, 81, 89.8], 2, name="pipelined", aux="pipelined")]
     (tmp_path / "real-resnet20-cifar10-pipelined.json").write_text(json.dumps({"benchmark": "real", "records": beside}))
+    # ... and a share of the same λ in a third invocation joins its share curve.
+    shares = [row("penalty+pipe+share0.75", [52, 71, 81, 89.6], 3, aux="pipelined")]
+    (tmp_path / "real-resnet20-cifar10-pipelined-shares.json").write_text(json.dumps({"benchmark": "real", "records": shares}))
     devices = [{**r, "benchmark": "devices", "model": "resnet20", "dataset": "cifar10",
                 "kind": "penalty+share1" if r["kind"] == "penalty" else r["kind"]} for r in smoke_records]
     text = make_report(devices, tmp_path).split("## Real budgets")[1].split("\n## ")[0]
     assert "| penalty | 4/4 | 89.50 | -0.50 | 60.00% (epoch 2) | 0.100 | 0.500 |" in text
     assert "| al | 3/4 | 80.00 | +0.00 |" in text  # under way: against backprop's third epoch
     assert "0.20 points" in text and "penalty -0.50 (not met: allowed 0.3)" in text and "penalty+share0.25 -0.10 (met" not in text
-    pipelined = make_report(devices, tmp_path).split("## Real budgets")[1].split("\n## ")[0].split("-pipelined.md")[1]
+    pipelined = text.split("-pipelined.md")[1]
     assert "| pipelined | 4/4 | 89.80 | -0.20 |" in pipelined and "penalty+pipe -0.20 (met: allowed 0.3)" in pipelined
     by_kind = {r["kind"]: r for r in devices}
     base = by_kind["serial-1"]["median_epoch_time_s"]
     rho_par = base / statistics.median(by_kind["penalty+share1"]["epoch_time_s"])
     rho_ser = base / by_kind["1f1b"]["median_epoch_time_s"]
-    assert f"| 0.25 | penalty+share0.25 | 89.90 | -0.10 | {1 / (0.25 / rho_par + 0.75 / rho_ser):.2f}× |" in text
-    assert f"| 0.50 | penalty | 89.50 | -0.50 | {1 / (0.5 / rho_par + 0.5 / rho_ser):.2f}× |" in text
+    stored = text.split("4 epochs, stored λ")[1].split("\n### ")[0]
+    assert f"| 0.25 | penalty+share0.25 | 89.90 | -0.10 | {1 / (0.25 / rho_par + 0.75 / rho_ser):.2f}× |" in stored
+    assert f"| 0.50 | penalty | 89.50 | -0.50 | {1 / (0.5 / rho_par + 0.5 / rho_ser):.2f}× |" in stored
+    # No devices row runs pipelined λ in every epoch here: that curve has no speed-ups.
+    curve = text.split("4 epochs, pipelined λ")[1].split("\n### ")[0]
+    assert "`penalty+pipe+share1` and `1f1b` (not measured yet)" in curve
+    assert "| 0.50 | penalty+pipe | 89.80 | -0.20 |  |" in curve and "| 0.75 | penalty+pipe+share0.75 | 89.60 | -0.40 |  |" in curve
     assert (tmp_path / "plots" / "real-resnet20-cifar10-accuracy.png").stat().st_size > 1000
 
 
