@@ -379,7 +379,8 @@ def planner_check(key: tuple[str, str, str], records: list[dict], folder: Path) 
             what = "epoch"
         else:
             share = sum(phase == "parallel" for phase in r["phase"]) / len(r["phase"])
-            predicted = p["serial_step_s"] / (share * p["parallel_step_s"] + (1 - share) * p["pipeline_step_s"])
+            parallel = p["pipelined_step_s"] if r["config"].get("aux") == "pipelined" else p["parallel_step_s"]
+            predicted = p["serial_step_s"] / (share * parallel + (1 - share) * p["pipeline_step_s"])
             if share == 1:
                 what, measured = "parallel epoch", base["median_epoch_time_s"] / phase_median(r, "parallel")
             else:

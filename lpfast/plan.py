@@ -10,7 +10,9 @@ predicts for each K from the cost model of ALGORITHM.md §8:
   FLOPs) where that is another:
 - a parallel-phase step: the slowest stage's compute plus its cuts' work, or the time its messages
   take on the link where that is longer (messages overlap compute; a link is full duplex, and a
-  middle stage's two neighbours share its link);
+  middle stage's two neighbours share its link); with pipelined λ (``--aux pipelined``) the same
+  without the cuts' work, which that phase does not do (the same messages: an output forward, an
+  input gradient back);
 - a serial-phase step (pipeline of M micro-batches): (M + K - 1)/M of the slowest stage's
   compute plus 2(K - 1) micro-batch messages on the critical path;
 - DDP on K devices: a K-th of the compute, the gradient all-reduce (2(K-1)/K of the parameters'
@@ -155,9 +157,11 @@ class Prediction:
     default: bool
     serial_step_s: float
     parallel_step_s: float
+    pipelined_step_s: float
     pipeline_step_s: float
     ddp_step_s: float
     parallel_speedup: float
+    pipelined_speedup: float
     pipeline_speedup: float
     ddp_speedup: float
     sph_speedup: float
@@ -194,6 +198,7 @@ def predict(costs: PartCosts, k: int, *, cut: Sequence[int] | None = None, defau
             for s in range(k)]
     messages = [sum(seconds(crossing[c]) for c in (s - 1, s) if 0 <= c < k - 1) for s in range(k)]
     parallel = max(max(w, m) for w, m in zip(work, messages))
+    pipelined = max(max(c, m) for c, m in zip(compute, messages))
     micro = max(compute) / micro_batches
     pipeline = (micro_batches + k - 1) * micro + 2 * (k - 1) * seconds(max(crossing, default=0) / micro_batches)
     allreduce = int(2 * (k - 1) / k * costs.parameter_bytes)
@@ -204,8 +209,9 @@ def predict(costs: PartCosts, k: int, *, cut: Sequence[int] | None = None, defau
     aux = [0] + [per_store[c] * (2 if method == "al" else 1) for c in range(k - 1)]
     return Prediction(
         stages=k, cut=chosen, fastest=chosen == fastest, default=default_cut is not None and chosen == list(default_cut),
-        serial_step_s=serial, parallel_step_s=parallel,
-        pipeline_step_s=pipeline, ddp_step_s=ddp, parallel_speedup=serial / parallel, pipeline_speedup=serial / pipeline,
+        serial_step_s=serial, parallel_step_s=parallel, pipelined_step_s=pipelined,
+        pipeline_step_s=pipeline, ddp_step_s=ddp, parallel_speedup=serial / parallel, pipelined_speedup=serial / pipelined,
+        pipeline_speedup=serial / pipeline,
         ddp_speedup=serial / ddp, sph_speedup=sph, bytes_per_step=2 * sum(crossing),
         bytes_per_step_ds=2 * sum(costs.batch_size * d // 4 * 2 for d in cut_elements),
         ddp_allreduce_bytes=allreduce, aux_bytes_per_stage=aux,
@@ -260,12 +266,12 @@ def as_table(costs: PartCosts, predictions: Sequence[Prediction], *, link: str |
              "each block, before / after the cut (ms): " + ", ".join(f"{1e3 * a:.1f}/{1e3 * b:.1f}" for a, b in zip(costs.cut_regress_s, costs.cut_lambda_s))
              + "; "
              f"link {link or 'none (messages free)'}.", "",
-             f"| K | cut (blocks per stage) | parallel epoch | pipeline epoch | DDP epoch | SPH run ({parallel_share:.2f} parallel) "
+             f"| K | cut (blocks per stage) | parallel epoch | the same, pipelined λ | pipeline epoch | DDP epoch | SPH run ({parallel_share:.2f} parallel) "
              "| bytes/step | with DS | DDP all-reduce/step | λ memory per stage |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for p in predictions:
         lines.append(
-            f"| {p.stages} | {_cut_label(p)} | {p.parallel_speedup:.2f}x | "
+            f"| {p.stages} | {_cut_label(p)} | {p.parallel_speedup:.2f}x | {p.pipelined_speedup:.2f}x | "
             f"{p.pipeline_speedup:.2f}x | {p.ddp_speedup:.2f}x | {p.sph_speedup:.2f}x | {p.bytes_per_step / 1e6:.2f} MB | "
             f"{p.bytes_per_step_ds / 1e6:.2f} MB | {p.ddp_allreduce_bytes / 1e6:.2f} MB | "
             + ", ".join(f"{b / 1e9:.2f} GB" for b in p.aux_bytes_per_stage) + " |")

@@ -28,6 +28,10 @@ def test_predictions_follow_the_cost_model():
     # The method's work moves the best cut: with 5 s of work before the cut after block 2 and 1 s
     # before the one after block 3, the slowest stage of 2+2 takes 11 s, of 3+1 10 s, of 1+3 9 s.
     assert predict(synthetic(regress=(0.0, 5.0, 1.0)), 2, link=None).cut == [1, 3]
+    # Pipelined λ does no work at the cut: its step on 1+3 is the 9 s stage alone, without the 2 s of
+    # λ work the second stage does after the first block's cut.
+    p = predict(synthetic(regress=(0.0, 5.0, 1.0), own=(2.0, 0.0, 0.0)), 2, cut=[1, 3], link=None)
+    assert p.parallel_step_s == 11.0 and p.pipelined_step_s == 9.0 and p.pipelined_speedup == pytest.approx(12 / 9)
 
 
 def test_a_slow_link_bounds_the_step_and_ds_shrinks_its_bytes():
