@@ -158,7 +158,7 @@ def parallel_step(args: argparse.Namespace, local_loss: float, micro_batches: in
     by its own forward pass (none with ``pipelined``): the ceiling's step plus everything the method
     adds. Returns the LayerParallel and the step."""
     model, x, y = real_batch(args)
-    extra = dict(aux="pipelined", predict_weights=True) if pipelined else {}
+    extra = dict(aux="pipelined", predict_weights=True) if pipelined else dict(aux="store")
     lp = LayerParallel(model, optimizer=sgd, stages=cut(args), dataset_size=x.shape[0], input_shape=tuple(x.shape[1:]),
                        local_loss=local_loss, memory_format=torch.channels_last, transport=DistTransport(datetime.timedelta(seconds=600)),
                        **extra)

@@ -143,7 +143,8 @@ def row(kind: str, workers: int, parallel_epochs: int | None, micro_batches: int
                                           ["--method", "penalty", "--stages", str(workers), "--parallel-epochs", "0",
                                            "--micro-batches", str(micro_batches), "--serial-schedule", base], workers, 1)
     elif base in ("penalty", "al"):
-        options = ["--method", base, "--stages", str(workers)]
+        # Stored λ unless a modifier says otherwise (pipe, net): the rows keep their meaning whatever lpfast train's default.
+        options = ["--method", base, "--stages", str(workers), "--aux", "store"]
         name, procs, threads = f"{base}{'+SPH' if parallel_epochs is not None else ''} K={workers}", workers, 1
         if parallel_epochs is not None:
             options += ["--parallel-epochs", str(parallel_epochs), "--micro-batches", str(micro_batches)]

@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     _option(train, "wire_dtype", "dtype on the wire in the parallel phase (default none: the compute dtype)", choices=tuple(WIRE_DTYPES))
     _option(train, "ds_mode", "how the receiver up-samples", choices=DS_MODES)
     _option(train, "store_ds_factor", "keep λ and μ down-sampled by this factor", type=int)
-    _option(train, "aux", "auxiliary variables: per-sample store, a small network per cut predicting them from the image, or the "
+    _option(train, "aux", "auxiliary variables (None: pipelined with --method penalty, store with al): per-sample store, a small network per cut predicting them from the image, or the "
             "previous stage's output one step earlier (pipelined: backprop with stage k's gradient K-1-k steps late)", choices=AUX_KINDS)
     _option(train, "predict_weights", "with --aux pipelined: run each stage's forward on the weights its late gradient will "
             "be applied to, extrapolated along SGD's momentum (None: on with --aux pipelined)", action=argparse.BooleanOptionalAction)

@@ -7,7 +7,7 @@ from lpfast.auxvars import STORE_DTYPES, STORE_LOCATIONS
 from lpfast.datasets import DATASET_NAMES
 from lpfast.filters import WIRE_DTYPES, DsFilter
 from lpfast.models import TORCHVISION_PREFIX, TORCHVISION_RESNETS, build_model
-from lpfast.parallel import AUX_KINDS, DEFAULT_LOCAL_LOSS, METHODS as PARALLEL_METHODS
+from lpfast.parallel import AUX_KINDS, DEFAULT_LOCAL_LOSS, METHODS as PARALLEL_METHODS, default_aux
 from lpfast.serial import SCHEDULES as SERIAL_SCHEDULES
 
 SCHEDULES = ("cosine", "step")
@@ -49,7 +49,8 @@ class TrainConfig:
     ``checkpoint_every`` N also checkpoints every N steps within an epoch (None: after each epoch
     only); a run resumed from one gives the numbers of an uninterrupted run.
     ``train_subset`` N trains on N training samples only, balanced over the classes (quick checks).
-    ``aux`` ``net`` replaces the per-sample λ/μ store by a small network per cut (``aux_depth``
+    ``aux`` None means ``pipelined`` with the penalty method, ``store`` otherwise
+    (:func:`lpfast.parallel.default_aux`); ``store`` keeps λ (and μ) per training sample. ``aux`` ``net`` replaces the per-sample λ/μ store by a small network per cut (``aux_depth``
     layers of ``aux_width`` channels; None: the widest costing at most 10% of the stage it
     feeds), which also lets augmentation run in the parallel phase. ``aux`` ``pipelined`` takes λ
     of a batch from the previous stage's forward of it one step earlier (:mod:`lpfast.pipelined`):
@@ -103,7 +104,7 @@ class TrainConfig:
     ds_mode: str = "nearest"
     store_ds_factor: int = 1
     train_subset: int | None = None
-    aux: str = "store"
+    aux: str | None = None
     aux_depth: int = 2
     aux_width: int | None = None
     predict_weights: bool | None = None
@@ -165,6 +166,8 @@ class TrainConfig:
                                  f"and the serial ones after them ({serial}), which must be at least one")
         if self.restore_norms and self.parallel_epochs is None:
             raise ValueError("--restore-norms acts when a parallel phase ends: it needs --parallel-epochs P (serial epochs after it)")
+        if self.aux is None:
+            object.__setattr__(self, "aux", default_aux(self.method))
         if self.aux not in AUX_KINDS:
             raise ValueError(f"aux must be one of {', '.join(AUX_KINDS)}, got {self.aux!r}")
         if self.aux == "net" and self.method == "serial":
@@ -175,8 +178,9 @@ class TrainConfig:
             object.__setattr__(self, "local_loss", 0.0 if self.aux == "pipelined" else DEFAULT_LOCAL_LOSS)
         if self.aux == "pipelined" and (self.method != "penalty" or self.local_loss or self.restore_norms or self.ds_factor != 1
                                         or self.wire_dtype is not None or self.store_ds_factor != 1 or self.parallel_flip):
-            raise ValueError("--aux pipelined backpropagates the next stage's gradient exactly: use it with --method penalty and "
-                             "without --local-loss, --restore-norms, --parallel-flip or DS filters")
+            raise ValueError("--aux pipelined (the penalty method's default) backpropagates the next stage's gradient exactly: use "
+                             "it with --method penalty and without --local-loss, --restore-norms, --parallel-flip or DS filters; "
+                             "add --aux store for stored λ, which takes them")
         if self.predict_weights is None:
             object.__setattr__(self, "predict_weights", self.aux == "pipelined" and self.momentum > 0)
         if self.predict_weights and (self.aux != "pipelined" or self.momentum == 0):

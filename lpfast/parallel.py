@@ -48,6 +48,13 @@ AUX_KINDS = ("store", "net", "pipelined")
 DEFAULT_LOCAL_LOSS = 3.0
 
 
+def default_aux(method: str) -> str:
+    """The auxiliary variables of ``aux=None``: pipelined λ for the penalty method (at full CIFAR-10,
+    30 epochs, half parallel, 0.1 point under backprop where stored λ ended 1.6 under it:
+    bench/RESULTS.md, real budgets), the per-sample store for AL, whose multipliers live there."""
+    return "pipelined" if method == "penalty" else "store"
+
+
 @contextmanager
 def _batch_stats_without_tracking(modules: Iterable[nn.Module]):
     """Train-mode batch norm (batch statistics) that leaves the running statistics untouched."""
@@ -74,6 +81,8 @@ class LayerParallel:
     (:mod:`lpfast.describe`); the stages share its modules, so it is trained in place.
 
     >>> lp = LayerParallel(model, optimizer=lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9),
+    ...                    stages=4, input_shape=(3, 32, 32))  # penalty method, pipelined λ
+    >>> lp = LayerParallel(model, optimizer=lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9),
     ...                    stages=4, method="al", dataset_size=len(train_set), input_shape=(3, 32, 32))
     >>> lp.initialise(batches_of_images_and_indices)     # one serial forward fills λ
     >>> for x, y, idx in loader: stats = lp.step(x, y, idx)
@@ -95,7 +104,8 @@ class LayerParallel:
       optimizer) and its θ-step minimises penalty + α·CE(head_k(φ_k), y): a task signal of its own
       in the parallel phase, where the penalty gives it about 1/D of backprop's. λ's step stays on
       the constraint objective (the head's term does not reach the stage's input gradient).
-    - ``aux``: ``"store"`` keeps λ (and μ) per training sample; ``"net"`` predicts them from the
+    - ``aux``: None (default) is ``"pipelined"`` with the penalty method and ``"store"`` with AL
+      (:func:`default_aux`). ``"store"`` keeps λ (and μ) per training sample; ``"net"`` predicts them from the
       (augmented) image with a small network per cut (ALGORITHM.md §7, :mod:`lpfast.auxnet`): no
       per-sample memory, and augmentation works in the parallel phase. ``aux_depth`` and
       ``aux_width`` shape that network; without a width, the widest whose forward costs at most
@@ -137,7 +147,7 @@ class LayerParallel:
         optimizer: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer],
         stages: int | Sequence[int],
         method: str = "penalty",
-        dataset_size: int,
+        dataset_size: int | None = None,
         input_shape: Sequence[int],
         beta0: float = 2.0,
         beta_growth: float = 2.0,
@@ -148,7 +158,7 @@ class LayerParallel:
         local_loss: float | None = None,
         store_dtype: torch.dtype = torch.float32,
         store_location: str = "device",
-        aux: str = "store",
+        aux: str | None = None,
         aux_depth: int = 2,
         aux_width: int | None = None,
         aux_budget: float = 0.1,
@@ -160,8 +170,6 @@ class LayerParallel:
         predict_weights: bool | None = None,
         transport: Transport | None = None,
     ) -> None:
-        if method not in METHODS:
-            raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
         if beta0 <= 0 or beta_max < beta0:
             raise ValueError(f"need 0 < beta0 <= beta_max, got beta0={beta0}, beta_max={beta_max}")
         if beta_growth < 1:
@@ -172,6 +180,9 @@ class LayerParallel:
             raise ValueError(f"regression_lr_scale must be > 0, got {regression_lr_scale}")
         if mu_every < 1:
             raise ValueError(f"mu_every must be >= 1, got {mu_every}")
+        if method not in METHODS:
+            raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
+        aux = default_aux(method) if aux is None else aux
         pipelined = aux == "pipelined"
         if local_loss is None:
             local_loss = 0.0 if pipelined else DEFAULT_LOCAL_LOSS
@@ -181,7 +192,9 @@ class LayerParallel:
             raise ValueError(f"serial_schedule must be one of {', '.join(SCHEDULES)}, got {serial_schedule!r}")
         if store_location not in STORE_LOCATIONS:
             raise ValueError(f"store_location must be one of {', '.join(STORE_LOCATIONS)}, got {store_location!r}")
-        if dataset_size < 1:
+        if aux == "store" and dataset_size is None:
+            raise ValueError("aux='store' keeps λ per training sample: pass dataset_size=len(train_set)")
+        if dataset_size is not None and dataset_size < 1:
             raise ValueError(f"dataset_size must be >= 1, got {dataset_size}")
         if aux not in AUX_KINDS:
             raise ValueError(f"aux must be one of {', '.join(AUX_KINDS)}, got {aux!r}")
@@ -191,8 +204,9 @@ class LayerParallel:
             raise ValueError("predict_weights acts on late gradients, which only aux='pipelined' has")
         if pipelined and (method != "penalty" or local_loss or restore_norms
                           or any(f is not None and (f.factor > 1 or f.wire_dtype is not None) for f in (wire_filter, store_filter))):
-            raise ValueError("aux='pipelined' backpropagates the next stage's gradient exactly: it takes method='penalty' "
-                             "(no violation is left for multipliers), local_loss=0, no wire or store filter and restore_norms=False")
+            raise ValueError("aux='pipelined' (the penalty method's default) backpropagates the next stage's gradient exactly: it takes "
+                             "method='penalty' (no violation is left for multipliers), local_loss=0, no wire or store filter and "
+                             "restore_norms=False; pass aux='store' for stored λ, which takes them")
         if aux_depth < 1 or (aux_width is not None and aux_width < 1) or not 0 < aux_budget <= 1:
             raise ValueError(f"need aux_depth >= 1, aux_width >= 1 (or None), 0 < aux_budget <= 1; got {aux_depth}, {aux_width}, {aux_budget}")
         self.model = describe(model)
@@ -340,7 +354,11 @@ class LayerParallel:
     def initialise(self, batches: Iterable[tuple[Tensor, Tensor]]) -> None:
         """Fills every λ by one forward pass over ``(x, idx)`` batches of the un-augmented
         training set, with batch-norm on batch statistics (the mode the stages train in); with
-        auxiliary networks, each takes one regression step per batch toward those activations."""
+        auxiliary networks, each takes one regression step per batch toward those activations.
+        With ``aux="pipelined"`` there is nothing to fill: it returns at once, leaving ``batches``
+        unread."""
+        if self.pipelined is not None:
+            return
         own_stages = [self.stages[s] for s in self.own]
         with _batch_stats_without_tracking(own_stages), self.transport.counting_as("init"):
             for x, idx in batches:
@@ -383,8 +401,10 @@ class LayerParallel:
 
     # ------------------------------------------------------------------ training
 
-    def step(self, x: Tensor, y: Tensor, idx: Tensor, flips: Tensor | None = None, *, micro_batches: int = 1) -> dict[int, Tensor]:
-        """One parallel step on the batch ``(x, y)`` of sample indices ``idx``; ``flips`` marks the
+    def step(self, x: Tensor, y: Tensor, idx: Tensor | None = None, flips: Tensor | None = None, *,
+             micro_batches: int = 1) -> dict[int, Tensor]:
+        """One parallel step on the batch ``(x, y)`` of sample indices ``idx`` (which stored λ and
+        auxiliary networks need; pipelined λ does not); ``flips`` marks the
         samples whose image ``x`` holds mirrored left to right, whose stored λ and μ are then
         mirrored with them (and stored back un-mirrored). With ``micro_batches`` M each stage works
         through the batch in M equal parts, accumulating the batch's θ-gradient for one optimizer
@@ -396,11 +416,13 @@ class LayerParallel:
         when needed, a read synchronises with the device)."""
         if not self.initialised:
             raise RuntimeError("call LayerParallel.initialise(...) before the first step (it fills the auxiliary variables)")
+        if self.pipelined is not None:
+            return self._pipelined_step(x, y, flips, micro_batches)
+        if idx is None:
+            raise ValueError(f"aux={self.aux_kind!r} keeps λ per training sample: pass the batch's sample indices idx")
         batch = idx.numel()
         if micro_batches < 1 or batch % micro_batches:
             raise ValueError(f"micro_batches must divide the batch of {batch} samples, got {micro_batches}")
-        if self.pipelined is not None:
-            return self._pipelined_step(x, y, flips, micro_batches)
         update_mu = self.method == "al" and self.steps % self.mu_every == 0
         for s in self.own:
             self.optimizers[s].zero_grad(set_to_none=True)

@@ -356,6 +356,14 @@ def test_row_modifiers_and_errors():
     assert name == "penalty+SPH K=2, norms restored" and options[-1] == "--restore-norms"
     name, options, _, _ = row("penalty+pipe", 2, 15, 4, 30)
     assert name == "penalty+SPH K=2, --aux pipelined" and options[-2:] == ["--aux", "pipelined"]
+    # A row keeps its λ whatever lpfast train's default: stored unless a modifier says otherwise.
+    from lpfast.cli import _config_from_args, build_parser
+
+    def aux(kind):
+        args = build_parser().parse_args(["train", "--epochs", "30", *row(kind, 2, 15, 4, 30)[1], "--out", "x"])
+        return _config_from_args(args).aux
+
+    assert (aux("penalty"), aux("al+ds"), aux("penalty+pipe"), aux("penalty+net")) == ("store", "store", "pipelined", "net")
     name, options, _, _ = row("1f1b+cut3-6", 2, None, 4, 30)
     assert name == "pipeline 1F1B K=2, 4 micro-batches, cut 3+6" and options[-2:] == ["--stage-blocks", "3,6"]
     for bad in ("penalty+share2", "penalty+fast", "sgd", "penalty+cut3-x", "penalty+pmbx", "penalty+blocksx"):

@@ -80,4 +80,4 @@ def test_the_example_trains_a_torchvision_resnet(workers):
     done = subprocess.run([*launch, *options], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     lines = [line for line in done.stdout.splitlines() if line.startswith("epoch")]
-    assert len(lines) == 2 and "(parallel)" in lines[0] and "(serial)" in lines[1] and "violation None" in lines[1]
+    assert len(lines) == 2 and "(parallel)" in lines[0] and "(serial)" in lines[1] and "test accuracy" in lines[1]

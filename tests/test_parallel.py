@@ -57,7 +57,7 @@ def test_local_steps_are_gradients_of_the_full_objective(method, local_loss, mod
     model = MODELS[model_name]().double()
     reference = copy.deepcopy(model)
     n, batch, beta, eta = 10, 6, 3.0, 0.5
-    lp = LayerParallel(model, optimizer=lambda p: torch.optim.SGD(p, lr=0.0), stages=3, method=method,
+    lp = LayerParallel(model, optimizer=lambda p: torch.optim.SGD(p, lr=0.0), stages=3, method=method, aux="store",
                        dataset_size=n, input_shape=(1, 28, 28), beta0=beta, lam_step=eta, local_loss=local_loss)
     assert sorted(lp.local_heads) == ([0, 1] if local_loss else [])
     heads = {s: copy.deepcopy(head) for s, head in lp.local_heads.items()}
@@ -118,7 +118,7 @@ def test_one_stage_is_ordinary_training(model):
     base = dict(model=model, epochs=2, batch_size=32, threads=1)
     serial = Trainer(TrainConfig(**base), train_data=train, test_data=test, log=lambda s: None)
     serial.fit()
-    parallel = Trainer(TrainConfig(method="penalty", stages=1, **base), train_data=train, test_data=test, log=lambda s: None)
+    parallel = Trainer(TrainConfig(method="penalty", aux="store", stages=1, **base), train_data=train, test_data=test, log=lambda s: None)
     parallel.fit()
     for (name, a), b in zip(serial.model.state_dict().items(), parallel.model.state_dict().values()):
         assert torch.equal(a, b), name
@@ -272,7 +272,7 @@ def _dying_worker(rank, store_file, result_file):
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{store_file}", rank=rank, world_size=2)
     train, test = small_data(64, 32)
-    trainer = Trainer(TrainConfig(method="penalty", stages=2, epochs=1, batch_size=32, threads=1, dist_timeout=20),
+    trainer = Trainer(TrainConfig(method="penalty", aux="store", stages=2, epochs=1, batch_size=32, threads=1, dist_timeout=20),
                       train_data=train, test_data=test, log=lambda s: None)
     trainer.lp.initialise([(train.images[:32].float(), torch.arange(32))])
     if rank == 1:
@@ -305,7 +305,7 @@ def test_dead_worker_stops_the_others_with_a_clear_error(tmp_path):
 
 def test_violation_falls_as_beta_grows():
     train, test = small_data(1024, 200)
-    trainer = Trainer(TrainConfig(method="penalty", stages=2, epochs=4, batch_size=64, threads=2), train_data=train, test_data=test, log=lambda s: None)
+    trainer = Trainer(TrainConfig(method="penalty", aux="store", stages=2, epochs=4, batch_size=64, threads=2), train_data=train, test_data=test, log=lambda s: None)
     records = trainer.fit()
     violations = [r["violation"][0] for r in records]
     assert [r["beta"] for r in records] == [2.0, 4.0, 8.0, 16.0]
@@ -321,8 +321,8 @@ def test_stage_errors():
     with pytest.raises(ValueError, match="method must be one of"):
         LayerParallel(model, optimizer=torch.optim.SGD, stages=2, method="admm", dataset_size=4, input_shape=(1, 28, 28))
     with pytest.raises(ValueError, match="regression_lr_scale must be > 0"):
-        LayerParallel(model, optimizer=torch.optim.SGD, stages=2, dataset_size=4, input_shape=(1, 28, 28), regression_lr_scale=0)
-    lp = LayerParallel(model, optimizer=lambda p: torch.optim.SGD(p, lr=0.1), stages=2, dataset_size=4, input_shape=(1, 28, 28))
+        LayerParallel(model, optimizer=torch.optim.SGD, stages=2, aux="store", dataset_size=4, input_shape=(1, 28, 28), regression_lr_scale=0)
+    lp = LayerParallel(model, optimizer=lambda p: torch.optim.SGD(p, lr=0.1), stages=2, aux="store", dataset_size=4, input_shape=(1, 28, 28))
     with pytest.raises(RuntimeError, match="initialise"):
         lp.step(torch.zeros(2, 1, 28, 28), torch.zeros(2, dtype=torch.long), torch.arange(2))
 
@@ -362,7 +362,7 @@ def test_micro_batched_step_equals_the_whole_batch_step_without_batch_norm(metho
     x, y, idx = torch.randn(8, 1, 6, 6, dtype=torch.float64), torch.arange(8) % 3, torch.tensor([3, 9, 0, 5, 1, 7, 2, 8])
     runs = []
     for parts in (1, 4):
-        lp = LayerParallel(net(), optimizer=lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9), stages=3, method=method,
+        lp = LayerParallel(net(), optimizer=lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9), stages=3, method=method, aux="store",
                            dataset_size=10, input_shape=(1, 6, 6), local_loss=0.0)
         lp.initialise([(torch.randn(10, 1, 6, 6, dtype=torch.float64), torch.arange(10))])
         for a in lp.aux.values():  # λ and μ away from the network's own outputs
@@ -393,7 +393,7 @@ def test_regression_lr_scale_scales_only_the_regressing_stages():
         torch.manual_seed(0)
         model = mnist_resnet()
         before = [p.detach().clone() for p in model.parameters()]
-        lp = LayerParallel(model, optimizer=lambda p: torch.optim.SGD(p, lr=0.1), stages=2, dataset_size=4,
+        lp = LayerParallel(model, optimizer=lambda p: torch.optim.SGD(p, lr=0.1), stages=2, aux="store", dataset_size=4,
                            input_shape=(1, 28, 28), regression_lr_scale=scale)
         lp.initialise([(x, idx)])
         lp.step(x, y, idx)
@@ -414,13 +414,13 @@ def test_regression_lr_scale_scales_only_the_regressing_stages():
 def test_serial_phase_over_two_workers_is_backprop(tmp_path, micro_batches, schedule, model):
     # Across workers the serial phase runs torch.distributed.pipelining's schedules.
     base = dict(model=model, epochs=2, batch_size=32, threads=1)
-    workers = run_workers(tmp_path, dict(method="penalty", stages=2, parallel_epochs=0, micro_batches=micro_batches,
+    workers = run_workers(tmp_path, dict(method="penalty", aux="store", stages=2, parallel_epochs=0, micro_batches=micro_batches,
                                          serial_schedule=schedule, **base))
     train, test = small_data()
     if micro_batches == 1:
         reference = Trainer(TrainConfig(**base), train_data=train, test_data=test, log=lambda s: None)
     else:  # batch norm sees micro-batches: the reference is the same pipeline in one process
-        reference = Trainer(TrainConfig(method="penalty", stages=2, parallel_epochs=0, micro_batches=micro_batches, **base),
+        reference = Trainer(TrainConfig(method="penalty", aux="store", stages=2, parallel_epochs=0, micro_batches=micro_batches, **base),
                             train_data=train, test_data=test, log=lambda s: None)
     records = reference.fit()
     # The reference network cut as the workers cut theirs: stage by stage, the same parameters.
@@ -471,21 +471,21 @@ def test_lambda_is_held_only_while_a_parallel_epoch_is_left(tmp_path):
     with pytest.raises(RuntimeError, match="call LayerParallel.initialise"):  # a later parallel step needs a fresh λ pass
         trainer.lp.step(train.images[:2], train.labels[:2], torch.arange(2))
     # A run without parallel epochs (the serial pipeline alone) never allocates λ.
-    pipeline = Trainer(TrainConfig(method="penalty", stages=2, epochs=1, parallel_epochs=0, batch_size=32, threads=1),
+    pipeline = Trainer(TrainConfig(method="penalty", aux="store", stages=2, epochs=1, parallel_epochs=0, batch_size=32, threads=1),
                        train_data=train, test_data=test, log=lambda s: None)
     assert pipeline.fit()[0]["aux_bytes"] == [0]
 
 
 def test_serial_warmup_trains_by_backprop_before_the_parallel_phase():
     train, test = small_data()
-    config = TrainConfig(method="penalty", stages=2, epochs=4, serial_warmup=1, parallel_epochs=2, augment=True, batch_size=32, threads=1)
+    config = TrainConfig(method="penalty", aux="store", stages=2, epochs=4, serial_warmup=1, parallel_epochs=2, augment=True, batch_size=32, threads=1)
     assert [config.phase(e) for e in range(4)] == ["serial", "parallel", "parallel", "serial"]
     assert [config.use_augmentation(e) for e in range(4)] == [True, False, False, True]
     # What the trainer frees and the bench snapshots go by, after 0..4 epochs; a run parallel to its
     # end keeps λ in its last checkpoint.
     assert [config.holds_lambda(n) for n in range(5)] == [False, False, True, False, False]
     assert [config.left_parallel_phase(n) for n in range(5)] == [False, False, False, True, False]
-    assert TrainConfig(method="penalty", stages=2, epochs=2).holds_lambda(2)
+    assert TrainConfig(method="penalty", aux="store", stages=2, epochs=2).holds_lambda(2)
     trainer = Trainer(config, train_data=train, test_data=test, log=lambda s: None)
     warm = trainer.fit(pause_after=1)
     # The warm-up epoch is backprop (the same augmented batches, one learning-rate schedule) and holds no λ.
@@ -499,16 +499,16 @@ def test_serial_warmup_trains_by_backprop_before_the_parallel_phase():
     assert [r["beta"] for r in records[:2]] == [2.0, 4.0]  # β's schedule starts with the parallel phase
     assert records[0]["aux_bytes"] == [len(train) * 16 * 14 * 14 * 4] and records[2]["aux_bytes"] == [0]
     with pytest.raises(ValueError, match="needs --parallel-epochs"):
-        TrainConfig(method="penalty", stages=2, serial_warmup=1)
+        TrainConfig(method="penalty", aux="store", stages=2, serial_warmup=1)
     with pytest.raises(ValueError, match="serial_warmup must be >= 0"):
-        TrainConfig(method="penalty", stages=2, epochs=4, serial_warmup=-1, parallel_epochs=2)
+        TrainConfig(method="penalty", aux="store", stages=2, epochs=4, serial_warmup=-1, parallel_epochs=2)
     with pytest.raises(ValueError, match="at most epochs=4"):
-        TrainConfig(method="penalty", stages=2, epochs=4, serial_warmup=2, parallel_epochs=3)
+        TrainConfig(method="penalty", aux="store", stages=2, epochs=4, serial_warmup=2, parallel_epochs=3)
 
 
 def test_parallel_blocks_alternate_and_start_each_from_a_fresh_lambda_pass():
     train, test = small_data()
-    config = TrainConfig(method="penalty", stages=2, epochs=6, parallel_epochs=4, parallel_blocks=2, augment=True,
+    config = TrainConfig(method="penalty", aux="store", stages=2, epochs=6, parallel_epochs=4, parallel_blocks=2, augment=True,
                          batch_size=32, threads=1)
     assert [config.phase(e) for e in range(6)] == ["parallel", "parallel", "serial"] * 2
     assert [config.holds_lambda(n) for n in range(7)] == [False, True, False, False, True, False, False]
@@ -522,14 +522,14 @@ def test_parallel_blocks_alternate_and_start_each_from_a_fresh_lambda_pass():
     assert [r["aux_bytes"] for r in records] == [[held], [held], [0], [held], [held], [0]]
     assert [r["beta"] for r in records if r["phase"] == "parallel"] == [2.0, 4.0, 8.0, 16.0]  # β counts parallel epochs
     with pytest.raises(ValueError, match="must divide both"):
-        TrainConfig(method="penalty", stages=2, epochs=6, parallel_epochs=3, parallel_blocks=2)
+        TrainConfig(method="penalty", aux="store", stages=2, epochs=6, parallel_epochs=3, parallel_blocks=2)
     with pytest.raises(ValueError, match="needs --parallel-epochs"):
-        TrainConfig(method="penalty", stages=2, epochs=6, parallel_blocks=2)
+        TrainConfig(method="penalty", aux="store", stages=2, epochs=6, parallel_blocks=2)
 
 
 def test_restore_norms_puts_back_the_lengths_of_the_lambda_pass_when_the_parallel_phase_ends(tmp_path):
     train, test = small_data()
-    base = dict(method="penalty", stages=2, epochs=3, parallel_epochs=2, augment=True, batch_size=32, threads=1, local_loss=3.0)
+    base = dict(method="penalty", aux="store", stages=2, epochs=3, parallel_epochs=2, augment=True, batch_size=32, threads=1, local_loss=3.0)
     plain = Trainer(TrainConfig(**base), train_data=train, test_data=test, log=lambda s: None)
     # The λ pass runs before any step: the lengths it records are those of the initialised network.
     initial = [layer.weight.norm().item() for layer, _ in WeightNorms(plain.lp.stages[0]).pairs]
@@ -555,7 +555,7 @@ def test_restore_norms_puts_back_the_lengths_of_the_lambda_pass_when_the_paralle
     for a, b in zip(plain.lp.stages[1].parameters(), restoring.lp.stages[1].parameters()):
         assert torch.equal(a, b)
     with pytest.raises(ValueError, match="needs --parallel-epochs"):
-        TrainConfig(method="penalty", stages=2, epochs=3, restore_norms=True)
+        TrainConfig(method="penalty", aux="store", stages=2, epochs=3, restore_norms=True)
     with pytest.raises(RuntimeError, match="restore_norms=True"):
         plain.lp.restore_weight_norms()
 
@@ -567,7 +567,7 @@ def test_lambda_starts_from_the_batch_statistics_it_trains_with():
     order = torch.sort(train.labels, stable=True).indices
     train = ImageDataset(train.images[order], train.labels[order], train.num_classes, train.mean, train.std)
     # Stage 0's loss is then its penalty alone, on un-flipped images.
-    trainer = Trainer(TrainConfig(method="penalty", stages=2, epochs=1, batch_size=32, threads=1, local_loss=0.0, parallel_flip=False),
+    trainer = Trainer(TrainConfig(method="penalty", aux="store", stages=2, epochs=1, batch_size=32, threads=1, local_loss=0.0, parallel_flip=False),
                       train_data=train, test_data=test, log=lambda s: None)
     losses, step = [], trainer.lp.step
     trainer.lp.step = lambda x, y, idx, flips, **options: losses.append(step(x, y, idx, flips, **options)) or losses[-1]
@@ -580,7 +580,7 @@ def test_lambda_starts_from_the_batch_statistics_it_trains_with():
 
 def test_identity_filter_is_bit_identical_to_none():
     train, test = small_data()
-    base = dict(method="penalty", stages=2, epochs=1, batch_size=32, threads=1)
+    base = dict(method="penalty", aux="store", stages=2, epochs=1, batch_size=32, threads=1)
     plain = Trainer(TrainConfig(**base), train_data=train, test_data=test, log=lambda s: None)
     plain.fit()
     filtered = Trainer(TrainConfig(ds_factor=1, wire_dtype="float32", **base), train_data=train, test_data=test, log=lambda s: None)
@@ -599,7 +599,7 @@ def test_coarse_store_and_filter_errors():
     assert records[0]["aux_bytes"] == [2 * 192 * 16 * 7 * 7 * 2]
     assert trainer.lp.aux[0].lam.data.shape == (192, 16, 7, 7)
     with pytest.raises(ValueError, match="DS factor 3 does not divide the cut's feature map"):
-        Trainer(TrainConfig(method="penalty", stages=2, ds_factor=3), train_data=train, test_data=test, log=lambda s: None)
+        Trainer(TrainConfig(method="penalty", aux="store", stages=2, ds_factor=3), train_data=train, test_data=test, log=lambda s: None)
     with pytest.raises(ValueError, match="use them with --method penalty"):
         TrainConfig(ds_factor=2)
 
@@ -704,7 +704,7 @@ def test_flipped_samples_train_on_their_mirrored_aux_variables(method):
 
     def make(net):
         torch.manual_seed(1)  # the same local heads
-        lp = LayerParallel(net, optimizer=lambda p: torch.optim.SGD(p, lr=0.1), stages=2, method=method, dataset_size=8,
+        lp = LayerParallel(net, optimizer=lambda p: torch.optim.SGD(p, lr=0.1), stages=2, method=method, aux="store", dataset_size=8,
                            input_shape=(1, 28, 28), local_loss=0.5)
         lp.initialise([(x, idx)])  # allocates the stores (their rows are replaced below)
         return lp
@@ -729,7 +729,7 @@ def test_parallel_flip_draws_flips_only_in_the_parallel_phase():
     from lpfast.batches import BatchIterator
 
     train, test = small_data()
-    trainer = Trainer(TrainConfig(method="penalty", stages=2, epochs=2, parallel_epochs=1, parallel_flip=True, batch_size=32, threads=1),
+    trainer = Trainer(TrainConfig(method="penalty", aux="store", stages=2, epochs=2, parallel_epochs=1, parallel_flip=True, batch_size=32, threads=1),
                       train_data=train, test_data=test, log=lambda s: None)
     parallel = next(iter(trainer._train_batches()))
     assert parallel.flips is not None and 0 < int(parallel.flips.sum()) < 32

@@ -116,7 +116,35 @@ def test_options_it_cannot_take_are_refused():
     config = TrainConfig(method="penalty", stages=2, aux="pipelined", dataset="cifar10", epochs=4, parallel_epochs=2)
     assert config.local_loss == 0.0 and config.predict_weights and config.use_augmentation(0)  # augmented images in the parallel phase
     assert not TrainConfig(method="penalty", stages=2, aux="pipelined", momentum=0.0).predict_weights
-    assert TrainConfig(method="penalty", stages=2).local_loss == 3.0
+    assert TrainConfig(method="penalty", stages=2, aux="store").local_loss == 3.0
+
+
+def test_pipelined_is_the_penalty_methods_default():
+    assert TrainConfig(method="penalty", stages=2).aux == "pipelined" and TrainConfig(method="al", stages=2).aux == "store"
+    torch.manual_seed(0)
+    lp = LayerParallel(mnist_resnet(depth=4, width=4), optimizer=sgd, stages=2, input_shape=(1, 28, 28))  # no dataset_size: no store
+    assert lp.aux_kind == "pipelined" and lp.aux_nbytes() == 0 and lp.local_loss == 0.0
+
+    def never_read():
+        raise AssertionError("initialise read the batches: with pipelined λ there is nothing to fill")
+        yield
+
+    lp.initialise(never_read())
+    train, _ = small_data(n_train=24)
+    x, y = train.images / 255, train.labels
+    assert not lp.step(x[:12], y[:12]) and lp.step(x[12:], y[12:])  # no indices needed; the last stage trains from the 2nd step
+    with pytest.raises(ValueError, match="aux='store'"):  # what the default refuses says how to get stored λ
+        LayerParallel(mnist_resnet(depth=4, width=4), optimizer=sgd, stages=2, input_shape=(1, 28, 28), wire_filter=DsFilter(2))
+    with pytest.raises(ValueError, match="--aux store"):
+        TrainConfig(method="penalty", stages=2, ds_factor=2)
+    for method in ("penalty", "al"):
+        aux = {"aux": "store"} if method == "penalty" else {}
+        with pytest.raises(ValueError, match="dataset_size=len"):
+            LayerParallel(mnist_resnet(depth=4, width=4), optimizer=sgd, stages=2, input_shape=(1, 28, 28), method=method, **aux)
+    stored = LayerParallel(mnist_resnet(depth=4, width=4), optimizer=sgd, stages=2, input_shape=(1, 28, 28), aux="store", dataset_size=24)
+    stored.initialise([(x, torch.arange(24))])
+    with pytest.raises(ValueError, match="sample indices idx"):
+        stored.step(x[:12], y[:12])
 
 
 def test_predicted_weights_are_the_weights_extrapolated_along_the_momentum(monkeypatch):
@@ -145,4 +173,4 @@ def test_predicted_weights_are_the_weights_extrapolated_along_the_momentum(monke
         LayerParallel(mnist_resnet(depth=4, width=4), optimizer=lambda p: torch.optim.Adam(p), stages=2, dataset_size=8,
                       input_shape=(1, 28, 28), aux="pipelined", predict_weights=True)
     with pytest.raises(ValueError, match="pipelined"):
-        TrainConfig(method="penalty", stages=2, predict_weights=True)
+        TrainConfig(method="penalty", stages=2, aux="store", predict_weights=True)

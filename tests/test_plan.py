@@ -61,7 +61,7 @@ def test_bytes_and_memory_are_what_layer_parallel_sends_and_holds(method, ds):
     model = mnist_resnet()
     costs = measure(model, (1, 28, 28), batch_size=16, repeats=1)
     p = predict(costs, 2, cut=[3, 5], link=None, dataset_size=48, method=method)
-    lp = LayerParallel(model, optimizer=lambda ps: torch.optim.SGD(ps, lr=0.01), stages=[3, 5], method=method, dataset_size=48,
+    lp = LayerParallel(model, optimizer=lambda ps: torch.optim.SGD(ps, lr=0.01), stages=[3, 5], method=method, aux="store", dataset_size=48,
                        input_shape=(1, 28, 28), wire_filter=DsFilter(2, torch.bfloat16) if ds else None)
     x, y, idx = torch.randn(16, 1, 28, 28), torch.arange(16) % 10, torch.arange(16)
     lp.initialise([(x, idx)])

@@ -13,7 +13,7 @@ import torch
 
 from lpfast.cli import EXIT_DIVERGED, main
 
-TRAIN = ["-m", "lpfast", "train", "--method", "penalty", "--stages", "2", "--train-subset", "2048", "--batch-size", "64",
+TRAIN = ["-m", "lpfast", "train", "--method", "penalty", "--aux", "store", "--stages", "2", "--train-subset", "2048", "--batch-size", "64",
          "--threads", "1", "--dist-timeout", "30"]
 
 
@@ -160,7 +160,7 @@ def test_mid_epoch_checkpoint_resumes_exactly(tmp_path, monkeypatch, method):
     from lpfast.trainer import Trainer
 
     train, test = load_embedded("train").subset(256), load_embedded("test").subset(64)
-    options = dict(method=method, epochs=3, batch_size=32, threads=1, augment=True, checkpoint_every=3)
+    options = dict(method=method, aux="store", epochs=3, batch_size=32, threads=1, augment=True, checkpoint_every=3)
     if method == "al":  # a parallel epoch, then augmented serial ones through the stages
         options |= dict(stages=2, parallel_epochs=1, micro_batches=2, augment=True)
 
