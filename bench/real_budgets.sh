@@ -39,8 +39,8 @@ COMMON="--epochs 30 --parallel-epochs 15 --order sequential --snapshot-every 30"
 INVOCATIONS=(
     "cifar10-resnet20-pipelined|real --model resnet20 --dataset cifar10 $COMMON --tag pipelined --rows penalty+pipe,penalty+pipe+share1"
     "cifar10-resnet20|real --model resnet20 --dataset cifar10 $COMMON --rows serial-K,penalty,al,penalty+ds,al+ds,serial-K+seed1,penalty+net"
-    "cifar100-resnet20|real --model resnet20 --dataset cifar100 $COMMON --rows serial-K,penalty+pipe,serial-K+seed1,penalty+ds,al"
-    "cifar10-resnet20-pipelined-shares|real --model resnet20 --dataset cifar10 $COMMON --tag pipelined-shares --rows penalty+pipe+share0.25,penalty+pipe+share0.75"
+    "cifar100-resnet20|real --model resnet20 --dataset cifar100 $COMMON --rows serial-K,penalty+pipe,serial-K+seed1,penalty+pipe+ds,al"
+    "cifar10-resnet20-pipelined2|real --model resnet20 --dataset cifar10 $COMMON --tag pipelined2 --rows penalty+pipe+ds,penalty+pipe+share0.75,penalty+pipe+share0.25"
     "cifar10-resnet56|real --model resnet56 --dataset cifar10 $COMMON --rows serial-K,penalty+pipe"
 )
 WHERE=(--out "$REPO/bench/results" --data-dir "$DATA" --commit-results)

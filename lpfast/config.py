@@ -176,10 +176,10 @@ class TrainConfig:
             raise ValueError("--store-ds-factor down-samples the per-sample store, which --aux net does not have")
         if self.local_loss is None:
             object.__setattr__(self, "local_loss", 0.0 if self.aux == "pipelined" else DEFAULT_LOCAL_LOSS)
-        if self.aux == "pipelined" and (self.method != "penalty" or self.local_loss or self.restore_norms or self.ds_factor != 1
-                                        or self.wire_dtype is not None or self.store_ds_factor != 1 or self.parallel_flip):
+        if self.aux == "pipelined" and (self.method != "penalty" or self.local_loss or self.restore_norms
+                                        or self.store_ds_factor != 1 or self.parallel_flip):
             raise ValueError("--aux pipelined (the penalty method's default) backpropagates the next stage's gradient exactly: use "
-                             "it with --method penalty and without --local-loss, --restore-norms, --parallel-flip or DS filters; "
+                             "it with --method penalty and without --local-loss, --restore-norms, --parallel-flip or --store-ds-factor; "
                              "add --aux store for stored λ, which takes them")
         if self.predict_weights is None:
             object.__setattr__(self, "predict_weights", self.aux == "pipelined" and self.momentum > 0)

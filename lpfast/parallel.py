@@ -114,7 +114,8 @@ class LayerParallel:
       forward, and the λ-step is closed form, so each stage backpropagates the next one's input
       gradient through the weights its forward used (:mod:`lpfast.pipelined`): backprop whose
       stage k's gradient is K-1-k steps late. No store, augmentation works, nothing to initialise;
-      the penalty method only, without local heads, wire filter or norm restoring. ``end_epoch``
+      the penalty method only, without local heads, store filter or norm restoring; a wire filter
+      puts the DS filter into the network at each cut, both ways (:mod:`lpfast.pipelined`). ``end_epoch``
       (or :meth:`drain`) finishes the batches in flight. ``predict_weights`` runs each stage's
       forward on the weights its late gradient will be applied to, extrapolated along SGD's
       momentum (needs torch.optim.SGD with momentum; None: on where the optimizer is that).
@@ -203,9 +204,9 @@ class LayerParallel:
         if predict_weights and not pipelined:
             raise ValueError("predict_weights acts on late gradients, which only aux='pipelined' has")
         if pipelined and (method != "penalty" or local_loss or restore_norms
-                          or any(f is not None and (f.factor > 1 or f.wire_dtype is not None) for f in (wire_filter, store_filter))):
+                          or (store_filter is not None and (store_filter.factor > 1 or store_filter.wire_dtype is not None))):
             raise ValueError("aux='pipelined' (the penalty method's default) backpropagates the next stage's gradient exactly: it takes "
-                             "method='penalty' (no violation is left for multipliers), local_loss=0, no wire or store filter and "
+                             "method='penalty' (no violation is left for multipliers), local_loss=0, no store filter and "
                              "restore_norms=False; pass aux='store' for stored λ, which takes them")
         if aux_depth < 1 or (aux_width is not None and aux_width < 1) or not 0 < aux_budget <= 1:
             raise ValueError(f"need aux_depth >= 1, aux_width >= 1 (or None), 0 < aux_budget <= 1; got {aux_depth}, {aux_width}, {aux_budget}")
@@ -260,7 +261,7 @@ class LayerParallel:
                                          local_loss=local_loss, **layout)
                             for s in self.own if s + 1 < self.num_stages and not pipelined}
         self.pipelined = PipelinedPhase(self.stages, self.own, self.optimizers, self.plan.cut_shapes, self.transport,
-                                        predict_weights=predict_weights, **layout) if pipelined else None
+                                        predict_weights=predict_weights, wire=self.wire, **layout) if pipelined else None
         self.serial_pipeline: LocalPipeline | TorchPipeline
         if len(self.own) == self.num_stages:
             self.serial_pipeline = LocalPipeline(self.stages, self.plan.cut_shapes, self.transport, memory_format)

@@ -25,6 +25,12 @@ With ``predict_weights`` (the default where the optimizer is SGD with momentum) 
 batch's gradient is applied, K-1-k steps on: θ - (K-1-k)·lr·v, v the SGD momentum buffer
 (SpecTrain, Chen et al. 2018; linear weight prediction, Kosson et al. 2020).
 
+With a DS filter (``wire``) the cut carries its wire form both ways: stage k sends encode(φ_k),
+stage k+1 trains on decode(received), and the gradient it sends back is the one with respect to
+the wire tensor (pooled, in the wire dtype), which stage k backpropagates through its encode. Each
+stage then gets exactly the gradient of the network with the filter in it at the cut (the
+gradient's cast to the wire dtype aside); the serial phase trains without it.
+
 The pipeline fills over the first K-1 steps and :meth:`PipelinedPhase.drain` empties it (K-1 steps
 without a new batch), after which no batch is in flight and the state is a plain checkpoint.
 """
@@ -39,13 +45,14 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.func import functional_call
 
+from lpfast.filters import DsFilter
 from lpfast.stages import Stage
 from lpfast.transport import Pending, Transport
 
 
 class _InFlight:
-    """A batch stage k has forwarded and not yet backpropagated: its input (for the input gradient),
-    its output (the graph) and the weights the forward used."""
+    """A batch stage k has forwarded and not yet backpropagated: its input as received (for the input
+    gradient), its output in wire form (the graph) and the weights the forward used."""
 
     def __init__(self, inp: Tensor, out: Tensor, weights: dict[str, Tensor]) -> None:
         self.inp, self.out, self.weights = inp, out, weights
@@ -56,13 +63,13 @@ class PipelinedPhase:
 
     def __init__(self, stages: Sequence[Stage], own: Sequence[int], optimizers: dict[int, torch.optim.Optimizer],
                  cut_shapes: Sequence[tuple[int, ...]], transport: Transport, *, predict_weights: bool | None,
-                 dtype: torch.dtype, device: torch.device, memory_format: torch.memory_format) -> None:
+                 wire: DsFilter, dtype: torch.dtype, device: torch.device, memory_format: torch.memory_format) -> None:
         self.stages, self.own, self.optimizers = stages, list(own), optimizers
         with_momentum = all(isinstance(o, torch.optim.SGD) and all(g["momentum"] > 0 for g in o.param_groups) for o in optimizers.values())
         if predict_weights and not with_momentum:
             raise ValueError("predict_weights extrapolates along SGD's momentum: it needs torch.optim.SGD with momentum > 0")
         self.predict_weights = with_momentum if predict_weights is None else predict_weights
-        self.cut_shapes, self.transport = cut_shapes, transport
+        self.cut_shapes, self.transport, self.wire = cut_shapes, transport, wire
         self.dtype, self.device, self.memory_format = dtype, device, memory_format
         self.num_stages = len(stages)
         self._reset()
@@ -127,8 +134,13 @@ class PipelinedPhase:
     # ---------------------------------------------------------------- one stage's work
 
     def _receive(self, batch: int, src: int, dst: int) -> Pending:
-        shape = (self._sizes[batch], *self.cut_shapes[min(src, dst)])
-        return self.transport.irecv(shape, self.dtype, self.device, src, dst, memory_format=self.memory_format)
+        shape = self.wire.wire_shape((self._sizes[batch], *self.cut_shapes[min(src, dst)]))
+        return self.transport.irecv(shape, self.wire.dtype_on_wire(self.dtype), self.device, src, dst, memory_format=self.memory_format)
+
+    def _input(self, received: Tensor) -> tuple[Tensor, Tensor]:
+        """(the received wire tensor as a leaf for its gradient, the stage's input decoded from it)."""
+        leaf = received.detach().requires_grad_()
+        return leaf, self.wire.decode(leaf, self.dtype)
 
     def _forward(self, s: int, inp: Tensor) -> None:
         stage = self.stages[s]
@@ -145,11 +157,12 @@ class PipelinedPhase:
                 if velocity is not None:
                     weights[name].add_(velocity, alpha=-late * group_of[id(p)]["lr"])
         weights = {name: w.requires_grad_() for name, w in weights.items()}
+        received = inp
         if s > 0:
-            inp = inp.detach().requires_grad_()
-        out = functional_call(stage, weights, (inp,))
+            received, inp = self._input(inp)
+        out = self.wire.encode(functional_call(stage, weights, (inp,)))
         self.transport.isend(out.detach(), s, s + 1, memory_format=self.memory_format)
-        self._in_flight[s].append(_InFlight(inp, out, weights))
+        self._in_flight[s].append(_InFlight(received, out, weights))
 
     def _backward(self, s: int, grad: Tensor) -> None:
         done = self._in_flight[s].popleft()
@@ -163,11 +176,11 @@ class PipelinedPhase:
     def _train_last(self, inp: Tensor, y: Tensor) -> Tensor:
         s = self.num_stages - 1
         self.optimizers[s].zero_grad(set_to_none=True)
-        inp = inp.detach().requires_grad_()
+        received, inp = self._input(inp)
         loss = F.cross_entropy(self.stages[s](inp), y)
         loss.backward()
         if s > 0:
-            self.transport.isend(inp.grad, s, s - 1, memory_format=self.memory_format)
+            self.transport.isend(received.grad, s, s - 1, memory_format=self.memory_format)
         self.optimizers[s].step()
         return loss.detach()
 

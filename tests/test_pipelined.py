@@ -20,9 +20,10 @@ def sgd(params):
     return torch.optim.SGD(params, lr=0.05, momentum=0.9, weight_decay=5e-4)
 
 
-def delayed_backprop(model, batches, k, shape):
+def delayed_backprop(model, batches, k, shape, wire=None):
     """The reference, written out: for batch b stage s takes backprop's gradient of the whole
-    network evaluated with its weights as they were b - (K-1-s) updates ago (0 at the start)."""
+    network evaluated with its weights as they were b - (K-1-s) updates ago (0 at the start);
+    with a DS filter ``wire`` the network has decode(encode(.)) at every cut."""
     stages = split(describe(model), partition(describe(model), k, shape))
     optimizers = [sgd(stage.parameters()) for stage in stages]
     history = [[{n: p.detach().clone() for n, p in stage.named_parameters()}] for stage in stages]
@@ -30,6 +31,8 @@ def delayed_backprop(model, batches, k, shape):
         used = [{n: w.clone().requires_grad_() for n, w in history[s][max(0, b - (k - 1 - s))].items()} for s in range(k)]
         h = x
         for s, stage in enumerate(stages):
+            if s > 0 and wire is not None:
+                h = wire.decode(wire.encode(h), h.dtype)
             h = functional_call(stage, used[s], (h,))
         F.cross_entropy(h, y).backward()
         for s, stage in enumerate(stages):
@@ -40,22 +43,23 @@ def delayed_backprop(model, batches, k, shape):
     return model
 
 
-@pytest.mark.parametrize("k", [2, 3])
-def test_each_stage_takes_backprops_gradient_with_the_weights_of_its_forward(k):
+@pytest.mark.parametrize("k, ds", [(2, False), (3, False), (3, True)])
+def test_each_stage_takes_backprops_gradient_with_the_weights_of_its_forward(k, ds):
     torch.manual_seed(0)
     model = mnist_resnet(depth=4, width=4).double()
     reference = copy.deepcopy(model)
     train, _ = small_data(n_train=60)
     batches = [(train.images[i:i + 12].double() / 255, train.labels[i:i + 12]) for i in range(0, 60, 12)]
+    wire = DsFilter(2, None, "bilinear") if ds else None  # float64 on the wire: the comparison stays exact
     lp = LayerParallel(model, optimizer=sgd, stages=k, dataset_size=60, input_shape=(1, 28, 28), aux="pipelined",
-                       predict_weights=False)
+                       predict_weights=False, wire_filter=wire)
     for b, (x, y) in enumerate(batches):
         losses = lp.step(x, y, torch.arange(12 * b, 12 * b + 12))
         assert bool(losses) == (b >= k - 1)  # the last stage trains once the pipeline is full
     with pytest.raises(RuntimeError, match="drain"):
         lp.state_dict()
     lp.end_epoch()  # drains
-    delayed_backprop(reference, batches, k, (1, 28, 28))
+    delayed_backprop(reference, batches, k, (1, 28, 28), wire)
     for (name, mine), theirs in zip(model.state_dict().items(), reference.state_dict().values()):
         torch.testing.assert_close(mine, theirs, rtol=1e-12, atol=1e-13, msg=name)
     # Not plain backprop: the first stage's late gradients change the result.
@@ -64,11 +68,16 @@ def test_each_stage_takes_backprops_gradient_with_the_weights_of_its_forward(k):
     assert not torch.allclose(next(fresh.parameters()), next(model.parameters()))
 
 
-def test_one_process_and_two_workers_agree_and_send_one_activation_each_way_per_batch(tmp_path):
+@pytest.mark.parametrize("ds", [False, True])
+def test_one_process_and_two_workers_agree_and_send_one_activation_each_way_per_batch(tmp_path, ds):
     config = dict(method="penalty", aux="pipelined", stages=2, epochs=2, parallel_epochs=1, batch_size=32, threads=1)
+    if ds:
+        config |= dict(ds_factor=2, wire_dtype="bfloat16")
     records, _, _ = run_both_ways(tmp_path, config)
-    # 6 batches of 32 samples × 16×14×14 float32 each way; no per-sample store; no violation to report.
-    assert records[0]["bytes_forward"] == records[0]["bytes_backward"] == [6 * 32 * 16 * 14 * 14 * 4]
+    # 6 batches of 32 samples × 16×14×14 float32 each way (with DS 16×7×7 bfloat16, the gradient
+    # too); no per-sample store; no violation to report.
+    each_way = 6 * 32 * 16 * 7 * 7 * 2 if ds else 6 * 32 * 16 * 14 * 14 * 4
+    assert records[0]["bytes_forward"] == records[0]["bytes_backward"] == [each_way]
     assert records[0]["aux_bytes"] == [0] and records[0]["violation"] is None and records[0]["phase"] == "parallel"
 
 
@@ -106,7 +115,7 @@ def test_options_it_cannot_take_are_refused():
 
     assert build().local_loss == 0.0 and build().pipelined.predict_weights  # SGD with momentum: weights predicted
     assert not build(optimizer=torch.optim.Adam).pipelined.predict_weights
-    for options in (dict(method="al"), dict(local_loss=1.0), dict(wire_filter=DsFilter(2)), dict(restore_norms=True)):
+    for options in (dict(method="al"), dict(local_loss=1.0), dict(store_filter=DsFilter(2)), dict(restore_norms=True)):
         with pytest.raises(ValueError, match="pipelined"):
             build(**options)
     with pytest.raises(ValueError, match="flips"):
@@ -134,9 +143,9 @@ def test_pipelined_is_the_penalty_methods_default():
     x, y = train.images / 255, train.labels
     assert not lp.step(x[:12], y[:12]) and lp.step(x[12:], y[12:])  # no indices needed; the last stage trains from the 2nd step
     with pytest.raises(ValueError, match="aux='store'"):  # what the default refuses says how to get stored λ
-        LayerParallel(mnist_resnet(depth=4, width=4), optimizer=sgd, stages=2, input_shape=(1, 28, 28), wire_filter=DsFilter(2))
+        LayerParallel(mnist_resnet(depth=4, width=4), optimizer=sgd, stages=2, input_shape=(1, 28, 28), local_loss=3.0)
     with pytest.raises(ValueError, match="--aux store"):
-        TrainConfig(method="penalty", stages=2, ds_factor=2)
+        TrainConfig(method="penalty", stages=2, parallel_flip=True)
     for method in ("penalty", "al"):
         aux = {"aux": "store"} if method == "penalty" else {}
         with pytest.raises(ValueError, match="dataset_size=len"):
