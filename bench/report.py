@@ -418,12 +418,12 @@ def share_speedup(groups: dict, model: str, dataset: str, parallel_row: str):
 SHARE_CURVES = {"store": ("stored λ", "penalty+share1"), "pipelined": ("pipelined λ", "penalty+pipe+share1")}
 
 
-def share_curves(loaded: list, groups: dict) -> list[str]:
+def share_curves(loaded: list, backprop: dict, groups: dict) -> list[str]:
     """Accuracy against the parallel share, per model, data set, budget and kind of λ, gathered from
-    every table of the campaign (a share may run in an invocation of its own), with each share's
-    speed-up over one device."""
+    every table of the campaign (a share may run in an invocation of its own), against ``backprop``
+    (the campaign's backprop row per model, data set and budget) once it has finished, with each
+    share's speed-up over one device."""
     finished = [r for _, records in loaded for r in records if len(r["test_acc"]) == r["epoch_budget"]]
-    backprop = {(r["model"], r["dataset"], r["epoch_budget"]): r for r in finished if row_kind(r) == "serial-K"}
     curves: dict = {}
     for r in finished:
         aux, kind = r["config"].get("aux", "store"), row_kind(r)
@@ -432,7 +432,7 @@ def share_curves(loaded: list, groups: dict) -> list[str]:
     lines = []
     for (model, dataset, epochs, aux), rows in sorted(curves.items()):
         ref = backprop.get((model, dataset, epochs))
-        if ref is None:
+        if ref is None or len(ref["test_acc"]) < epochs:
             continue
         what, parallel_row = SHARE_CURVES[aux]
         speedup = share_speedup(groups, model, dataset, parallel_row)
@@ -511,7 +511,7 @@ def real_budgets(folder: Path, groups: dict, plot_dir: Path) -> list[str]:
         ax.legend(fontsize=6)
         plot = _save(fig, plot_dir / f"{path.stem}-accuracy.png")
         lines += [f"![real budget](plots/{plot})", ""]
-    return lines + share_curves(loaded, groups)
+    return lines + share_curves(loaded, backprop, groups)
 
 
 def narrative(folder: Path) -> list[str]:
