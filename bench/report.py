@@ -393,7 +393,92 @@ def planner_check(key: tuple[str, str, str], records: list[dict], folder: Path) 
             "| row | cut | what | predicted | measured | error |", "|---|---|---|---|---|---|", *lines, ""]
 
 
+# How much faster one GPU runs a small ResNet's training step than one of these CPU cores (ResNet-20,
+# batch 128: about 400 ms per step on a core here; of the order of 8 to 20 ms on a current
+# data-centre GPU). An assumption, not measured here (no GPU): it is the factor by which a GPU
+# cluster's link must be faster than ours for compute and messages to stand in the same ratio.
+GPU_OVER_CORE = (20, 50)
+LINK_ROWS = (("ddp", "DDP"), ("1f1b", "1F1B"), ("penalty+pipe+share1", "pipelined λ"), ("penalty+pipe+ds+share1", "pipelined λ + DS"))
+
+
+def link_rate_bytes(link: str) -> float:
+    """Bytes per second of a tc rate such as ``100mbit`` or ``1gbit``."""
+    number, unit = link[:-4], link[-4:]
+    return float(number) * {"kbit": 1e3, "mbit": 1e6, "gbit": 1e9}[unit] / 8
+
+
+def link_sweep(groups: dict) -> list[str]:
+    """The ``devices`` rows of one model at every link rate measured (the unshaped invocation as
+    loopback): each row's per-epoch speed-up over one device, the pipelined rows' messages per step
+    and their compute-to-message ratio, and the GPU-cluster link with the same ratio."""
+    sweeps: dict = defaultdict(dict)
+    for (bench, model, dataset), records in groups.items():
+        if bench.partition(" over a ")[0] == "devices":
+            sweeps[(model, dataset)][records[0].get("slow_link") or "loopback"] = records
+    lines = []
+    for (model, dataset), by_link in sorted(sweeps.items()):
+        if len(by_link) < 2:
+            continue
+        links = sorted(by_link, key=lambda link: -link_rate_bytes(link) if link != "loopback" else -float("inf"))
+        loopback = {row_kind(r): r for r in by_link.get("loopback", [])}
+        # A stage's compute per step: the pipelined step with free messages (the loopback row).
+        free = loopback.get("penalty+pipe+share1")
+        compute = None if free is None else free["median_epoch_time_s"] / -(-free["config"]["train_subset"] // free["config"]["batch_size"])
+        lines += [f"### The link sweep: {model} on {dataset}", "",
+                  "Each rate is one interleaved `lpfast bench devices ... --slow-link RATE` invocation (its own section below; "
+                  "loopback: the unshaped `devices` section); speed-ups are per epoch over backprop on one device in the same "
+                  "invocation. Messages: the pipelined rows' bytes per step each way (measured). Compute : message is a stage's "
+                  "step with free messages (the loopback row's epoch over its steps) over the time those bytes take at the rate. "
+                  f"A GPU {GPU_OVER_CORE[0]}–{GPU_OVER_CORE[1]}× faster than one of these cores (assumed, see `GPU_OVER_CORE` in "
+                  "`bench/report.py`) sees the same ratio on a link that much faster: the last column.", "",
+                  "| link | 3.2 MB message (ms) | " + " | ".join(label for _, label in LINK_ROWS)
+                  + " | messages per step, each way (pipelined / + DS) | compute : message (pipelined / + DS) | GPU-cluster link, same ratio |",
+                  "|---|---|" + "---|" * len(LINK_ROWS) + "---|---|---|"]
+        for link in links:
+            kinds = {row_kind(r): r for r in by_link[link]}
+            base = kinds.get("serial-1")
+            if base is None:
+                continue
+            cells, sizes, ratios = [], [], []
+            for kind, _ in LINK_ROWS:
+                r = kinds.get(kind)
+                cells.append("" if r is None else f"{base['median_epoch_time_s'] / r['median_epoch_time_s']:.2f}×")
+            for kind in ("penalty+pipe+share1", "penalty+pipe+ds+share1"):
+                r = kinds.get(kind)
+                if r is None:
+                    sizes.append("—")
+                    ratios.append("—")
+                    continue
+                steps = -(-r["config"]["train_subset"] // r["config"]["batch_size"]) * len(r["test_acc"])
+                each_way = r["bytes_sent"] / steps / 2
+                sizes.append(f"{each_way / 1e6:.2f} MB")
+                ratios.append("∞" if link == "loopback" else "—" if compute is None
+                              else f"{compute / (each_way / link_rate_bytes(link)):.2g}")
+            # The unshaped invocation has no message timing of its own: every slow-link one times loopback first.
+            timed = [r["message_3.2MB_ms"] for records in by_link.values() for r in records[:1] if r.get("message_3.2MB_ms")]
+            link_ms = (statistics.median(m["loopback"] for m in timed) if link == "loopback" and timed
+                       else (base.get("message_3.2MB_ms") or {}).get(f"{link} link"))
+            cluster = "" if link == "loopback" else " – ".join(
+                f"{link_rate_bytes(link) * 8 * g / 1e9:g} Gbit/s" for g in GPU_OVER_CORE)
+            lines.append(f"| {link} | {'—' if link_ms is None else f'{link_ms:.1f}'} | " + " | ".join(cells)
+                         + f" | {' / '.join(sizes)} | {' / '.join(ratios)} | {cluster} |")
+        lines.append("")
+    return lines
+
+
 TARGETS = {"cifar10": 0.3, "cifar100": 0.5}  # issue 18: points under backprop allowed at >= half the epochs parallel
+
+
+def device_speedups(groups: dict, model: str, dataset: str, link: str = "loopback") -> dict[str, float]:
+    """Per-epoch speed-up over one device of every row of the latest ``devices`` invocation of a
+    model and data set at a link rate (``loopback``: unshaped), by row kind: the baseline's median
+    epoch over the row's median parallel-phase epoch where it has one, else over its median epoch."""
+    records = groups.get(("devices" if link == "loopback" else f"devices over a {link} link", model, dataset))
+    kinds = {row_kind(r): r for r in records or []}
+    if "serial-1" not in kinds:
+        return {}
+    base = kinds["serial-1"]["median_epoch_time_s"]
+    return {kind: base / (phase_median(r, "parallel") or r["median_epoch_time_s"]) for kind, r in kinds.items()}
 
 
 def share_speedup(groups: dict, model: str, dataset: str, parallel_row: str):
@@ -401,16 +486,10 @@ def share_speedup(groups: dict, model: str, dataset: str, parallel_row: str):
     invocation's measured per-epoch speed-ups: ρ_par of the parallel phase alone (the row
     ``parallel_row``, all epochs parallel) and ρ_ser of the 1F1B pipeline (the serial phase):
     1 / (s/ρ_par + (1-s)/ρ_ser). None without such an invocation."""
-    records = groups.get(("devices", model, dataset))
-    if not records:
+    rho = device_speedups(groups, model, dataset)
+    if not {parallel_row, "1f1b"} <= rho.keys():
         return None
-    kinds = {row_kind(r): r for r in records}
-    if not {"serial-1", parallel_row, "1f1b"} <= kinds.keys():
-        return None
-    base = kinds["serial-1"]["median_epoch_time_s"]
-    rho_par = base / phase_median(kinds[parallel_row], "parallel")
-    rho_ser = base / kinds["1f1b"]["median_epoch_time_s"]
-    return lambda share: 1.0 / (share / rho_par + (1.0 - share) / rho_ser)
+    return lambda share: 1.0 / (share / rho[parallel_row] + (1.0 - share) / rho["1f1b"])
 
 
 # The share curves: penalty rows of one kind of λ at several parallel shares, and the devices row
@@ -443,6 +522,63 @@ def share_curves(loaded: list, backprop: dict, groups: dict) -> list[str]:
         for share, r in sorted(((r["config"]["parallel_epochs"] / epochs, r) for r in rows), key=lambda item: item[0]):
             lines.append(f"| {share:.2f} | {row_kind(r)} | {r['final_test_acc']:.2f} | {r['final_test_acc'] - ref['final_test_acc']:+.2f} | "
                          f"{'' if speedup is None else f'{speedup(share):.2f}×'} |")
+        lines.append("")
+    return lines
+
+
+# Peers with exact gradients on the same devices follow backprop's accuracy curve (batch-norm
+# statistics over a worker's or micro-batch's share of the batch aside), so at the real budget
+# their time to accuracy is backprop's epochs at their per-epoch speed.
+EXACT_PEERS = {"serial-1": "backprop, one device", "ddp": "DDP (backprop's curve)", "1f1b": "pipeline 1F1B (backprop's curve)",
+               "gpipe": "pipeline GPipe (backprop's curve)"}
+
+
+def first_epoch_at(r: dict, target: float) -> int | None:
+    return next((i + 1 for i, accuracy in enumerate(r["test_acc"]) if accuracy >= target), None)
+
+
+def real_time_to_accuracy(loaded: list, backprop: dict, groups: dict) -> list[str]:
+    """Time to accuracy at the real budget, composed, at every link rate with a ``devices``
+    invocation: each finished row's epochs until it first reaches backprop's final accuracy minus
+    one point, each epoch weighted by the per-epoch time of its phase on one of K devices at that
+    rate (its all-parallel devices row for parallel epochs, 1F1B for serial ones)."""
+    finished = [r for _, records in loaded for r in records if len(r["test_acc"]) == r["epoch_budget"]]
+    lines = []
+    for (model, dataset, epochs), ref in sorted(backprop.items()):
+        links = [link for link in ("loopback", *sorted({r.get("slow_link") for (bench, m, d), records in groups.items()
+                                                         if (m, d) == (model, dataset) and " over a " in bench
+                                                         for r in records[:1]}, key=link_rate_bytes, reverse=True))
+                 if device_speedups(groups, model, dataset, link)]
+        if len(ref["test_acc"]) < epochs or not links:
+            continue
+        rho = {link: device_speedups(groups, model, dataset, link) for link in links}
+        target = ref["final_test_acc"] - 1.0
+        reach = first_epoch_at(ref, target)
+        rows = [(label, reach, {link: reach / rho[link][kind] for link in links if kind in rho[link]})
+                for kind, label in EXACT_PEERS.items()]
+        for r in finished:
+            kind = row_kind(r)
+            parallel_row = "+".join(part for part in kind.split("+") if not part.startswith(("share", "seed"))) + "+share1"
+            if (r["model"], r["dataset"], r["epoch_budget"]) != (model, dataset, epochs) or "+seed" in kind \
+                    or r["config"]["method"] == "serial":
+                continue
+            reached = first_epoch_at(r, target)
+            phases = r["phase"][:reached or 0]
+            costs = {link: sum(1 / rho[link][parallel_row if phase == "parallel" else "1f1b"] for phase in phases)
+                     for link in links if parallel_row in rho[link] and ("serial" not in phases or "1f1b" in rho[link])}
+            rows.append((f"{r['name']}" + (f" (devices row `{parallel_row}`)" if reached else ""), reached, costs if reached else {}))
+        lines += [f"### Time to accuracy: {model} on {dataset}, {epochs} epochs", "",
+                  f"Speed-up over one device in the time until the end of the first epoch at or above {target:.2f}% (backprop's "
+                  f"final {ref['final_test_acc']:.2f}% minus one point; backprop gets there after {reach} epochs): each row's epochs "
+                  "to the target at the real budget, each weighted by its phase's per-epoch time on the same devices (1 / its speed-up "
+                  "over one device in the `devices` invocation at that link rate). Composed from two measurements, not timed whole: "
+                  "the real-budget rows ran one after another on a loaded host. Blank: a devices row it needs was not run at that rate.", "",
+                  "| row | epochs to the target | " + " | ".join(links) + " |", "|---|---|" + "---|" * len(links)]
+        for label, reached, costs in rows:
+            cells = [f"{reach / costs[link]:.2f}×" if link in costs else ("—" if reached is None else "") for link in links]
+            cells = [f"**{cell}**" if link in costs and costs[link] == min(cs[link] for _, _, cs in rows if link in cs) else cell
+                     for link, cell in zip(links, cells)]
+            lines.append(f"| {label} | {reached or '— (never)'} | " + " | ".join(cells) + " |")
         lines.append("")
     return lines
 
@@ -511,7 +647,7 @@ def real_budgets(folder: Path, groups: dict, plot_dir: Path) -> list[str]:
         ax.legend(fontsize=6)
         plot = _save(fig, plot_dir / f"{path.stem}-accuracy.png")
         lines += [f"![real budget](plots/{plot})", ""]
-    return lines + share_curves(loaded, backprop, groups)
+    return lines + share_curves(loaded, backprop, groups) + real_time_to_accuracy(loaded, backprop, groups)
 
 
 def narrative(folder: Path) -> list[str]:
@@ -532,7 +668,7 @@ def main(argv: list[str] | None = None) -> None:
              "re-run later (`--rows`) taken from the re-run. "
              "To reproduce every section on this kind of machine (the `--slow-link` one as root), from the repository root:", "",
              "```", *(command for records in groups.values() for command in section_commands(records)), "python bench/report.py", "```", "",
-             *narrative(args.records.parent), *summary(groups)]
+             *narrative(args.records.parent), *summary(groups), *link_sweep(groups)]
     lines += real_budgets(args.records.parent, groups, plot_dir)
     for key, records in groups.items():
         if key[0] == "real":

@@ -134,6 +134,50 @@ def test_report_real_budgets_section(smoke_records, tmp_path):
     assert (tmp_path / "plots" / "real-resnet20-cifar10-accuracy.png").stat().st_size > 1000
 
 
+def test_report_link_sweep_and_time_to_accuracy_at_each_rate(smoke_records, tmp_path):
+    """The devices rows at each link rate in one table (speed-ups, messages per step, compute-to-message
+    ratio, the GPU-cluster link of the same ratio), and the real budget's time to accuracy composed
+    from each row's epochs to the target and the per-epoch speed-ups at each rate."""
+    kinds = {"penalty": "penalty+pipe+share1", "penalty+ds": "penalty+pipe+ds+share1"}
+    loopback = [{**r, "benchmark": "devices", "kind": kinds.get(r["kind"], r["kind"])} for r in smoke_records]
+    slow = [{**r, "benchmark": "devices over a 100mbit link", "slow_link": "100mbit",
+             "message_3.2MB_ms": {"loopback": 1.5, "100mbit link": 267.0},
+             "median_epoch_time_s": r["median_epoch_time_s"] * (4 if r["workers"] == 2 else 1),
+             "epoch_time_s": [t * (4 if r["workers"] == 2 else 1) for t in r["epoch_time_s"]]} for r in loopback]
+    def real(kind, accuracies, parallel, aux):
+        return {"name": kind, "kind": kind, "model": "mnist_resnet", "dataset": "embedded", "epoch_budget": 4, "invocation": "1",
+                "git_commit": "abc", "config": {"train_subset": None, "parallel_epochs": parallel or None,
+                                                "method": "penalty" if parallel else "serial", "aux": aux},
+                "test_acc": accuracies, "final_test_acc": accuracies[-1], "phase": ["parallel"] * parallel + ["serial"] * (4 - parallel),
+                "violation": [None] * 4, "epochs": [{"train_loss": 0.5}] * 4}
+    table = [real("serial-K", [50, 70, 85, 90.0], 0, "store"), real("penalty+pipe", [50, 89.0, 89.5, 89.6], 2, "pipelined"),
+             real("penalty+pipe+share1", [50, 70, 80, 88.0], 4, "pipelined")]
+    (tmp_path / "real-mnist_resnet-embedded.json").write_text(json.dumps({"benchmark": "real", "records": table}))
+    text = make_report(loopback + slow, tmp_path)
+
+    sweep = text.split("### The link sweep: mnist_resnet on embedded")[1].split("\n### ")[0].split("\n## ")[0]
+    by_kind = {r["kind"]: r for r in loopback}
+    rho = {kind: by_kind["serial-1"]["median_epoch_time_s"] / (statistics.median(t for t, p in zip(r["epoch_time_s"], r["phase"]) if p == "parallel")
+                                                              if "parallel" in r["phase"] else r["median_epoch_time_s"])
+           for kind, r in by_kind.items()}
+    each_way = 64 * 16 * 14 * 14 * 4  # 4 steps of 64 samples, the cut's activations, each way
+    compute = by_kind["penalty+pipe+share1"]["median_epoch_time_s"] / 4
+    assert (f"| loopback | 1.5 | {rho['ddp']:.2f}× | {rho['1f1b']:.2f}× | {rho['penalty+pipe+share1']:.2f}× | "
+            f"{rho['penalty+pipe+ds+share1']:.2f}× | {each_way / 1e6:.2f} MB / {each_way / 8e6:.2f} MB | ∞ / ∞ |  |") in sweep
+    assert (f"| 100mbit | 267.0 | {rho['ddp'] / 4:.2f}× | {rho['1f1b'] / 4:.2f}× | {rho['penalty+pipe+share1'] / 4:.2f}× | "
+            f"{rho['penalty+pipe+ds+share1'] / 4:.2f}× | {each_way / 1e6:.2f} MB / {each_way / 8e6:.2f} MB | "
+            f"{compute / (each_way / 12.5e6):.2g} / {compute / (each_way / 8 / 12.5e6):.2g} | 2 Gbit/s – 5 Gbit/s |") in sweep
+
+    # Backprop's target is 89%: backprop reaches it after 4 epochs, the SPH row after 2 (both
+    # parallel), the all-parallel row never.
+    reach = text.split("### Time to accuracy: mnist_resnet on embedded, 4 epochs")[1].split("\n### ")[0].split("\n## ")[0]
+    assert "| row | epochs to the target | loopback | 100mbit |" in reach
+    assert f"| DDP (backprop's curve) | 4 | {rho['ddp']:.2f}× | {rho['ddp'] / 4:.2f}× |" in reach.replace("**", "")
+    sph = 4 / (2 / rho["penalty+pipe+share1"])
+    assert f"| penalty+pipe (devices row `penalty+pipe+share1`) | 2 | {sph:.2f}× | {sph / 4:.2f}× |" in reach.replace("**", "")
+    assert "| penalty+pipe+share1 | — (never) | — | — |" in reach
+
+
 def test_slow_link_joins_two_namespaces_and_removes_them():
     import os
     import shutil
