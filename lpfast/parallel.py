@@ -1,39 +1,24 @@
-"""The layer-parallel phase (ALGORITHM.md §2-§4): K stages training at once, tied by auxiliary variables.
+"""Layer-parallel training of a residual network cut into K stages (ALGORITHM.md): the coordinator.
 
-Cut ``c`` joins stage ``c`` to stage ``c+1``; its auxiliary variables λ_c (and multipliers μ_c for
-the augmented Lagrangian) belong to stage ``c+1``, whose input they are. One step on a batch:
-
-1. every stage ``s ≥ 1`` gathers λ_{s-1} (and μ_{s-1}) for the batch and sends stage ``s-1`` its
-   regression target ``λ - μ/β``;
-2. every stage computes its output from its own input (the images for stage 0, λ_{s-1} otherwise);
-   stages ``s < K-1`` send the output on and take the penalty ``β/2·mean((out - target)²)``, the
-   last stage the cross-entropy; each backpropagates and steps its own optimizer (θ-step). With a
-   DS filter both crossing tensors are pooled and the penalty compares pooled tensors;
-3. every stage ``s ≥ 1`` receives φ_{s-1}(λ_{s-2}) and updates λ_{s-1} (and μ_{s-1}) with its own
-   input gradient (λ-step, μ-step) through the fused op ``lpfast.ops.aux_update_``.
-
-A worker holds its stages and its sides of their cuts (:mod:`lpfast.cut`): the
-:class:`~lpfast.cut.CutInput` of a stage's input does 1 and 3, the :class:`~lpfast.cut.CutOutput`
-of its output the penalty of 2. The serial phase's pipeline is :mod:`lpfast.serial`'s.
-
-Only activation-sized tensors cross between neighbours (one each way per cut and step), and no
-stage waits for another's compute except for the λ-update in 3, which needs the previous stage's
-forward only. The schedule runs unchanged over a :class:`~lpfast.transport.LocalTransport` (all
+:class:`LayerParallel` checks the options, cuts the model (:mod:`lpfast.stages`) and combines the
+pieces that do the work: the parallel phase, either with auxiliary variables per cut
+(:mod:`lpfast.auxphase`: stored λ and μ or auxiliary networks, each cut's two sides in
+:mod:`lpfast.cut`) or with λ refreshed by a pipelined forward (:mod:`lpfast.pipelined`); the serial
+phase's pipeline (:mod:`lpfast.serial`); and the epoch's statistics and the evaluation, which it
+keeps itself. Every piece runs unchanged over a :class:`~lpfast.transport.LocalTransport` (all
 stages in one process) or a :class:`~lpfast.transport.DistTransport` (one stage per rank).
 """
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable, Sequence
-from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from lpfast.auxnet import NetAux, build_aux_net
+from lpfast.auxphase import AuxPhase
 from lpfast.auxvars import STORE_LOCATIONS, AuxStore, StoredAux
-from lpfast.cut import CutInput, CutOutput
 from lpfast.describe import check_description, describe
 from lpfast.filters import DsFilter
 from lpfast.localheads import LocalHead
@@ -41,7 +26,6 @@ from lpfast.pipelined import PipelinedPhase
 from lpfast.serial import SCHEDULES, LocalPipeline, TorchPipeline
 from lpfast.stages import Partition, Stage, partition, split
 from lpfast.transport import LocalTransport, Transport
-from lpfast.weightnorms import WeightNorms
 
 METHODS = ("penalty", "al")
 AUX_KINDS = ("store", "net", "pipelined")
@@ -53,24 +37,6 @@ def default_aux(method: str) -> str:
     30 epochs, half parallel, 0.1 point under backprop where stored λ ended 1.6 under it:
     bench/RESULTS.md, real budgets), the per-sample store for AL, whose multipliers live there."""
     return "pipelined" if method == "penalty" else "store"
-
-
-@contextmanager
-def _batch_stats_without_tracking(modules: Iterable[nn.Module]):
-    """Train-mode batch norm (batch statistics) that leaves the running statistics untouched."""
-    saved = []
-    for m in modules:
-        for bn in m.modules():
-            if isinstance(bn, nn.modules.batchnorm._BatchNorm):
-                saved.append((bn, bn.training, bn.momentum))
-                bn.train()
-                bn.momentum = 0.0
-    try:
-        yield
-    finally:
-        for bn, training, momentum in saved:
-            bn.train(training)
-            bn.momentum = momentum
 
 
 class LayerParallel:
@@ -216,7 +182,7 @@ class LayerParallel:
         self.device, self.dtype = param.device, param.dtype
         self.method = method
         self.beta0, self.beta_growth, self.beta_max = beta0, beta_growth, beta_max
-        self.lam_step, self.mu_every = lam_step, mu_every
+        self.mu_every = mu_every
         self.transport = transport if transport is not None else LocalTransport()
         self.plan: Partition = partition(self.model, stages, input_shape)
         sample = torch.randn((2, *input_shape), generator=torch.Generator().manual_seed(0)).to(self.device, self.dtype)
@@ -235,9 +201,7 @@ class LayerParallel:
         self._trained = {s: [*self.stages[s].parameters(), *(self.local_heads[s].parameters() if s in self.local_heads else ())]
                          for s in self.own}
         self.optimizers = {s: optimizer(self._trained[s]) for s in self.own}
-        self.regression_lr_scale = regression_lr_scale
         self.restore_norms = restore_norms
-        self.weight_norms = {s: WeightNorms(self.stages[s]) for s in self.own if s < self.num_stages - 1} if restore_norms else {}
         # λ_c / μ_c live with stage c+1.
         def store(cut: int) -> AuxStore:
             return AuxStore(dataset_size, self.plan.cut_shapes[cut], dtype=store_dtype, device=self.device,
@@ -255,11 +219,13 @@ class LayerParallel:
         self.aux_kind = aux
         self.aux = {} if pipelined else {s - 1: aux_variables(s - 1) for s in self.own if s > 0}
         layout = dict(dtype=self.dtype, device=self.device, memory_format=memory_format)
-        # This worker's sides of the cuts: the inputs of its stages (λ it owns), their outputs.
-        self.cut_inputs = {c: CutInput(c, self.plan.cut_shapes[c], a, self.wire, self.transport, **layout) for c, a in self.aux.items()}
-        self.cut_outputs = {s: CutOutput(s, self.plan.cut_shapes[s], self.wire, self.transport, head=self.local_heads.get(s),
-                                         local_loss=local_loss, **layout)
-                            for s in self.own if s + 1 < self.num_stages and not pipelined}
+        # The parallel phase: exactly one of the two.
+        self.aux_phase = None if pipelined else AuxPhase(
+            self.stages, self.own, self.optimizers, self._trained, self.aux, self.plan.cut_shapes, self.transport,
+            local_heads=self.local_heads, local_loss=local_loss, lam_step=lam_step, regression_lr_scale=regression_lr_scale,
+            restore_norms=restore_norms, wire=self.wire, **layout)
+        # The cuts into this worker's stages, which keep the violation statistics (none when pipelined).
+        self._cut_inputs = {} if self.aux_phase is None else self.aux_phase.cut_inputs
         self.pipelined = PipelinedPhase(self.stages, self.own, self.optimizers, self.plan.cut_shapes, self.transport,
                                         predict_weights=predict_weights, wire=self.wire, **layout) if pipelined else None
         self.serial_pipeline: LocalPipeline | TorchPipeline
@@ -269,11 +235,6 @@ class LayerParallel:
             (rank,) = self.own
             self.serial_pipeline = TorchPipeline(self.stages[rank], rank, self.num_stages, self.plan.cut_shapes,
                                                  self.transport, serial_schedule, self.device, memory_format)
-        # One process on a GPU: each stage's θ-step on its own stream, so independent stages overlap.
-        self._streams = (
-            {s: torch.cuda.Stream(self.device) for s in self.own}
-            if self.device.type == "cuda" and len(self.own) > 1 else {}
-        )
         self.epoch = 0  # parallel epochs completed: β's schedule counts these (a serial warm-up leaves it at β0)
         self.steps = 0
         self.initialised = self.num_stages == 1 or pipelined
@@ -318,7 +279,7 @@ class LayerParallel:
         self._require_drained("state_dict")
         sent, before = self.transport.sent_bytes, self._bytes_at_epoch_start
         return {
-            "epoch_stats": {"loss_sum": dict(self._loss_sum), "cuts": {c: cut.statistics() for c, cut in self.cut_inputs.items()},
+            "epoch_stats": {"loss_sum": dict(self._loss_sum), "cuts": {c: cut.statistics() for c, cut in self._cut_inputs.items()},
                             "stage_time": dict(self._stage_time), "samples": self._samples, "phase": self._phase,
                             "bytes": {key: sent[key] - before.get(key, 0) for key in list(sent)}},
             "stages": {s: self.stages[s].state_dict() for s in self.own},
@@ -328,7 +289,7 @@ class LayerParallel:
             "epoch": self.epoch,
             "steps": self.steps,
             "initialised": self.initialised,
-            "weight_norms": {s: norms.recorded for s, norms in self.weight_norms.items()},
+            "weight_norms": {s: norms.recorded for s, norms in self._weight_norms.items()},
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -340,11 +301,11 @@ class LayerParallel:
         for c, a in self.aux.items():
             a.load_state_dict(state["aux"][c])
         self.epoch, self.steps, self.initialised = state["epoch"], state["steps"], state["initialised"]
-        for s, norms in self.weight_norms.items():
+        for s, norms in self._weight_norms.items():
             norms.recorded = state["weight_norms"][s]
         stats = state["epoch_stats"]
         self._loss_sum = stats["loss_sum"]
-        for c, cut in self.cut_inputs.items():
+        for c, cut in self._cut_inputs.items():
             cut.load_statistics(stats["cuts"][c])
         self._stage_time, self._samples, self._phase = stats["stage_time"], stats["samples"], stats["phase"]
         self._bytes_at_epoch_start = {key: self.transport.sent_bytes.get(key, 0) - n for key, n in stats["bytes"].items()}
@@ -358,18 +319,8 @@ class LayerParallel:
         auxiliary networks, each takes one regression step per batch toward those activations.
         With ``aux="pipelined"`` there is nothing to fill: it returns at once, leaving ``batches``
         unread."""
-        if self.pipelined is not None:
-            return
-        own_stages = [self.stages[s] for s in self.own]
-        with _batch_stats_without_tracking(own_stages), self.transport.counting_as("init"):
-            for x, idx in batches:
-
-                def take(s: int, received: Tensor, x: Tensor = x, idx: Tensor = idx) -> Tensor:
-                    return self.aux[s - 1].initialise(x, idx, received)
-
-                self._forward_pass(x, idx.numel(), take)
-        for norms in self.weight_norms.values():
-            norms.record()
+        if self.aux_phase is not None:
+            self.aux_phase.initialise(batches, self._forward_pass)
         self.initialised = True
 
     def restore_weight_norms(self) -> dict[int, list[float]]:
@@ -378,7 +329,11 @@ class LayerParallel:
         Returns the factors per stage."""
         if not self.restore_norms:
             raise RuntimeError("construct LayerParallel with restore_norms=True to restore weight norms")
-        return {s: norms.restore(self.optimizers[s]) for s, norms in self.weight_norms.items()}
+        return self.aux_phase.restore_weight_norms()
+
+    @property
+    def _weight_norms(self) -> dict:
+        return {} if self.aux_phase is None else self.aux_phase.weight_norms
 
     def _forward_pass(self, x: Tensor, batch: int, take_input: Callable[[int, Tensor], Tensor] | None = None) -> Tensor | None:
         """A plain forward pass of one batch through this worker's stages, activations crossing
@@ -425,20 +380,8 @@ class LayerParallel:
         if micro_batches < 1 or batch % micro_batches:
             raise ValueError(f"micro_batches must divide the batch of {batch} samples, got {micro_batches}")
         update_mu = self.method == "al" and self.steps % self.mu_every == 0
-        for s in self.own:
-            self.optimizers[s].zero_grad(set_to_none=True)
-        parts = zip(x.chunk(micro_batches), y.chunk(micro_batches), idx.chunk(micro_batches),
-                    flips.chunk(micro_batches) if flips is not None else [None] * micro_batches)
-        losses: dict[int, Tensor] = {}
-        for part in parts:
-            for s, loss in self._accumulate(*part, batch=batch, update_mu=update_mu).items():
-                losses[s] = losses[s] + loss if s in losses else loss
-        for s in self.own:
-            with self._stage_stream(s):
-                self._theta_step(s, self.regression_lr_scale if s in self.cut_outputs else 1.0)
-        self._join_stage_streams([])
-        for s, loss in losses.items():
-            self._loss_sum[s] += loss.double() * batch
+        losses = self.aux_phase.step(x, y, idx, flips, micro_batches=micro_batches, beta=self.beta, update_mu=update_mu,
+                                     stage_time=self._stage_time, loss_sum=self._loss_sum)
         self._samples += batch
         self._phase = "parallel"
         self.steps += 1
@@ -465,60 +408,6 @@ class LayerParallel:
     def _require_drained(self, what: str) -> None:
         if self.pipelined is not None and not self.pipelined.empty:
             raise RuntimeError(f"{what} needs every batch in the pipelined parallel phase finished: call drain() or end_epoch() first")
-
-    def _accumulate(self, x: Tensor, y: Tensor, idx: Tensor, flips: Tensor | None, *, batch: int, update_mu: bool) -> dict[int, Tensor]:
-        """A part of the batch through every owned stage: θ-gradients accumulated with the part's
-        share of the batch objective, then the part's λ- and μ-steps. Returns the stages' losses
-        weighted by the part's share."""
-        beta, part, share = self.beta, idx.numel(), idx.numel() / batch
-
-        # 1. Open this worker's cuts: λ in (the stages' inputs), targets back, receives posted.
-        inputs = {s: self.cut_inputs[s - 1].begin(x, idx, flips, beta) for s in self.own if s > 0}
-        for cut in self.cut_outputs.values():
-            cut.begin(part)
-
-        # 2. Forward and backward, each stage on its own input (on a GPU, each on its own stream).
-        losses, input_grads, sent = {}, {}, []
-        for s in self.own:
-            with self._stage_stream(s):
-                start = time.perf_counter()
-                inp = x if s == 0 else inputs[s].detach().requires_grad_()
-                out = self.stages[s](inp)
-                if s in self.cut_outputs:
-                    cut = self.cut_outputs[s]
-                    loss, crossing = cut.backward(out, y, beta=beta, params=None if s == 0 else self._trained[s], weight=share)
-                    sent.append(crossing)
-                    per_sample = cut.reduction_size(part)
-                else:
-                    loss = F.cross_entropy(out, y)
-                    (loss * share if share != 1.0 else loss).backward()
-                    per_sample = float(part)  # part mean -> per-sample loss
-                if s > 0:
-                    # Sample i's own objective: the input gradient of the part's (weighted) mean times its reduction size.
-                    input_grads[s] = inp.grad.mul_(per_sample / share)
-                losses[s] = loss.detach() * share
-                self._stage_time[s] += time.perf_counter() - start
-        self._join_stage_streams(list(losses.values()) + list(input_grads.values()) + sent)
-        # The targets sent in 1 may be the λ batches that 3 updates in place: let them leave first.
-        self.transport.flush()
-
-        # 3. λ- and μ-steps of the cuts this worker owns.
-        for s, grad in input_grads.items():
-            self.cut_inputs[s - 1].finish(grad, beta=beta, eta=self.lam_step, update_mu=update_mu)
-        self.transport.flush()
-        return losses
-
-    def _theta_step(self, s: int, lr_scale: float) -> None:
-        opt = self.optimizers[s]
-        if lr_scale == 1.0:
-            opt.step()
-            return
-        rates = [group["lr"] for group in opt.param_groups]
-        for group in opt.param_groups:
-            group["lr"] *= lr_scale
-        opt.step()
-        for group, rate in zip(opt.param_groups, rates):
-            group["lr"] = rate
 
     # ------------------------------------------------------------------ serial phase
 
@@ -548,31 +437,10 @@ class LayerParallel:
         self.steps += 1
         return loss
 
-    @contextmanager
-    def _stage_stream(self, s: int):
-        stream = self._streams.get(s)
-        if stream is None:
-            yield
-            return
-        stream.wait_stream(torch.cuda.current_stream(self.device))  # inputs gathered on the main stream
-        with torch.cuda.stream(stream):
-            yield
-
-    def _join_stage_streams(self, produced: list[Tensor]) -> None:
-        """The main stream waits for every stage stream; tensors the stage streams made and the
-        main stream still reads are marked, so their memory is not reused under it."""
-        if not self._streams:
-            return
-        main = torch.cuda.current_stream(self.device)
-        for stream in self._streams.values():
-            main.wait_stream(stream)
-        for tensor in produced:
-            tensor.record_stream(main)
-
     def _reset_epoch_stats(self) -> None:
         zero = lambda: torch.zeros((), dtype=torch.float64, device=self.device)  # noqa: E731
         self._loss_sum = {s: zero() for s in self.own}
-        for cut in self.cut_inputs.values():
+        for cut in self._cut_inputs.values():
             cut.reset_statistics()
         self._stage_time = {s: 0.0 for s in self.own}
         self._samples = 0
@@ -602,7 +470,7 @@ class LayerParallel:
             if s - 1 in self.aux:
                 aux = self.aux[s - 1]
                 local[5, s - 1] = aux.nbytes
-                local[2, s - 1] = self.cut_inputs[s - 1].relative_violation()
+                local[2, s - 1] = self._cut_inputs[s - 1].relative_violation()
                 if isinstance(aux, NetAux):
                     local[6, s - 1] = aux.take_fit_loss()
         sent, before = self.transport.sent_bytes, self._bytes_at_epoch_start

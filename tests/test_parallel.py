@@ -541,11 +541,11 @@ def test_restore_norms_puts_back_the_lengths_of_the_lambda_pass_when_the_paralle
     restoring = Trainer(config, tmp_path, resume=True, train_data=train, test_data=test, log=lines.append)
     restoring.fit(pause_after=1)
     assert sum(line.startswith("restored the regressing stages' weight norms") for line in lines) == 1
-    pairs = restoring.lp.weight_norms[0].pairs
+    pairs = restoring.lp.aux_phase.weight_norms[0].pairs
     grown = [layer.weight.norm().item() for layer, _ in WeightNorms(plain.lp.stages[0]).pairs]
     assert grown != pytest.approx(initial, rel=0.05)  # the parallel epochs changed them
     assert [layer.weight.norm().item() for layer, _ in pairs] == pytest.approx(initial, rel=1e-6)
-    assert restoring.lp.weight_norms[0].recorded is None
+    assert restoring.lp.aux_phase.weight_norms[0].recorded is None
     # Same function as the network that kept its lengths (up to batch norm's ε), in both modes.
     x = test.images[:32].float().contiguous(memory_format=torch.channels_last)
     for mode in (True, False):
