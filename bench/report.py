@@ -26,6 +26,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from lpfast.benchmark import PRESETS  # noqa: E402
+from lpfast.plan import PartCosts, link_bytes_per_s, predict  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 NOISY = 1.5  # timing spread above which a row's times are flagged
@@ -354,42 +355,48 @@ def ceilings(folder: Path) -> list[str]:
 
 
 def planner_check(key: tuple[str, str, str], records: list[dict], folder: Path) -> list[str]:
-    """``lpfast plan``'s predictions (``plan-<model>-<dataset>.json`` beside the records) against the
-    section's measured epoch speed-ups over the baseline, for the rows' cut: the prediction error."""
+    """``lpfast plan``'s predictions against the section's measured epoch speed-ups over the baseline:
+    the plan's cost measurement (``plan-<model>-<dataset>.json`` beside the records) put through
+    :func:`lpfast.plan.predict` for each row's cut, micro-batches and the section's link. Only the
+    ``devices`` sections, whose rows run on one-core devices like the ones the planner measures."""
     path = folder / f"plan-{key[1]}-{key[2]}.json"
-    if not path.exists():
+    if key[0].partition(" over a ")[0] != "devices" or not path.exists():
         return []
-    predictions = json.loads(path.read_text())["predictions"]
+    plan = json.loads(path.read_text())
+    costs = PartCosts(**{**plan["costs"], "cut_shapes": [tuple(shape) for shape in plan["costs"]["cut_shapes"]]})
+    link = records[0].get("slow_link")
     base = baseline(records)
     lines = []
     for r in records:
-        kind = row_kind(r).split("+")[0]
-        if kind not in ("ddp", "gpipe", "1f1b", "penalty", "al") or r["config"].get("aux") == "net":  # ψ's cost is not planned
+        kind, config = row_kind(r).split("+")[0], r["config"]
+        ds = config.get("ds_factor", 1) > 1
+        pipelined = config.get("aux") == "pipelined"
+        if kind not in ("ddp", "gpipe", "1f1b", "penalty", "al") or config.get("aux") == "net" or (ds and link and not pipelined):
+            continue  # ψ's cost, and stored λ's filtered messages, are not planned
+        default = [p["cut"] for p in plan["predictions"] if p["stages"] == r["workers"] and p["default"]]
+        cut = config.get("stage_blocks") or (default[0] if default else None)
+        if cut is None:
             continue
-        blocks = r["config"].get("stage_blocks")
-        match = [p for p in predictions if p["stages"] == r["workers"] and (p["cut"] == blocks if blocks else p["default"])]
-        if not match:
-            continue
-        p = match[0]
+        p = predict(costs, r["workers"], cut=cut, link=link_bytes_per_s(link), micro_batches=config.get("micro_batches", 4))
         if kind == "ddp":
-            predicted, measured = p["ddp_speedup"], base["median_epoch_time_s"] / r["median_epoch_time_s"]
-            what = "epoch"
+            predicted, measured, what = p.ddp_speedup, base["median_epoch_time_s"] / r["median_epoch_time_s"], "epoch"
         elif kind in ("gpipe", "1f1b"):
-            predicted, measured = p["pipeline_speedup"], base["median_epoch_time_s"] / r["median_epoch_time_s"]
-            what = "epoch"
+            predicted, measured, what = p.pipeline_speedup, base["median_epoch_time_s"] / r["median_epoch_time_s"], "epoch"
         else:
             share = sum(phase == "parallel" for phase in r["phase"]) / len(r["phase"])
-            parallel = p["pipelined_step_s"] if r["config"].get("aux") == "pipelined" else p["parallel_step_s"]
-            predicted = p["serial_step_s"] / (share * parallel + (1 - share) * p["pipeline_step_s"])
+            parallel = (p.pipelined_ds_step_s if ds else p.pipelined_step_s) if pipelined else p.parallel_step_s
+            predicted = p.serial_step_s / (share * parallel + (1 - share) * p.pipeline_step_s)
             if share == 1:
                 what, measured = "parallel epoch", base["median_epoch_time_s"] / phase_median(r, "parallel")
             else:
                 what, measured = f"whole run ({share:.2f} parallel)", base["train_time_s"] / r["train_time_s"]
-        lines.append(f"| {r['name']} | {','.join(map(str, p['cut']))} | {what} | {predicted:.2f}x | {measured:.2f}x | {100 * (predicted / measured - 1):+.0f}% |")
+        lines.append(f"| {r['name']} | {','.join(map(str, cut))} | {what} | {predicted:.2f}x | {measured:.2f}x | {100 * (predicted / measured - 1):+.0f}% |")
     if not lines:
         return []
-    return ["**`lpfast plan` against the measurement** (its predictions in `" + path.name + "`, measured on this machine before the rows; "
-            "speed-ups over the baseline; the planner leaves data loading and evaluation out):", "",
+    return [f"**`lpfast plan` against the measurement** (the block and cut costs of `{path.name}`, measured on this machine "
+            f"{'on ' + plan['date'] if 'date' in plan else 'before these rows'}, put through the planner's cost model for each row's cut"
+            + (f" and the {link} link" if link else "") + "; speed-ups over the baseline; the planner leaves data loading and "
+            "evaluation out):", "",
             "| row | cut | what | predicted | measured | error |", "|---|---|---|---|---|---|", *lines, ""]
 
 
@@ -399,12 +406,6 @@ def planner_check(key: tuple[str, str, str], records: list[dict], folder: Path) 
 # cluster's link must be faster than ours for compute and messages to stand in the same ratio.
 GPU_OVER_CORE = (20, 50)
 LINK_ROWS = (("ddp", "DDP"), ("1f1b", "1F1B"), ("penalty+pipe+share1", "pipelined λ"), ("penalty+pipe+ds+share1", "pipelined λ + DS"))
-
-
-def link_rate_bytes(link: str) -> float:
-    """Bytes per second of a tc rate such as ``100mbit`` or ``1gbit``."""
-    number, unit = link[:-4], link[-4:]
-    return float(number) * {"kbit": 1e3, "mbit": 1e6, "gbit": 1e9}[unit] / 8
 
 
 def link_sweep(groups: dict) -> list[str]:
@@ -419,7 +420,7 @@ def link_sweep(groups: dict) -> list[str]:
     for (model, dataset), by_link in sorted(sweeps.items()):
         if len(by_link) < 2:
             continue
-        links = sorted(by_link, key=lambda link: -link_rate_bytes(link) if link != "loopback" else -float("inf"))
+        links = sorted(by_link, key=lambda link: -link_bytes_per_s(link) if link != "loopback" else -float("inf"))
         loopback = {row_kind(r): r for r in by_link.get("loopback", [])}
         # A stage's compute per step: the pipelined step with free messages (the loopback row).
         free = loopback.get("penalty+pipe+share1")
@@ -453,13 +454,13 @@ def link_sweep(groups: dict) -> list[str]:
                 each_way = r["bytes_sent"] / steps / 2
                 sizes.append(f"{each_way / 1e6:.2f} MB")
                 ratios.append("∞" if link == "loopback" else "—" if compute is None
-                              else f"{compute / (each_way / link_rate_bytes(link)):.2g}")
+                              else f"{compute / (each_way / link_bytes_per_s(link)):.2g}")
             # The unshaped invocation has no message timing of its own: every slow-link one times loopback first.
             timed = [r["message_3.2MB_ms"] for records in by_link.values() for r in records[:1] if r.get("message_3.2MB_ms")]
             link_ms = (statistics.median(m["loopback"] for m in timed) if link == "loopback" and timed
                        else (base.get("message_3.2MB_ms") or {}).get(f"{link} link"))
             cluster = "" if link == "loopback" else " – ".join(
-                f"{link_rate_bytes(link) * 8 * g / 1e9:g} Gbit/s" for g in GPU_OVER_CORE)
+                f"{link_bytes_per_s(link) * 8 * g / 1e9:g} Gbit/s" for g in GPU_OVER_CORE)
             lines.append(f"| {link} | {'—' if link_ms is None else f'{link_ms:.1f}'} | " + " | ".join(cells)
                          + f" | {' / '.join(sizes)} | {' / '.join(ratios)} | {cluster} |")
         lines.append("")
@@ -547,7 +548,7 @@ def real_time_to_accuracy(loaded: list, backprop: dict, groups: dict) -> list[st
     for (model, dataset, epochs), ref in sorted(backprop.items()):
         links = [link for link in ("loopback", *sorted({r.get("slow_link") for (bench, m, d), records in groups.items()
                                                          if (m, d) == (model, dataset) and " over a " in bench
-                                                         for r in records[:1]}, key=link_rate_bytes, reverse=True))
+                                                         for r in records[:1]}, key=link_bytes_per_s, reverse=True))
                  if device_speedups(groups, model, dataset, link)]
         if len(ref["test_acc"]) < epochs or not links:
             continue

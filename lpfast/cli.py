@@ -237,6 +237,7 @@ def add_plan_parser(sub) -> None:
 
 
 def plan_command(args: argparse.Namespace) -> None:
+    import datetime
     import json
 
     import torch
@@ -257,7 +258,8 @@ def plan_command(args: argparse.Namespace) -> None:
     print(as_table(costs, predictions, link=args.link, parallel_share=args.parallel_share))
     if args.out is not None:
         args.out.write_text(json.dumps({"model": args.model, "input_shape": list(args.input_shape), "link": args.link,
-                                        "threads": args.threads, **to_record(costs, predictions)}, indent=1) + "\n")
+                                        "threads": args.threads, "date": datetime.date.today().isoformat(),
+                                        **to_record(costs, predictions)}, indent=1) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:

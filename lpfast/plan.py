@@ -12,11 +12,15 @@ predicts for each K from the cost model of ALGORITHM.md §8:
   take on the link where that is longer (messages overlap compute; a link is full duplex, and a
   middle stage's two neighbours share its link); with pipelined λ (``--aux pipelined``) the same
   without the cuts' work, which that phase does not do (the same messages: an output forward, an
-  input gradient back);
+  input gradient back), but at least the last stage's compute plus both messages of the last cut,
+  which lie on one cycle (:mod:`lpfast.pipelined`), and with DS (s=2, bfloat16 wire) its messages
+  an eighth of the size;
 - a serial-phase step (pipeline of M micro-batches): (M + K - 1)/M of the slowest stage's
   compute plus 2(K - 1) micro-batch messages on the critical path;
-- DDP on K devices: a K-th of the compute, the gradient all-reduce (2(K-1)/K of the parameters'
-  bytes) overlapping the backward;
+- DDP on K devices: a K-th of the compute, and the gradient all-reduce (2(K-1)/K of the
+  parameters' bytes) in DDP's buckets (1 MiB, then 25 MiB, filled in the backward's order), each
+  overlapping the backward only once all of its gradients are ready: the last bucket's all-reduce
+  (for a model under 26 MiB of gradients, nearly all of it) follows the backward;
 - speed-ups over backprop on one device, per epoch of each phase and for a whole SPH run with a
   given parallel share (Amdahl over the two phases); bytes per step with and without DS (s=2,
   bfloat16 wire); λ (and μ) memory per stage for a data set of N samples.
@@ -58,20 +62,29 @@ def link_bytes_per_s(rate: str | None) -> float | None:
     return float(match.group(1)) * _RATE_UNIT[match.group(2)] / 8
 
 
+# DistributedDataParallel's gradient buckets with torch's defaults: from its second step on, the
+# gradients in the order the backward produces them, 1 MiB in the first bucket and 25 MiB in each after.
+DDP_BUCKET_BYTES = (1 << 20, 25 << 20)
+
+
 @dataclass
 class PartCosts:
     """Measured seconds per batch: forward and backward of each block (stem and head counted with the
     first and last block); per possible cut (after each block but the last) the method's work on
     the stage before it (penalty, local head) and on the stage after it (λ gather, update,
-    scatter); each cut's per-sample shape; the parameters' bytes."""
+    scatter); each cut's per-sample shape; each block's parameters' bytes."""
 
     forward_s: list[float]
     backward_s: list[float]
     cut_regress_s: list[float]
     cut_lambda_s: list[float]
     cut_shapes: list[tuple[int, ...]]
-    parameter_bytes: int
+    part_parameter_bytes: list[int]
     batch_size: int
+
+    @property
+    def parameter_bytes(self) -> int:
+        return sum(self.part_parameter_bytes)
 
 
 def _median_time(fn, repeats: int, warmup: int = 2) -> float:
@@ -98,7 +111,7 @@ def measure(model: nn.Module, input_shape: Sequence[int], *, batch_size: int = 1
         parts = [nn.Sequential(net.stem, net.blocks[0], net.head)]
     else:
         parts = [nn.Sequential(net.stem, net.blocks[0]), *net.blocks[1:-1], nn.Sequential(net.blocks[-1], net.head)]
-    forward_s, backward_s, shapes = [], [], []
+    forward_s, backward_s, shapes, part_bytes = [], [], [], []
     h = x
     for part in parts:
         inp = h.detach().requires_grad_(h is not x)
@@ -111,13 +124,13 @@ def measure(model: nn.Module, input_shape: Sequence[int], *, batch_size: int = 1
 
         backward_s.append(max(_median_time(backward, repeats) - forward_s[-1], 0.0))
         shapes.append(tuple(out.shape[1:]))
+        part_bytes.append(sum(p.numel() * p.element_size() for p in part.parameters()))
         h = out.detach()
     model.zero_grad(set_to_none=True)
     cut_shapes = shapes[:-1]
     num_classes = shapes[-1][0]
     work = [_cut_work(shape, batch_size, num_classes, param.device, param.dtype, memory_format, repeats) for shape in cut_shapes]
-    parameter_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-    return PartCosts(forward_s, backward_s, [w[0] for w in work], [w[1] for w in work], cut_shapes, parameter_bytes, batch_size)
+    return PartCosts(forward_s, backward_s, [w[0] for w in work], [w[1] for w in work], cut_shapes, part_bytes, batch_size)
 
 
 def _cut_work(shape: tuple[int, ...], batch: int, num_classes: int, device, dtype, memory_format, repeats: int) -> tuple[float, float]:
@@ -158,10 +171,12 @@ class Prediction:
     serial_step_s: float
     parallel_step_s: float
     pipelined_step_s: float
+    pipelined_ds_step_s: float
     pipeline_step_s: float
     ddp_step_s: float
     parallel_speedup: float
     pipelined_speedup: float
+    pipelined_ds_speedup: float
     pipeline_speedup: float
     ddp_speedup: float
     sph_speedup: float
@@ -192,30 +207,55 @@ def predict(costs: PartCosts, k: int, *, cut: Sequence[int] | None = None, defau
     cut_elements = [math.prod(costs.cut_shapes[c]) for c in cuts]
     element = 4
     crossing = [costs.batch_size * d * element for d in cut_elements]  # one activation-sized tensor, one way
+    crossing_ds = [costs.batch_size * d // 4 * 2 for d in cut_elements]  # pooled 2×2, bfloat16
     seconds = (lambda nbytes: 0.0) if link is None else (lambda nbytes: nbytes / link)
     # Stage s does its compute, the work of the cut after it (penalty, head) and of the cut before it (its input λ).
     work = [compute[s] + (costs.cut_regress_s[cuts[s]] if s < k - 1 else 0.0) + (costs.cut_lambda_s[cuts[s - 1]] if s > 0 else 0.0)
             for s in range(k)]
-    messages = [sum(seconds(crossing[c]) for c in (s - 1, s) if 0 <= c < k - 1) for s in range(k)]
-    parallel = max(max(w, m) for w, m in zip(work, messages))
-    pipelined = max(max(c, m) for c, m in zip(compute, messages))
+    def messages(sizes: list[int]) -> list[float]:  # per stage: its cuts' messages one way (full duplex)
+        return [sum(seconds(sizes[c]) for c in (s - 1, s) if 0 <= c < k - 1) for s in range(k)]
+
+    def pipelined_step(sizes: list[int]) -> float:
+        # Stage K-2 backpropagates, a step after sending the last stage its output, the gradient the
+        # last stage sends back: the output's way there, the last stage's compute and the gradient's
+        # way back lie on one cycle a step long.
+        turnaround = compute[-1] + 2 * seconds(sizes[-1]) if k > 1 else 0.0
+        return max(turnaround, *(max(c, m) for c, m in zip(compute, messages(sizes))))
+
+    parallel = max(max(w, m) for w, m in zip(work, messages(crossing)))
+    pipelined, pipelined_ds = pipelined_step(crossing), pipelined_step(crossing_ds)
     micro = max(compute) / micro_batches
     pipeline = (micro_batches + k - 1) * micro + 2 * (k - 1) * seconds(max(crossing, default=0) / micro_batches)
     allreduce = int(2 * (k - 1) / k * costs.parameter_bytes)
-    forward, backward = sum(costs.forward_s), sum(costs.backward_s)
-    ddp = forward / k + max(backward / k, seconds(allreduce))
+    ddp = _ddp_step(costs, k, seconds)
     sph = 1.0 / (parallel_share * parallel / serial + (1 - parallel_share) * pipeline / serial)
     per_store = [dataset_size * d * element for d in cut_elements]
     aux = [0] + [per_store[c] * (2 if method == "al" else 1) for c in range(k - 1)]
     return Prediction(
         stages=k, cut=chosen, fastest=chosen == fastest, default=default_cut is not None and chosen == list(default_cut),
-        serial_step_s=serial, parallel_step_s=parallel, pipelined_step_s=pipelined,
+        serial_step_s=serial, parallel_step_s=parallel, pipelined_step_s=pipelined, pipelined_ds_step_s=pipelined_ds,
         pipeline_step_s=pipeline, ddp_step_s=ddp, parallel_speedup=serial / parallel, pipelined_speedup=serial / pipelined,
-        pipeline_speedup=serial / pipeline,
-        ddp_speedup=serial / ddp, sph_speedup=sph, bytes_per_step=2 * sum(crossing),
-        bytes_per_step_ds=2 * sum(costs.batch_size * d // 4 * 2 for d in cut_elements),
+        pipelined_ds_speedup=serial / pipelined_ds, pipeline_speedup=serial / pipeline,
+        ddp_speedup=serial / ddp, sph_speedup=sph, bytes_per_step=2 * sum(crossing), bytes_per_step_ds=2 * sum(crossing_ds),
         ddp_allreduce_bytes=allreduce, aux_bytes_per_stage=aux,
     )
+
+
+def _ddp_step(costs: PartCosts, k: int, seconds) -> float:
+    """DDP's step on ``k`` devices: a k-th of the forward, then a k-th of each block's backward from the
+    last block to the first; a bucket's all-reduce (2(K-1)/K of its bytes) starts once the backward
+    has produced all of its gradients and the bucket before it has gone, and what outlasts the
+    backward adds to the step."""
+    share = 2 * (k - 1) / k
+    clock = sent = 0.0
+    bucket, cap = 0, DDP_BUCKET_BYTES[0]
+    for part in reversed(range(len(costs.backward_s))):
+        clock += costs.backward_s[part] / k
+        bucket += costs.part_parameter_bytes[part]
+        if bucket >= cap or part == 0:
+            sent = max(sent, clock) + seconds(share * bucket)
+            bucket, cap = 0, DDP_BUCKET_BYTES[1]
+    return sum(costs.forward_s) / k + max(clock, sent)
 
 
 def _best_cut(step: Sequence[float], regress: Sequence[float], own: Sequence[float], k: int) -> list[int]:
@@ -266,12 +306,12 @@ def as_table(costs: PartCosts, predictions: Sequence[Prediction], *, link: str |
              "each block, before / after the cut (ms): " + ", ".join(f"{1e3 * a:.1f}/{1e3 * b:.1f}" for a, b in zip(costs.cut_regress_s, costs.cut_lambda_s))
              + "; "
              f"link {link or 'none (messages free)'}.", "",
-             f"| K | cut (blocks per stage) | parallel epoch | the same, pipelined λ | pipeline epoch | DDP epoch | SPH run ({parallel_share:.2f} parallel) "
-             "| bytes/step | with DS | DDP all-reduce/step | λ memory per stage |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             f"| K | cut (blocks per stage) | parallel epoch | the same, pipelined λ | pipelined λ with DS | pipeline epoch | DDP epoch "
+             f"| SPH run ({parallel_share:.2f} parallel) | bytes/step | with DS | DDP all-reduce/step | λ memory per stage |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for p in predictions:
         lines.append(
-            f"| {p.stages} | {_cut_label(p)} | {p.parallel_speedup:.2f}x | {p.pipelined_speedup:.2f}x | "
+            f"| {p.stages} | {_cut_label(p)} | {p.parallel_speedup:.2f}x | {p.pipelined_speedup:.2f}x | {p.pipelined_ds_speedup:.2f}x | "
             f"{p.pipeline_speedup:.2f}x | {p.ddp_speedup:.2f}x | {p.sph_speedup:.2f}x | {p.bytes_per_step / 1e6:.2f} MB | "
             f"{p.bytes_per_step_ds / 1e6:.2f} MB | {p.ddp_allreduce_bytes / 1e6:.2f} MB | "
             + ", ".join(f"{b / 1e9:.2f} GB" for b in p.aux_bytes_per_stage) + " |")

@@ -1,6 +1,7 @@
 """The smallest benchmark preset end to end: lpfast bench runs every kind of row through the real
 CLI (torchrun for the worker rows) and bench/report.py turns its records into the report;
 the slow link between two network namespaces and what a message costs on it."""
+import dataclasses
 import json
 import socket
 import statistics
@@ -9,6 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from lpfast.plan import PartCosts, predict
 
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = ["serial, 1 thread", "serial, 2 threads", "DDP, 2 workers x 1 thread", "pipeline GPipe K=2, 4 micro-batches",
@@ -60,14 +63,17 @@ def test_smoke_preset_records(smoke_records):
 
 
 def test_report_of_the_smoke_preset(smoke_records, tmp_path):
-    # The planner's predictions beside the records are set against the measured rows.
+    # The planner's predictions beside the records are set against the measured rows of the devices
+    # sections (one-core devices, as the planner measures), here the same records filed as one.
     subprocess.run([sys.executable, "-m", "lpfast", "plan", "--model", "mnist_resnet", "--input-shape", "1,28,28", "--stages", "2",
                     "--batch-size", "64", "--repeats", "1", "--out", str(tmp_path / "plan-mnist_resnet-embedded.json")],
                    check=True, timeout=300, capture_output=True)
-    text = make_report(smoke_records, tmp_path)
+    text = make_report(smoke_records + [{**r, "benchmark": "devices"} for r in smoke_records], tmp_path)
     for name in ROWS:
         assert f"| {name} |" in text
-    checked = text.split("**`lpfast plan` against the measurement**")[1].split("\n\n")[1]
+    smoke, devices = (text.split(f"## {bench}: mnist_resnet on embedded")[1].split("\n## ")[0] for bench in ("smoke", "devices"))
+    assert "lpfast plan` against the measurement" not in smoke
+    checked = devices.split("**`lpfast plan` against the measurement**")[1].split("\n\n")[1]
     for name in ("DDP, 2 workers x 1 thread", "pipeline GPipe K=2, 4 micro-batches", "pipeline 1F1B K=2, 4 micro-batches", "penalty K=2"):
         assert f"| {name} |" in checked
     for plot in ("accuracy", "violation", "bytes", "speedup"):
@@ -153,7 +159,17 @@ def test_report_link_sweep_and_time_to_accuracy_at_each_rate(smoke_records, tmp_
     table = [real("serial-K", [50, 70, 85, 90.0], 0, "store"), real("penalty+pipe", [50, 89.0, 89.5, 89.6], 2, "pipelined"),
              real("penalty+pipe+share1", [50, 70, 80, 88.0], 4, "pipelined")]
     (tmp_path / "real-mnist_resnet-embedded.json").write_text(json.dumps({"benchmark": "real", "records": table}))
+    # The planner's costs, 4 MiB of parameters per block: DDP's all-reduce is free on loopback, not at 100 Mbit.
+    costs = PartCosts(forward_s=[0.01] * 8, backward_s=[0.02] * 8, cut_regress_s=[0.0] * 7, cut_lambda_s=[0.0] * 7,
+                      cut_shapes=[(16, 14, 14)] * 7, part_parameter_bytes=[4 << 20] * 8, batch_size=64)
+    (tmp_path / "plan-mnist_resnet-embedded.json").write_text(json.dumps(
+        {"costs": dataclasses.asdict(costs), "predictions": [{"stages": 2, "cut": [4, 4], "default": True}]}))
     text = make_report(loopback + slow, tmp_path)
+    for link, rate in (("", None), (" over a 100mbit link", 12.5e6)):
+        section = text.split(f"## devices{link}: mnist_resnet on embedded")[1].split("\n## ")[0]
+        ddp = predict(costs, 2, cut=[4, 4], link=rate).ddp_speedup
+        assert f"| DDP, 2 workers x 1 thread | 4,4 | epoch | {ddp:.2f}x |" in section
+    assert predict(costs, 2, link=12.5e6).ddp_speedup < 1.5 < predict(costs, 2, link=None).ddp_speedup
 
     sweep = text.split("### The link sweep: mnist_resnet on embedded")[1].split("\n### ")[0].split("\n## ")[0]
     by_kind = {r["kind"]: r for r in loopback}

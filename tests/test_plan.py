@@ -10,12 +10,12 @@ import torch
 from lpfast.filters import DsFilter
 from lpfast.models import mnist_resnet
 from lpfast.parallel import LayerParallel
-from lpfast.plan import PartCosts, link_bytes_per_s, measure, predict
+from lpfast.plan import DDP_BUCKET_BYTES, PartCosts, link_bytes_per_s, measure, predict
 
 
-def synthetic(regress=(0.0, 0.0, 0.0), own=(0.0, 0.0, 0.0)) -> PartCosts:
+def synthetic(regress=(0.0, 0.0, 0.0), own=(0.0, 0.0, 0.0), part_bytes=(250, 250, 250, 250)) -> PartCosts:
     return PartCosts(forward_s=[1.0] * 4, backward_s=[2.0] * 4, cut_regress_s=list(regress), cut_lambda_s=list(own),
-                     cut_shapes=[(8, 4, 4)] * 3, parameter_bytes=1000, batch_size=10)
+                     cut_shapes=[(8, 4, 4)] * 3, part_parameter_bytes=list(part_bytes), batch_size=10)
 
 
 def test_predictions_follow_the_cost_model():
@@ -41,7 +41,28 @@ def test_a_slow_link_bounds_the_step_and_ds_shrinks_its_bytes():
     assert p.bytes_per_step_ds == p.bytes_per_step // 8  # s = 2 pooling and a bfloat16 wire
     # Output forward and target back take 10.24 s each way (a full-duplex link), more than a stage's 6 s of compute.
     assert p.parallel_step_s == pytest.approx(10 * 128 * 4 / 500.0)
+    # Pipelined λ: the output's way to the last stage, its 6 s, the gradient's way back, in one step.
+    assert p.pipelined_step_s == pytest.approx(6.0 + 2 * 10.24)
+    assert p.pipelined_ds_step_s == pytest.approx(6.0 + 2 * 1.28)  # an eighth of the bytes each way
     assert p.ddp_allreduce_bytes == 1000  # 2(K-1)/K of the parameters' bytes
+    # 1000 bytes fill no bucket before the backward's end: all of the all-reduce (2 s) follows it.
+    assert p.ddp_step_s == pytest.approx(2.0 + 4.0 + 2.0)
+
+
+@pytest.mark.parametrize("bucket_s, step_s", [(2.0, 6.0), (5.0, 8.0)])
+def test_ddp_overlaps_a_bucket_with_the_backward_that_follows_it(bucket_s, step_s):
+    # The last block holds 1 MiB, DDP's first bucket: ready after the first 1 s of the 4 s backward
+    # on each of two devices, and all-reduced while the other 3 s run (or for as long as it takes).
+    costs = synthetic(part_bytes=(0, 0, 0, 1 << 20))
+    p = predict(costs, 2, link=(1 << 20) / bucket_s)
+    assert p.ddp_step_s == pytest.approx(step_s)  # 2 s of forward, then the backward or the bucket, whichever ends later
+
+
+def test_ddp_buckets_are_torchs_defaults():
+    import torch.distributed as dist
+    from torch.nn.parallel import distributed
+
+    assert DDP_BUCKET_BYTES == (dist._DEFAULT_FIRST_BUCKET_BYTES, distributed._DEFAULT_BUCKET_CAP_MB * 2**20)
 
 
 def test_a_cut_must_fit_the_model():
@@ -70,6 +91,7 @@ def test_bytes_and_memory_are_what_layer_parallel_sends_and_holds(method, ds):
     sent = sum(n for (phase, _, _), n in lp.transport.sent_bytes.items() if phase == "parallel") - before
     assert sent == (p.bytes_per_step_ds if ds else p.bytes_per_step)
     assert lp.aux_nbytes() == sum(p.aux_bytes_per_stage)
+    assert costs.parameter_bytes == sum(q.numel() * q.element_size() for q in model.parameters())  # every block's, counted once
 
 
 def test_plan_command_writes_its_predictions(tmp_path):
