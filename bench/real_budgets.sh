@@ -49,14 +49,20 @@ WHERE=(--out "$REPO/bench/results" --data-dir "$DATA" --commit-results)
 for entry in "${INVOCATIONS[@]}"; do
     name="${entry%%|*}"
     saved="$SNAPSHOTS/$name/invocation.json"
-    if [ -f "$saved" ]; then
-        commit="$("$PYTHON" -c 'import json, sys; print(json.load(open(sys.argv[1]))["commit"])' "$saved")"
+    folder="$(ls -d "$CAMPAIGN/runs/$name"/*/ 2>/dev/null | head -1 || true)"
+    # The commit the invocation started at: its runs folder's (this machine), else its snapshot's
+    # (a new machine; a snapshot is taken only after a while), else this checkout's (a new invocation).
+    started=""
+    for file in "${folder}invocation.json" "$saved"; do
+        if [ -z "$started" ] && [ -f "$file" ]; then started="$file"; fi
+    done
+    if [ -n "$started" ]; then
+        commit="$("$PYTHON" -c 'import json, sys; print(json.load(open(sys.argv[1]))["commit"])' "$started")"
     else
         commit="$(git -C "$REPO" rev-parse HEAD)"
     fi
     src="$(pinned_source "$commit")"
     echo "$name: code $commit in $src"
-    folder="$(ls -d "$CAMPAIGN/runs/$name"/*/ 2>/dev/null | head -1 || true)"
     if [ -z "$folder" ] && [ -f "$saved" ]; then
         stamp="$("$PYTHON" -c 'import json, sys; print(json.load(open(sys.argv[1]))["stamp"])' "$saved")"
         folder="$CAMPAIGN/runs/$name/restored-$stamp/"
