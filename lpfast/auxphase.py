@@ -38,9 +38,10 @@ from lpfast.stages import Stage
 from lpfast.transport import Transport
 from lpfast.weightnorms import WeightNorms
 
-# A plain forward of one batch through the worker's stages (LayerParallel's), whose second argument is
-# the batch size and third may replace stage s's received input: take_input(s, received).
-ForwardPass = Callable[[Tensor, int, Callable[[int, Tensor], Tensor]], object]
+# A plain forward of one batch through the worker's stages (LayerParallel's): (images, batch size,
+# take_input) -> the logits on the last stage's worker, None elsewhere; take_input(s, received)
+# gives stage s its input in place of what it received.
+ForwardPass = Callable[[Tensor, int, Callable[[int, Tensor], Tensor]], Tensor | None]
 
 
 @contextmanager
