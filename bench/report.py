@@ -97,6 +97,23 @@ def phase_median(r: dict, phase: str) -> float | None:
     return statistics.median(times) if times else None
 
 
+def phase_speedup(base: dict, r: dict, phase: str) -> float | None:
+    """How much faster the row's epochs of ``phase`` ran than the baseline's: the ratio of their
+    medians over the same rounds. In an interleaved invocation a round's epochs share the host's
+    speed, which drifts from round to round, so a phase held in some rounds is set against the
+    baseline's epochs of those rounds; rows of other invocations or budgets, and baselines whose
+    epochs spread more than ``NOISY`` (there one slow epoch, not a drift, would decide), against its
+    median."""
+    own = phase_median(r, phase)
+    if own is None:
+        return None
+    rounds = [i for i, p in enumerate(r["phase"]) if p == phase]
+    paired = base.get("invocation") is not None and base.get("invocation") == r.get("invocation") and \
+        len(base["epoch_time_s"]) == len(r["epoch_time_s"]) and spread(base) <= NOISY
+    reference = statistics.median(base["epoch_time_s"][i] for i in rounds) if paired else base["median_epoch_time_s"]
+    return reference / own
+
+
 def spread(r: dict) -> float:
     """Largest ratio of two epoch times of one phase: near 1 on a quiet machine."""
     ratios = [1.0]
@@ -201,11 +218,12 @@ def findings(records: list[dict]) -> list[str]:
         line = f"- {r['name']}: {r['final_test_acc'] - base['final_test_acc']:+.2f} points, whole run {verdict}"
         par, ser = phase_median(r, "parallel"), phase_median(r, "serial")
         if par is not None:
-            line += f"; a parallel epoch takes {par:.1f} s against {base['median_epoch_time_s']:.1f} s ({base['median_epoch_time_s'] / par:.2f}×)"
+            line += (f"; a parallel epoch takes {par:.1f} s against {base['median_epoch_time_s']:.1f} s "
+                     f"({phase_speedup(base, r, 'parallel'):.2f}× over the same rounds)")
         if ser is not None and r["config"]["method"] != "serial":
             k, m = r["workers"], r["config"]["micro_batches"]
             line += (f"; a serial-phase epoch (pipeline of {k} stages, {m} micro-batches, idle fraction (K-1)/(M+K-1) = "
-                     f"{(k - 1) / (m + k - 1):.2f}) takes {ser:.1f} s ({base['median_epoch_time_s'] / ser:.2f}×)")
+                     f"{(k - 1) / (m + k - 1):.2f}) takes {ser:.1f} s ({phase_speedup(base, r, 'serial'):.2f}×)")
         if spread(r) > NOISY:
             line += " (timings noisy)"
         out.append(line + apart(r, base) + ".")
@@ -244,9 +262,9 @@ def summary(groups: dict[tuple[str, str, str], list[dict]]) -> list[str]:
             if r is None:
                 cells.append("")
                 continue
-            par = phase_median(r, "parallel")
+            par = phase_speedup(base, r, "parallel")
             cells.append(f"{r['final_test_acc']:.2f}% ({r['final_test_acc'] - base['final_test_acc']:+.2f}) · "
-                         f"{base['train_time_s'] / r['train_time_s']:.2f}×" + ("" if par is None else f", par. {base['median_epoch_time_s'] / par:.2f}×")
+                         f"{base['train_time_s'] / r['train_time_s']:.2f}×" + ("" if par is None else f", par. {par:.2f}×")
                          + (" (noisy)" if spread(r) > NOISY or spread(base) > NOISY else "") + apart(r, base))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines + [""]
@@ -309,14 +327,15 @@ def _save(fig, path: Path) -> str:
 
 def table(records: list[dict]) -> list[str]:
     base, peer, target = baseline(records), best_peer(records), accuracy_target(records)
-    base_epoch, base_total = base["median_epoch_time_s"], base["train_time_s"]
+    base_total = base["train_time_s"]
     base_reach = time_to(base, target)
     peer_note = ("" if peer is None else
                  f" Best peer: **{peer['name']}**, the fastest of DDP and the pipelines (exact gradients on the same devices); "
                  "`vs best peer` is its training time over the row's.")
     lines = [
         f"Speed-ups are against **{base['name']}**.{peer_note} Parallel-epoch speed-up: the baseline's median epoch time over "
-        "the median parallel-phase epoch; run speed-up: training time of the whole budget. Time to accuracy: training "
+        "the median parallel-phase epoch, both over the rounds of the row's parallel epochs (the host's speed drifts from "
+        "round to round); run speed-up: training time of the whole budget. Time to accuracy: training "
         f"time until the end of the first epoch at or above {target:.2f}% (the baseline's final accuracy minus one point; "
         "— where a row never got there), and its speed-up over the baseline's. Bytes sent count the "
         "messages between stages; DDP's gradient all-reduce (about 2(K-1)/K × the parameters' bytes per step) is not "
@@ -327,13 +346,13 @@ def table(records: list[dict]) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in records:
-        par = phase_median(r, "parallel")
+        par = phase_speedup(base, r, "parallel")
         reach = time_to(r, target)
         reach_cell = "—" if reach is None else f"{reach:.0f}" + ("" if base_reach is None else f" ({base_reach / reach:.2f}x)")
         peer_cell = "" if peer is None else f"{peer['train_time_s'] / r['train_time_s']:.2f}x"
         lines.append(
             f"| {r['name']} | {r['final_test_acc']:.2f} | {r['final_test_acc'] - base['final_test_acc']:+.2f} | {r['train_time_s']:.0f} | "
-            f"{r['wall_time_s']:.0f} | {'' if par is None else f'{base_epoch / par:.2f}x'} | {base_total / r['train_time_s']:.2f}x{apart(r, base)} | "
+            f"{r['wall_time_s']:.0f} | {'' if par is None else f'{par:.2f}x'} | {base_total / r['train_time_s']:.2f}x{apart(r, base)} | "
             f"{peer_cell} | {reach_cell} | "
             f"{r['bytes_sent'] / 1e9:.2f} GB | {sum(r['aux_bytes_per_cut'] or [0]) / 1e6:.1f} MB | {r['peak_rss_mb']:.0f} MB | "
             f"{spread(r):.2f}×{' (noisy)' if spread(r) > NOISY else ''} |"
@@ -387,7 +406,7 @@ def planner_check(key: tuple[str, str, str], records: list[dict], folder: Path) 
             parallel = (p.pipelined_ds_step_s if ds else p.pipelined_step_s) if pipelined else p.parallel_step_s
             predicted = p.serial_step_s / (share * parallel + (1 - share) * p.pipeline_step_s)
             if share == 1:
-                what, measured = "parallel epoch", base["median_epoch_time_s"] / phase_median(r, "parallel")
+                what, measured = "parallel epoch", phase_speedup(base, r, "parallel")
             else:
                 what, measured = f"whole run ({share:.2f} parallel)", base["train_time_s"] / r["train_time_s"]
         lines.append(f"| {r['name']} | {','.join(map(str, cut))} | {what} | {predicted:.2f}x | {measured:.2f}x | {100 * (predicted / measured - 1):+.0f}% |")
@@ -473,13 +492,14 @@ TARGETS = {"cifar10": 0.3, "cifar100": 0.5}  # issue 18: points under backprop a
 def device_speedups(groups: dict, model: str, dataset: str, link: str = "loopback") -> dict[str, float]:
     """Per-epoch speed-up over one device of every row of the latest ``devices`` invocation of a
     model and data set at a link rate (``loopback``: unshaped), by row kind: the baseline's median
-    epoch over the row's median parallel-phase epoch where it has one, else over its median epoch."""
+    epoch over the row's median parallel-phase epoch (over the same rounds) where it has one, else over its median epoch."""
     records = groups.get(("devices" if link == "loopback" else f"devices over a {link} link", model, dataset))
     kinds = {row_kind(r): r for r in records or []}
     if "serial-1" not in kinds:
         return {}
-    base = kinds["serial-1"]["median_epoch_time_s"]
-    return {kind: base / (phase_median(r, "parallel") or r["median_epoch_time_s"]) for kind, r in kinds.items()}
+    base = kinds["serial-1"]
+    return {kind: phase_speedup(base, r, "parallel") or base["median_epoch_time_s"] / r["median_epoch_time_s"]
+            for kind, r in kinds.items()}
 
 
 def share_speedup(groups: dict, model: str, dataset: str, parallel_row: str):

@@ -99,6 +99,24 @@ def test_report_summary_and_rerun_rows(smoke_records, tmp_path):
     assert f"| {ROWS[0]} | " in text and "(other invocation: times not comparable)" in text
 
 
+def test_report_sets_a_phase_against_the_baselines_epochs_of_the_same_rounds(smoke_records, tmp_path):
+    """The host's speed drifts from round to round of an interleaved invocation: a row whose parallel
+    epochs are its first two rounds is set against the baseline's epochs of those rounds, unless the
+    baseline's epochs spread more than 1.5× (one slow epoch, not a drift, would then decide)."""
+    by_name = {r["name"]: r for r in smoke_records}
+
+    def four(r, times, phase):
+        return {**r, "benchmark": "devices", "invocation": "1", "epoch_time_s": times, "median_epoch_time_s": statistics.median(times),
+                "train_time_s": sum(times), "phase": phase, "test_acc": [r["final_test_acc"]] * 4, "violation": [None] * 4}
+
+    sph = ["parallel", "parallel", "serial", "serial"]
+    for baseline_times, expected in (([13.0, 13.0, 12.0, 12.0], 13.0 / 6.5), ([13.0, 26.0, 12.0, 12.0], 12.5 / 6.5)):
+        base = four(by_name["serial, 1 thread"], baseline_times, ["serial"] * 4)
+        row = four(by_name["penalty K=2"], [6.5, 6.5, 9.0, 9.0], sph)
+        text = make_report([base, row], tmp_path)
+        assert f"a parallel epoch takes 6.5 s against {statistics.median(baseline_times):.1f} s ({expected:.2f}× over the same rounds)" in text
+
+
 def test_report_real_budgets_section(smoke_records, tmp_path):
     """The campaign's table gives each row's accuracy against backprop's at the same epoch, backprop's
     seed spread, the targets, and the share curve with speed-ups from the devices invocation."""
