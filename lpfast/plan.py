@@ -212,6 +212,7 @@ def predict(costs: PartCosts, k: int, *, cut: Sequence[int] | None = None, defau
     # Stage s does its compute, the work of the cut after it (penalty, head) and of the cut before it (its input λ).
     work = [compute[s] + (costs.cut_regress_s[cuts[s]] if s < k - 1 else 0.0) + (costs.cut_lambda_s[cuts[s - 1]] if s > 0 else 0.0)
             for s in range(k)]
+
     def messages(sizes: list[int]) -> list[float]:  # per stage: its cuts' messages one way (full duplex)
         return [sum(seconds(sizes[c]) for c in (s - 1, s) if 0 <= c < k - 1) for s in range(k)]
 
