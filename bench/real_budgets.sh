@@ -54,11 +54,9 @@ for entry in "${INVOCATIONS[@]}"; do
     folder="$(ls -d "$CAMPAIGN/runs/$name"/*/ 2>/dev/null | head -1 || true)"
     # The commit the invocation started at: its runs folder's (this machine), else its snapshot's
     # (a new machine; a snapshot is taken only after a while), else this checkout's (a new invocation).
-    started=""
-    for file in "${folder}invocation.json" "$saved"; do
-        if [ -z "$started" ] && [ -f "$file" ]; then started="$file"; fi
-    done
-    if [ -n "$started" ]; then
+    started="$saved"
+    if [ -n "$folder" ] && [ -f "${folder}invocation.json" ]; then started="${folder}invocation.json"; fi
+    if [ -f "$started" ]; then
         commit="$("$PYTHON" -c 'import json, sys; print(json.load(open(sys.argv[1]))["commit"])' "$started")"
     else
         commit="$(git -C "$REPO" rev-parse HEAD)"

@@ -108,10 +108,14 @@ def phase_speedup(base: dict, r: dict, phase: str) -> float | None:
     if own is None:
         return None
     rounds = [i for i, p in enumerate(r["phase"]) if p == phase]
-    paired = base.get("invocation") is not None and base.get("invocation") == r.get("invocation") and \
-        len(base["epoch_time_s"]) == len(r["epoch_time_s"]) and spread(base) <= NOISY
-    reference = statistics.median(base["epoch_time_s"][i] for i in rounds) if paired else base["median_epoch_time_s"]
+    reference = statistics.median(base["epoch_time_s"][i] for i in rounds) if same_rounds(base, r) else base["median_epoch_time_s"]
     return reference / own
+
+
+def same_rounds(base: dict, r: dict) -> bool:
+    """Whether :func:`phase_speedup` sets the row against the baseline's epochs of the same rounds."""
+    return base.get("invocation") is not None and base.get("invocation") == r.get("invocation") and \
+        len(base["epoch_time_s"]) == len(r["epoch_time_s"]) and spread(base) <= NOISY
 
 
 def spread(r: dict) -> float:
@@ -219,7 +223,7 @@ def findings(records: list[dict]) -> list[str]:
         par, ser = phase_median(r, "parallel"), phase_median(r, "serial")
         if par is not None:
             line += (f"; a parallel epoch takes {par:.1f} s against {base['median_epoch_time_s']:.1f} s "
-                     f"({phase_speedup(base, r, 'parallel'):.2f}× over the same rounds)")
+                     f"({phase_speedup(base, r, 'parallel'):.2f}×{' over the same rounds' if same_rounds(base, r) else ''})")
         if ser is not None and r["config"]["method"] != "serial":
             k, m = r["workers"], r["config"]["micro_batches"]
             line += (f"; a serial-phase epoch (pipeline of {k} stages, {m} micro-batches, idle fraction (K-1)/(M+K-1) = "
@@ -335,7 +339,7 @@ def table(records: list[dict]) -> list[str]:
     lines = [
         f"Speed-ups are against **{base['name']}**.{peer_note} Parallel-epoch speed-up: the baseline's median epoch time over "
         "the median parallel-phase epoch, both over the rounds of the row's parallel epochs (the host's speed drifts from "
-        "round to round); run speed-up: training time of the whole budget. Time to accuracy: training "
+        f"round to round; over all of the baseline's epochs where they spread more than {NOISY}× or the row is another invocation's); run speed-up: training time of the whole budget. Time to accuracy: training "
         f"time until the end of the first epoch at or above {target:.2f}% (the baseline's final accuracy minus one point; "
         "— where a row never got there), and its speed-up over the baseline's. Bytes sent count the "
         "messages between stages; DDP's gradient all-reduce (about 2(K-1)/K × the parameters' bytes per step) is not "
@@ -382,7 +386,7 @@ def planner_check(key: tuple[str, str, str], records: list[dict], folder: Path) 
     if key[0].partition(" over a ")[0] != "devices" or not path.exists():
         return []
     plan = json.loads(path.read_text())
-    costs = PartCosts(**{**plan["costs"], "cut_shapes": [tuple(shape) for shape in plan["costs"]["cut_shapes"]]})
+    costs = PartCosts.from_dict(plan["costs"])
     link = records[0].get("slow_link")
     base = baseline(records)
     lines = []

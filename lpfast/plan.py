@@ -86,6 +86,11 @@ class PartCosts:
     def parameter_bytes(self) -> int:
         return sum(self.part_parameter_bytes)
 
+    @classmethod
+    def from_dict(cls, record: dict) -> PartCosts:
+        """The costs of a :func:`to_record`'s ``costs`` read back from JSON."""
+        return cls(**{**record, "cut_shapes": [tuple(shape) for shape in record["cut_shapes"]]})
+
 
 def _median_time(fn, repeats: int, warmup: int = 2) -> float:
     times = []
