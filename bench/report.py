@@ -404,7 +404,8 @@ def planner_check(key: tuple[str, str, str], records: list[dict], folder: Path) 
         if kind == "ddp":
             predicted, measured, what = p.ddp_speedup, base["median_epoch_time_s"] / r["median_epoch_time_s"], "epoch"
         elif kind in ("gpipe", "1f1b"):
-            predicted, measured, what = p.pipeline_speedup, base["median_epoch_time_s"] / r["median_epoch_time_s"], "epoch"
+            predicted = p.gpipe_speedup if kind == "gpipe" else p.pipeline_speedup
+            measured, what = base["median_epoch_time_s"] / r["median_epoch_time_s"], "epoch"
         else:
             share = sum(phase == "parallel" for phase in r["phase"]) / len(r["phase"])
             parallel = (p.pipelined_ds_step_s if ds else p.pipelined_step_s) if pipelined else p.parallel_step_s

@@ -8,15 +8,16 @@ predicts for each K from the cost model of ALGORITHM.md §8:
 - for the fastest cut (contiguous blocks whose slowest stage, the method's work at its cuts
   included, is fastest) and for the one ``lpfast train`` makes by default (balanced by estimated
   FLOPs) where that is another:
-- a parallel-phase step: the slowest stage's compute plus its cuts' work, or the time its messages
-  take on the link where that is longer (messages overlap compute; a link is full duplex, and a
-  middle stage's two neighbours share its link); with pipelined λ (``--aux pipelined``) the same
-  without the cuts' work, which that phase does not do (the same messages: an output forward, an
-  input gradient back), but at least the last stage's compute plus both messages of the last cut,
-  which lie on one cycle (:mod:`lpfast.pipelined`), and with DS (s=2, bfloat16 wire) its messages
-  an eighth of the size;
-- a serial-phase step (pipeline of M micro-batches): (M + K - 1)/M of the slowest stage's
-  compute plus 2(K - 1) micro-batch messages on the critical path;
+- a parallel-phase step with stored λ: the slowest stage's compute plus its cuts' work, or the
+  time its messages take on the link where that is longer (no message waits on another stage's
+  compute; a link is full duplex, and a middle stage's two neighbours share its link);
+- with pipelined λ (``--aux pipelined``; no work at the cuts, an output forward and an input
+  gradient back per cut, the gradient a step after the output) and with pipelined λ and DS (s=2,
+  bfloat16 wire: messages an eighth of the size), and the serial phase's pipelines of M
+  micro-batches (``torch.distributed.pipelining``'s 1F1B, the serial phase's default, and GPipe):
+  the steady step of each schedule's order of compute, sends and waits played out on the link
+  (:mod:`lpfast.timeline`); with free messages a pipeline's step is (M + K - 1)/M of the slowest
+  stage's;
 - DDP on K devices: a K-th of the compute, and the gradient all-reduce (2(K-1)/K of the
   parameters' bytes) in DDP's buckets (1 MiB, then 25 MiB, filled in the backward's order), each
   overlapping the backward only once all of its gradients are ready: the last bucket's all-reduce
@@ -47,6 +48,7 @@ from lpfast import ops
 from lpfast.describe import describe
 from lpfast.localheads import LocalHead
 from lpfast.stages import balanced_split, partition
+from lpfast.timeline import gpipe_program, one_f_one_b_program, pipelined_program, steady_step
 
 _RATE = re.compile(r"^(\d+(?:\.\d+)?)(k|m|g)?bit$")
 _RATE_UNIT = {None: 1.0, "k": 1e3, "m": 1e6, "g": 1e9}
@@ -70,21 +72,37 @@ DDP_BUCKET_BYTES = (1 << 20, 25 << 20)
 @dataclass
 class PartCosts:
     """Measured seconds per batch: forward and backward of each block (stem and head counted with the
-    first and last block); per possible cut (after each block but the last) the method's work on
-    the stage before it (penalty, local head) and on the stage after it (λ gather, update,
-    scatter); each cut's per-sample shape; each block's parameters' bytes."""
+    first and last block), at ``batch_size`` and at a pipeline's ``micro_batch_size`` (a small
+    batch costs more than its share: a fixed cost per call, less parallel work per kernel); per
+    possible cut (after each block but the last) the method's work on the stage before it
+    (penalty, local head) and on the stage after it (λ gather, update, scatter); each cut's
+    per-sample shape; each block's parameters' bytes."""
 
     forward_s: list[float]
     backward_s: list[float]
+    micro_forward_s: list[float]
+    micro_backward_s: list[float]
     cut_regress_s: list[float]
     cut_lambda_s: list[float]
     cut_shapes: list[tuple[int, ...]]
     part_parameter_bytes: list[int]
     batch_size: int
+    micro_batch_size: int
 
     @property
     def parameter_bytes(self) -> int:
         return sum(self.part_parameter_bytes)
+
+    def per_micro_batch(self, full_s: float, micro_s: float, micro_batches: int) -> float:
+        """Seconds of a part for one of ``micro_batches`` micro-batches, given its measured seconds at
+        ``batch_size`` and ``micro_batch_size``: on the line through the two, and at least its share
+        of the full batch's."""
+        size = self.batch_size / micro_batches
+        share = full_s * size / self.batch_size
+        if self.micro_batch_size == self.batch_size:
+            return share
+        slope = (full_s - micro_s) / (self.batch_size - self.micro_batch_size)
+        return max(micro_s + slope * (size - self.micro_batch_size), share)
 
     @classmethod
     def from_dict(cls, record: dict) -> PartCosts:
@@ -102,10 +120,11 @@ def _median_time(fn, repeats: int, warmup: int = 2) -> float:
     return statistics.median(times)
 
 
-def measure(model: nn.Module, input_shape: Sequence[int], *, batch_size: int = 128, repeats: int = 5,
+def measure(model: nn.Module, input_shape: Sequence[int], *, batch_size: int = 128, micro_batches: int = 4, repeats: int = 5,
             memory_format: torch.memory_format = torch.channels_last) -> PartCosts:
     """Times every part of ``model`` (trained as lpfast trains it: batch statistics, ``memory_format``)
-    on a random batch of ``batch_size``, in this process's threads and device."""
+    on a random batch of ``batch_size`` and on its first ``batch_size // micro_batches`` samples, in
+    this process's threads and device."""
     net = describe(model)
     param = next(model.parameters())
     net = net.to(memory_format=memory_format)
@@ -116,26 +135,29 @@ def measure(model: nn.Module, input_shape: Sequence[int], *, batch_size: int = 1
         parts = [nn.Sequential(net.stem, net.blocks[0], net.head)]
     else:
         parts = [nn.Sequential(net.stem, net.blocks[0]), *net.blocks[1:-1], nn.Sequential(net.blocks[-1], net.head)]
-    forward_s, backward_s, shapes, part_bytes = [], [], [], []
+    micro_size = batch_size // micro_batches
+    full, micro, shapes, part_bytes = [], [], [], []
     h = x
     for part in parts:
-        inp = h.detach().requires_grad_(h is not x)
-        out = part(inp)
-        grad = torch.randn_like(out)
-        forward_s.append(_median_time(lambda: part(inp), repeats))
-
-        def backward() -> None:
-            part(inp).backward(grad)
-
-        backward_s.append(max(_median_time(backward, repeats) - forward_s[-1], 0.0))
-        shapes.append(tuple(out.shape[1:]))
+        full.append(_time_part(part, h, h is not x, repeats))
+        micro.append(_time_part(part, h[:micro_size], h is not x, repeats))
+        h = part(h).detach()
+        shapes.append(tuple(h.shape[1:]))
         part_bytes.append(sum(p.numel() * p.element_size() for p in part.parameters()))
-        h = out.detach()
     model.zero_grad(set_to_none=True)
     cut_shapes = shapes[:-1]
     num_classes = shapes[-1][0]
     work = [_cut_work(shape, batch_size, num_classes, param.device, param.dtype, memory_format, repeats) for shape in cut_shapes]
-    return PartCosts(forward_s, backward_s, [w[0] for w in work], [w[1] for w in work], cut_shapes, part_bytes, batch_size)
+    return PartCosts([f for f, _ in full], [b for _, b in full], [f for f, _ in micro], [b for _, b in micro],
+                     [w[0] for w in work], [w[1] for w in work], cut_shapes, part_bytes, batch_size, micro_size)
+
+
+def _time_part(part: nn.Module, h: torch.Tensor, needs_grad: bool, repeats: int) -> tuple[float, float]:
+    """Median seconds of ``part``'s forward on ``h``, and of its backward (from a random output gradient)."""
+    inp = h.detach().requires_grad_(needs_grad)
+    grad = torch.randn_like(part(inp))
+    forward = _median_time(lambda: part(inp), repeats)
+    return forward, max(_median_time(lambda: part(inp).backward(grad), repeats) - forward, 0.0)
 
 
 def _cut_work(shape: tuple[int, ...], batch: int, num_classes: int, device, dtype, memory_format, repeats: int) -> tuple[float, float]:
@@ -177,12 +199,14 @@ class Prediction:
     parallel_step_s: float
     pipelined_step_s: float
     pipelined_ds_step_s: float
-    pipeline_step_s: float
+    pipeline_step_s: float  # 1F1B, the serial phase's default schedule
+    gpipe_step_s: float
     ddp_step_s: float
     parallel_speedup: float
     pipelined_speedup: float
     pipelined_ds_speedup: float
     pipeline_speedup: float
+    gpipe_speedup: float
     ddp_speedup: float
     sph_speedup: float
     bytes_per_step: int
@@ -208,6 +232,11 @@ def predict(costs: PartCosts, k: int, *, cut: Sequence[int] | None = None, defau
         raise ValueError(f"cut {chosen} must give each of the {k} stages at least one of the model's {n_parts} blocks")
     bounds = [sum(chosen[:i]) for i in range(k + 1)]
     compute = [sum(step[bounds[i]:bounds[i + 1]]) for i in range(k)]
+    forward = [sum(costs.forward_s[bounds[i]:bounds[i + 1]]) for i in range(k)]
+    backward = [c - f for c, f in zip(compute, forward)]
+    micro_forward, micro_backward = ([sum(costs.per_micro_batch(full[j], micro[j], micro_batches) for j in range(bounds[i], bounds[i + 1]))
+                                      for i in range(k)]
+                                     for full, micro in ((costs.forward_s, costs.micro_forward_s), (costs.backward_s, costs.micro_backward_s)))
     cuts = [bounds[i] - 1 for i in range(1, k)]  # the part after which each cut sits
     cut_elements = [math.prod(costs.cut_shapes[c]) for c in cuts]
     element = 4
@@ -221,17 +250,13 @@ def predict(costs: PartCosts, k: int, *, cut: Sequence[int] | None = None, defau
     def messages(sizes: list[int]) -> list[float]:  # per stage: its cuts' messages one way (full duplex)
         return [sum(seconds(sizes[c]) for c in (s - 1, s) if 0 <= c < k - 1) for s in range(k)]
 
-    def pipelined_step(sizes: list[int]) -> float:
-        # Stage K-2 backpropagates, a step after sending the last stage its output, the gradient the
-        # last stage sends back: the output's way there, the last stage's compute and the gradient's
-        # way back lie on one cycle a step long.
-        turnaround = compute[-1] + 2 * seconds(sizes[-1]) if k > 1 else 0.0
-        return max(turnaround, *(max(c, m) for c, m in zip(compute, messages(sizes))))
-
     parallel = max(max(w, m) for w, m in zip(work, messages(crossing)))
-    pipelined, pipelined_ds = pipelined_step(crossing), pipelined_step(crossing_ds)
-    micro = max(compute) / micro_batches
-    pipeline = (micro_batches + k - 1) * micro + 2 * (k - 1) * seconds(max(crossing, default=0) / micro_batches)
+    on_link = [seconds(n) for n in crossing]
+    pipelined = steady_step(pipelined_program(forward, backward, on_link), k)
+    pipelined_ds = steady_step(pipelined_program(forward, backward, [seconds(n) for n in crossing_ds]), k)
+    on_link_micro = [seconds(n / micro_batches) for n in crossing]
+    pipeline = steady_step(one_f_one_b_program(micro_forward, micro_backward, on_link_micro, micro_batches), k)
+    gpipe = steady_step(gpipe_program(micro_forward, micro_backward, on_link_micro, micro_batches), k)
     allreduce = int(2 * (k - 1) / k * costs.parameter_bytes)
     ddp = _ddp_step(costs, k, seconds)
     sph = 1.0 / (parallel_share * parallel / serial + (1 - parallel_share) * pipeline / serial)
@@ -240,8 +265,8 @@ def predict(costs: PartCosts, k: int, *, cut: Sequence[int] | None = None, defau
     return Prediction(
         stages=k, cut=chosen, fastest=chosen == fastest, default=default_cut is not None and chosen == list(default_cut),
         serial_step_s=serial, parallel_step_s=parallel, pipelined_step_s=pipelined, pipelined_ds_step_s=pipelined_ds,
-        pipeline_step_s=pipeline, ddp_step_s=ddp, parallel_speedup=serial / parallel, pipelined_speedup=serial / pipelined,
-        pipelined_ds_speedup=serial / pipelined_ds, pipeline_speedup=serial / pipeline,
+        pipeline_step_s=pipeline, gpipe_step_s=gpipe, ddp_step_s=ddp, parallel_speedup=serial / parallel, pipelined_speedup=serial / pipelined,
+        pipelined_ds_speedup=serial / pipelined_ds, pipeline_speedup=serial / pipeline, gpipe_speedup=serial / gpipe,
         ddp_speedup=serial / ddp, sph_speedup=sph, bytes_per_step=2 * sum(crossing), bytes_per_step_ds=2 * sum(crossing_ds),
         ddp_allreduce_bytes=allreduce, aux_bytes_per_stage=aux,
     )
@@ -293,7 +318,7 @@ def plan(model: nn.Module, input_shape: Sequence[int], stages: Sequence[int], *,
     for k in stages:
         if not 1 <= k <= n_blocks:
             raise ValueError(f"stages must be between 1 and the model's {n_blocks} blocks, got {k}")
-    costs = measure(model, input_shape, batch_size=batch_size, repeats=repeats)
+    costs = measure(model, input_shape, batch_size=batch_size, micro_batches=micro_batches, repeats=repeats)
     options = dict(link=rate, micro_batches=micro_batches, parallel_share=parallel_share, dataset_size=dataset_size, method=method)
     predictions = []
     for k in stages:
@@ -312,13 +337,13 @@ def as_table(costs: PartCosts, predictions: Sequence[Prediction], *, link: str |
              "each block, before / after the cut (ms): " + ", ".join(f"{1e3 * a:.1f}/{1e3 * b:.1f}" for a, b in zip(costs.cut_regress_s, costs.cut_lambda_s))
              + "; "
              f"link {link or 'none (messages free)'}.", "",
-             f"| K | cut (blocks per stage) | parallel epoch | the same, pipelined λ | pipelined λ with DS | pipeline epoch | DDP epoch "
+             f"| K | cut (blocks per stage) | parallel epoch | the same, pipelined λ | pipelined λ with DS | 1F1B epoch | GPipe epoch | DDP epoch "
              f"| SPH run ({parallel_share:.2f} parallel) | bytes/step | with DS | DDP all-reduce/step | λ memory per stage |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for p in predictions:
         lines.append(
             f"| {p.stages} | {_cut_label(p)} | {p.parallel_speedup:.2f}x | {p.pipelined_speedup:.2f}x | {p.pipelined_ds_speedup:.2f}x | "
-            f"{p.pipeline_speedup:.2f}x | {p.ddp_speedup:.2f}x | {p.sph_speedup:.2f}x | {p.bytes_per_step / 1e6:.2f} MB | "
+            f"{p.pipeline_speedup:.2f}x | {p.gpipe_speedup:.2f}x | {p.ddp_speedup:.2f}x | {p.sph_speedup:.2f}x | {p.bytes_per_step / 1e6:.2f} MB | "
             f"{p.bytes_per_step_ds / 1e6:.2f} MB | {p.ddp_allreduce_bytes / 1e6:.2f} MB | "
             + ", ".join(f"{b / 1e9:.2f} GB" for b in p.aux_bytes_per_stage) + " |")
     lines += ["", "Speed-ups over backprop on one device; data loading left out. Where the fastest cut is not lpfast train's "

@@ -179,8 +179,9 @@ def test_report_link_sweep_and_time_to_accuracy_at_each_rate(smoke_records, tmp_
              real("penalty+pipe+share1", [50, 70, 80, 88.0], 4, "pipelined")]
     (tmp_path / "real-mnist_resnet-embedded.json").write_text(json.dumps({"benchmark": "real", "records": table}))
     # The planner's costs, 4 MiB of parameters per block: DDP's all-reduce is free on loopback, not at 100 Mbit.
-    costs = PartCosts(forward_s=[0.01] * 8, backward_s=[0.02] * 8, cut_regress_s=[0.0] * 7, cut_lambda_s=[0.0] * 7,
-                      cut_shapes=[(16, 14, 14)] * 7, part_parameter_bytes=[4 << 20] * 8, batch_size=64)
+    costs = PartCosts(forward_s=[0.01] * 8, backward_s=[0.02] * 8, micro_forward_s=[0.003] * 8, micro_backward_s=[0.006] * 8,
+                      cut_regress_s=[0.0] * 7, cut_lambda_s=[0.0] * 7, cut_shapes=[(16, 14, 14)] * 7, part_parameter_bytes=[4 << 20] * 8,
+                      batch_size=64, micro_batch_size=16)
     (tmp_path / "plan-mnist_resnet-embedded.json").write_text(json.dumps(
         {"costs": dataclasses.asdict(costs), "predictions": [{"stages": 2, "cut": [4, 4], "default": True}]}))
     text = make_report(loopback + slow, tmp_path)

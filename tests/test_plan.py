@@ -13,9 +13,10 @@ from lpfast.parallel import LayerParallel
 from lpfast.plan import DDP_BUCKET_BYTES, PartCosts, link_bytes_per_s, measure, predict
 
 
-def synthetic(regress=(0.0, 0.0, 0.0), own=(0.0, 0.0, 0.0), part_bytes=(250, 250, 250, 250)) -> PartCosts:
-    return PartCosts(forward_s=[1.0] * 4, backward_s=[2.0] * 4, cut_regress_s=list(regress), cut_lambda_s=list(own),
-                     cut_shapes=[(8, 4, 4)] * 3, part_parameter_bytes=list(part_bytes), batch_size=10)
+def synthetic(regress=(0.0, 0.0, 0.0), own=(0.0, 0.0, 0.0), part_bytes=(250, 250, 250, 250), micro=(0.25, 0.5)) -> PartCosts:
+    return PartCosts(forward_s=[1.0] * 4, backward_s=[2.0] * 4, micro_forward_s=[micro[0]] * 4, micro_backward_s=[micro[1]] * 4,
+                     cut_regress_s=list(regress), cut_lambda_s=list(own), cut_shapes=[(8, 4, 4)] * 3, part_parameter_bytes=list(part_bytes),
+                     batch_size=12, micro_batch_size=3)
 
 
 def test_predictions_follow_the_cost_model():
@@ -23,6 +24,7 @@ def test_predictions_follow_the_cost_model():
     assert p.cut == [2, 2] and p.fastest and p.serial_step_s == 12.0
     assert p.parallel_speedup == 2.0  # two stages of 6 s at once
     assert p.pipeline_speedup == pytest.approx(12 / (5 * 6 / 4))  # (M + K - 1) micro-batch steps of 1.5 s
+    assert p.gpipe_speedup == pytest.approx(p.pipeline_speedup)  # the same bubble when messages are free
     assert p.ddp_speedup == 2.0  # forward and backward halved, the all-reduce free without a link
     assert p.sph_speedup == pytest.approx(1 / (0.5 / 2.0 + 0.5 / p.pipeline_speedup))
     # The method's work moves the best cut: with 5 s of work before the cut after block 2 and 1 s
@@ -35,18 +37,30 @@ def test_predictions_follow_the_cost_model():
 
 
 def test_a_slow_link_bounds_the_step_and_ds_shrinks_its_bytes():
-    # One cut: 10 samples × 128 elements × 4 bytes each way per step.
-    p = predict(synthetic(), 2, link=500.0)
-    assert p.bytes_per_step == 2 * 10 * 128 * 4
+    # One cut: 12 samples × 128 elements × 4 bytes each way per step.
+    p = predict(synthetic(), 2, link=6144 / 12.0)
+    assert p.bytes_per_step == 2 * 12 * 128 * 4
     assert p.bytes_per_step_ds == p.bytes_per_step // 8  # s = 2 pooling and a bfloat16 wire
-    # Output forward and target back take 10.24 s each way (a full-duplex link), more than a stage's 6 s of compute.
-    assert p.parallel_step_s == pytest.approx(10 * 128 * 4 / 500.0)
-    # Pipelined λ: the output's way to the last stage, its 6 s, the gradient's way back, in one step.
-    assert p.pipelined_step_s == pytest.approx(6.0 + 2 * 10.24)
-    assert p.pipelined_ds_step_s == pytest.approx(6.0 + 2 * 1.28)  # an eighth of the bytes each way
+    # Output forward and target back take 12 s each way (a full-duplex link), more than a stage's 6 s of compute.
+    assert p.parallel_step_s == pytest.approx(12.0)
+    # Pipelined λ: the output's way to the last stage, its 6 s, the gradient's way back and the first
+    # stage's 6 s lie on a cycle two steps long (lpfast.timeline), so a step takes 6 + 12 s.
+    assert p.pipelined_step_s == pytest.approx(6.0 + 12.0)
+    assert p.pipelined_ds_step_s == pytest.approx(6.0 + 1.5)  # an eighth of the bytes: 1.5 s each way
     assert p.ddp_allreduce_bytes == 1000  # 2(K-1)/K of the parameters' bytes
-    # 1000 bytes fill no bucket before the backward's end: all of the all-reduce (2 s) follows it.
-    assert p.ddp_step_s == pytest.approx(2.0 + 4.0 + 2.0)
+    # 1000 bytes fill no bucket before the backward's end: all of the all-reduce (~2 s) follows it.
+    assert p.ddp_step_s == pytest.approx(2.0 + 4.0 + 1000 * 12 / 6144)
+
+
+def test_a_micro_batch_costs_what_was_measured_at_its_size():
+    # Measured: 1 s forward at 12 samples, 0.5 s at 3 (not the quarter, 0.25 s: a fixed cost per call).
+    costs = synthetic(micro=(0.5, 1.0))
+    assert costs.per_micro_batch(1.0, 0.5, 4) == pytest.approx(0.5)  # at the measured size
+    assert costs.per_micro_batch(1.0, 0.5, 2) == pytest.approx(0.5 + 0.5 / 9 * 3)  # on the line through both sizes
+    assert costs.per_micro_batch(1.0, 0.5, 12) == pytest.approx(0.5 - 0.5 / 9 * 2)  # beyond: on the line, here above the share
+    assert costs.per_micro_batch(1.0, 0.2, 12) == pytest.approx(1 / 12)  # never under the full batch's share
+    # Two stages of 2 blocks: a micro-batch's step 1 + 2 s on each, five of them in the pipeline.
+    assert predict(costs, 2, link=None).pipeline_step_s == pytest.approx(5 * 3.0)
 
 
 @pytest.mark.parametrize("bucket_s, step_s", [(2.0, 6.0), (5.0, 8.0)])
@@ -80,7 +94,8 @@ def test_link_rates():
 def test_bytes_and_memory_are_what_layer_parallel_sends_and_holds(method, ds):
     torch.manual_seed(0)
     model = mnist_resnet()
-    costs = measure(model, (1, 28, 28), batch_size=16, repeats=1)
+    costs = measure(model, (1, 28, 28), batch_size=16, micro_batches=4, repeats=1)
+    assert costs.micro_batch_size == 4 and len(costs.micro_forward_s) == len(costs.forward_s) == 8
     p = predict(costs, 2, cut=[3, 5], link=None, dataset_size=48, method=method)
     lp = LayerParallel(model, optimizer=lambda ps: torch.optim.SGD(ps, lr=0.01), stages=[3, 5], method=method, aux="store", dataset_size=48,
                        input_shape=(1, 28, 28), wire_filter=DsFilter(2, torch.bfloat16) if ds else None)
