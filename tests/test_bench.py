@@ -145,6 +145,8 @@ def test_report_real_budgets_section(smoke_records, tmp_path):
     assert "0.20 points" in text and "penalty -0.50 (not met: allowed 0.3)" in text and "penalty+share0.25 -0.10 (met" not in text
     pipelined = text.split("-pipelined.md")[1]
     assert "| pipelined | 4/4 | 89.80 | -0.20 |" in pipelined and "penalty+pipe -0.20 (met: allowed 0.3)" in pipelined
+    # Three quarters parallel is at least half: its target is the method's.
+    assert "penalty+pipe+share0.75 -0.40 (not met: allowed 0.3)" in text
     by_kind = {r["kind"]: r for r in devices}
     base = by_kind["serial-1"]["median_epoch_time_s"]
     rho_par = base / statistics.median(by_kind["penalty+share1"]["epoch_time_s"])
