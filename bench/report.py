@@ -159,6 +159,12 @@ def bench_command(records: list[dict], rows: list[str] | None = None) -> str:
     return " ".join(parts)
 
 
+def canonical(kind: str) -> str:
+    """A row kind with its modifiers in one order: ``penalty+share1+pipe`` is the row ``penalty+pipe+share1``."""
+    method, *modifiers = kind.split("+")
+    return "+".join([method, *sorted(modifiers)])
+
+
 def row_kind(record: dict) -> str:
     """The ``lpfast bench`` row kind of a record (``--rows`` syntax); older records only have their name."""
     if "kind" in record:
@@ -591,22 +597,30 @@ def real_time_to_accuracy(loaded: list, backprop: dict, groups: dict) -> list[st
                  if device_speedups(groups, model, dataset, link)]
         if len(ref["test_acc"]) < epochs or not links:
             continue
-        rho = {link: device_speedups(groups, model, dataset, link) for link in links}
+        measured = {link: device_speedups(groups, model, dataset, link) for link in links}
+        rho = {link: {canonical(kind): speedup for kind, speedup in speedups.items()} for link, speedups in measured.items()}
+        written = {canonical(kind): kind for speedups in measured.values() for kind in speedups}  # as the devices invocation names it
         target = ref["final_test_acc"] - 1.0
         reach = first_epoch_at(ref, target)
         rows = [(label, reach, {link: reach / rho[link][kind] for link in links if kind in rho[link]})
                 for kind, label in EXACT_PEERS.items()]
         for r in finished:
             kind = row_kind(r)
-            parallel_row = "+".join(part for part in kind.split("+") if not part.startswith(("share", "seed"))) + "+share1"
             if (r["model"], r["dataset"], r["epoch_budget"]) != (model, dataset, epochs) or "+seed" in kind \
                     or r["config"]["method"] == "serial":
                 continue
+            # Its parallel epochs run as the all-parallel devices row of its options, its serial ones as 1F1B at its cut.
+            method, *modifiers = kind.split("+")
+            modifiers = [m for m in modifiers if not m.startswith(("share", "seed"))]
+            parallel_row = canonical("+".join([method, *modifiers, "share1"]))
+            serial_row = canonical("+".join(["1f1b", *(m for m in modifiers if m.startswith("cut"))]))
             reached = first_epoch_at(r, target)
             phases = r["phase"][:reached or 0]
-            costs = {link: sum(1 / rho[link][parallel_row if phase == "parallel" else "1f1b"] for phase in phases)
-                     for link in links if parallel_row in rho[link] and ("serial" not in phases or "1f1b" in rho[link])}
-            rows.append((f"{r['name']}" + (f" (devices row `{parallel_row}`)" if reached else ""), reached, costs if reached else {}))
+            used = [parallel_row, *([serial_row] if "serial" in phases else [])]
+            costs = {link: sum(1 / rho[link][parallel_row if phase == "parallel" else serial_row] for phase in phases)
+                     for link in links if all(row in rho[link] for row in used)}
+            label = f" (devices row{'s' if len(used) > 1 else ''} {', '.join(f'`{written.get(row, row)}`' for row in used)})" if reached else ""
+            rows.append((r["name"] + label, reached, costs if reached else {}))
         lines += [f"### Time to accuracy: {model} on {dataset}, {epochs} epochs", "",
                   f"Speed-up over one device in the time until the end of the first epoch at or above {target:.2f}% (backprop's "
                   f"final {ref['final_test_acc']:.2f}% minus one point; backprop gets there after {reach} epochs): each row's epochs "

@@ -167,6 +167,11 @@ def test_report_link_sweep_and_time_to_accuracy_at_each_rate(smoke_records, tmp_
     from each row's epochs to the target and the per-epoch speed-ups at each rate."""
     kinds = {"penalty": "penalty+pipe+share1", "penalty+ds": "penalty+pipe+ds+share1"}
     loopback = [{**r, "benchmark": "devices", "kind": kinds.get(r["kind"], r["kind"])} for r in smoke_records]
+    # The same rows at another cut (modifiers in another order): a real-budget row at that cut is timed by them.
+    scaled = {"penalty": ("penalty+share1+cut3-5+pipe", 0.9), "1f1b": ("1f1b+cut3-5", 1.2)}
+    loopback += [{**r, "benchmark": "devices", "kind": scaled[r["kind"]][0], "name": r["name"] + ", cut 3+5",
+                  "epoch_time_s": [t * scaled[r["kind"]][1] for t in r["epoch_time_s"]],
+                  "median_epoch_time_s": r["median_epoch_time_s"] * scaled[r["kind"]][1]} for r in smoke_records if r["kind"] in scaled]
     slow = [{**r, "benchmark": "devices over a 100mbit link", "slow_link": "100mbit",
              "message_3.2MB_ms": {"loopback": 1.5, "100mbit link": 267.0},
              "median_epoch_time_s": r["median_epoch_time_s"] * (4 if r["workers"] == 2 else 1),
@@ -178,7 +183,7 @@ def test_report_link_sweep_and_time_to_accuracy_at_each_rate(smoke_records, tmp_
                 "test_acc": accuracies, "final_test_acc": accuracies[-1], "phase": ["parallel"] * parallel + ["serial"] * (4 - parallel),
                 "violation": [None] * 4, "epochs": [{"train_loss": 0.5}] * 4}
     table = [real("serial-K", [50, 70, 85, 90.0], 0, "store"), real("penalty+pipe", [50, 89.0, 89.5, 89.6], 2, "pipelined"),
-             real("penalty+pipe+share1", [50, 70, 80, 88.0], 4, "pipelined")]
+             real("penalty+pipe+share1", [50, 70, 80, 88.0], 4, "pipelined"), real("penalty+pipe+cut3-5", [50, 70, 89.2, 89.5], 2, "pipelined")]
     (tmp_path / "real-mnist_resnet-embedded.json").write_text(json.dumps({"benchmark": "real", "records": table}))
     # The planner's costs, 4 MiB of parameters per block: DDP's all-reduce is free on loopback, not at 100 Mbit.
     costs = PartCosts(forward_s=[0.01] * 8, backward_s=[0.02] * 8, micro_forward_s=[0.003] * 8, micro_backward_s=[0.006] * 8,
@@ -214,6 +219,10 @@ def test_report_link_sweep_and_time_to_accuracy_at_each_rate(smoke_records, tmp_
     sph = 4 / (2 / rho["penalty+pipe+share1"])
     assert f"| penalty+pipe (devices row `penalty+pipe+share1`) | 2 | {sph:.2f}× | {sph / 4:.2f}× |" in reach.replace("**", "")
     assert "| penalty+pipe+share1 | — (never) | — | — |" in reach
+    # At the cut 3+5: two parallel epochs as that cut's all-parallel row, one serial as its 1F1B row.
+    cut = 4 / (2 / rho["penalty+share1+cut3-5+pipe"] + 1 / rho["1f1b+cut3-5"])
+    assert (f"| penalty+pipe+cut3-5 (devices rows `penalty+share1+cut3-5+pipe`, `1f1b+cut3-5`) | 3 | {cut:.2f}× | {cut / 4:.2f}× |"
+            in reach.replace("**", ""))
 
 
 def test_slow_link_joins_two_namespaces_and_removes_them():
