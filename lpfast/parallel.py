@@ -498,24 +498,27 @@ class LayerParallel:
     # ------------------------------------------------------------------ evaluation
 
     @torch.no_grad()
-    def evaluate(self, batches: Iterable[tuple[Tensor, Tensor]]) -> tuple[float, float]:
+    def evaluate(self, batches: Iterable[tuple[Tensor, Tensor]], *, through_wire: bool = False) -> tuple[float, float]:
         """Mean cross-entropy and accuracy (%) of the whole network (plain forward through all
-        stages, eval-mode batch norm) over ``(x, y)`` batches."""
+        stages, eval-mode batch norm) over ``(x, y)`` batches; with ``through_wire`` each cut's
+        activations pass through the wire filter (encoded and decoded), as in the parallel phase
+        with pipelined λ, which trains the network with the filter in it."""
         self._require_drained("evaluate")
         for s in self.own:
             self.stages[s].eval()
         totals = torch.zeros(3, dtype=torch.float64, device=self.device)
         with self.transport.counting_as("eval"):
-            self._evaluate_batches(batches, totals)
+            self._evaluate_batches(batches, totals, through_wire)
         for s in self.own:
             self.stages[s].train()
         totals = self.transport.all_sum(totals)  # only the last stage's worker counted
         n = max(totals[2].item(), 1.0)
         return totals[0].item() / n, 100.0 * totals[1].item() / n
 
-    def _evaluate_batches(self, batches: Iterable[tuple[Tensor, Tensor]], totals: Tensor) -> None:
+    def _evaluate_batches(self, batches: Iterable[tuple[Tensor, Tensor]], totals: Tensor, through_wire: bool) -> None:
+        filtered = (lambda s, received: self.wire.decode(self.wire.encode(received), self.dtype)) if through_wire else None
         for x, y in batches:
-            logits = self._forward_pass(x, y.numel())
+            logits = self._forward_pass(x, y.numel(), filtered)
             if logits is not None:
                 totals[0] += F.cross_entropy(logits, y, reduction="sum")
                 totals[1] += (logits.argmax(1) == y).sum()

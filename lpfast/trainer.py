@@ -385,9 +385,10 @@ class Trainer:
             dist.all_reduce(value, op=dist.ReduceOp.MAX)
         return value.item()
 
-    def evaluate(self) -> tuple[float, float]:
+    def evaluate(self, *, through_wire: bool = False) -> tuple[float, float]:
+        """Test loss and accuracy; ``through_wire``: with the DS filter at every cut (see LayerParallel.evaluate)."""
         if self.lp is not None:
-            return self.lp.evaluate((b.x, b.y) for b in self._eval_batches(self.test_data))
+            return self.lp.evaluate(((b.x, b.y) for b in self._eval_batches(self.test_data)), through_wire=through_wire)
         return evaluate(self.model, self.test_data, batch_size=self.config.eval_batch_size, device=self.device, channels_last=self.channels_last)
 
     def fit(self, pause_after: int | None = None) -> list[dict]:
@@ -402,7 +403,12 @@ class Trainer:
                 self.epoch -= 1
                 raise self._divergence(f"the constraint violation of cut(s) {[c for c, v in enumerate(violation) if not math.isfinite(v)]} "
                                        "was not finite", "its end")
-            record["test_loss"], record["test_acc"] = self.evaluate()
+            # A pipelined epoch with a wire filter trained the network with the filter in it: that is the network to test.
+            through_wire = (record.get("phase") == "parallel" and self.config.aux == "pipelined"
+                            and (self.config.ds_factor > 1 or self.config.wire_dtype is not None))
+            record["test_loss"], record["test_acc"] = self.evaluate(through_wire=through_wire)
+            if through_wire:
+                record["tested_through_wire"] = True
             if self.lp is not None and self.config.restore_norms and self.config.left_parallel_phase(self.epoch):
                 factors = [f for stage in self.lp.restore_weight_norms().values() for f in stage]
                 if factors:

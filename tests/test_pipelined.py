@@ -62,6 +62,20 @@ def test_each_stage_takes_backprops_gradient_with_the_weights_of_its_forward(k, 
     delayed_backprop(reference, batches, k, (1, 28, 28), wire)
     for (name, mine), theirs in zip(model.state_dict().items(), reference.state_dict().values()):
         torch.testing.assert_close(mine, theirs, rtol=1e-12, atol=1e-13, msg=name)
+    if ds:  # tested as trained, with the filter at every cut, unless asked for the plain network
+        x, y = batches[0]
+
+        def reference_loss(filtered: bool) -> float:
+            stages = split(describe(reference), partition(describe(reference), k, (1, 28, 28)))
+            h = x
+            with torch.no_grad():
+                for s, stage in enumerate(stages):
+                    h = stage.eval()(wire.decode(wire.encode(h), h.dtype) if s > 0 and filtered else h)
+            return F.cross_entropy(h, y).item()
+
+        for filtered in (False, True):
+            assert lp.evaluate([(x, y)], through_wire=filtered)[0] == pytest.approx(reference_loss(filtered), rel=1e-9)
+        assert reference_loss(True) != pytest.approx(reference_loss(False), rel=1e-3)
     # Not plain backprop: the first stage's late gradients change the result.
     fresh = copy.deepcopy(reference)
     delayed_backprop(fresh, batches, 1, (1, 28, 28))
@@ -79,6 +93,8 @@ def test_one_process_and_two_workers_agree_and_send_one_activation_each_way_per_
     each_way = 6 * 32 * 16 * 7 * 7 * 2 if ds else 6 * 32 * 16 * 14 * 14 * 4
     assert records[0]["bytes_forward"] == records[0]["bytes_backward"] == [each_way]
     assert records[0]["aux_bytes"] == [0] and records[0]["violation"] is None and records[0]["phase"] == "parallel"
+    # The pipelined epoch trained the network with the filter in it and is tested so; the serial one without.
+    assert [r.get("tested_through_wire", False) for r in records] == [ds, False]
 
 
 def test_run_resumed_from_a_mid_epoch_checkpoint_gives_the_uninterrupted_numbers(tmp_path, monkeypatch):
