@@ -2,20 +2,24 @@
 
 A closed formula for a pipeline's step holds only while messages hide under compute: on a slow
 link the step is set by which message each worker waits for, and when, which the schedule's
-order decides. So :func:`steady_step` plays each worker's program (compute, sends, receives and
-waits on its sends, in the order the schedule issues them) against one outgoing link per worker
-(a message leaves after the one before it, taking its bytes over the rate; full duplex: what a
-worker receives does not slow what it sends) and reads off the time per step once the pipeline
-runs steady.
+order decides. So :func:`steady_step` plays each worker's program (compute, sends, receives
+posted and waited for, waits on its sends, in the order the schedule issues them) against one
+outgoing link per worker and reads off the time per step once the pipeline runs steady. A
+message leaves once it is sent, its receive is posted (gloo's send and receive meet: "sends
+cannot execute until the remote side is ready to receive") and the messages its worker sent
+before it have left, and takes its bytes over the rate; the link is full duplex (what a worker
+receives does not slow what it sends). A wait on a send returns when its message has arrived
+(socket buffers, latency and TCP's own dynamics are left out).
 
 The programs are those of the schedules as implemented: :func:`pipelined_program` for
-:class:`lpfast.pipelined.PipelinedPhase`, :func:`gpipe_program` and :func:`one_f_one_b_program`
-for ``torch.distributed.pipelining``'s ``ScheduleGPipe`` and ``Schedule1F1B`` (torch 2.14: 1F1B
-fires a forward's send only together with the next backward's receive and waits for both). A
-wait on a send returns when its message has arrived (socket buffers and latency are left out).
+:class:`lpfast.pipelined.PipelinedPhase` (receives posted a step ahead), :func:`gpipe_program`
+and :func:`one_f_one_b_program` for ``torch.distributed.pipelining``'s ``ScheduleGPipe`` and
+``Schedule1F1B`` (torch 2.14: each receive posted when it is waited for; 1F1B fires a forward's
+send only together with the next backward's receive and waits for both).
 """
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -34,8 +38,15 @@ class Send:
 
 
 @dataclass(frozen=True)
+class Post:
+    """Post the receive of message ``key`` (its sender may then send it); does not wait."""
+
+    key: tuple
+
+
+@dataclass(frozen=True)
 class Receive:
-    """Wait until message ``key`` has arrived."""
+    """Post the receive of message ``key`` unless posted before, and wait until it has arrived."""
 
     key: tuple
 
@@ -47,7 +58,7 @@ class WaitSent:
     keys: tuple[tuple, ...]
 
 
-Op = Compute | Send | Receive | WaitSent
+Op = Compute | Send | Post | Receive | WaitSent
 Program = Callable[[int, int], list[Op]]  # (stage, steps) -> the stage's ops over that many steps
 
 
@@ -55,8 +66,18 @@ def play(programs: Sequence[Sequence[Op]]) -> float:
     """The time at which the last worker finishes its program (worker s runs ``programs[s]``)."""
     clock = [0.0] * len(programs)
     link_free = [0.0] * len(programs)
+    outbox: list[deque[tuple[tuple, float, float]]] = [deque() for _ in programs]  # (key, sent at, seconds), not yet left
+    posted: dict[tuple, float] = {}
     arrival: dict[tuple, float] = {}
     position = [0] * len(programs)
+
+    def transmit() -> None:  # every message at the head of an outbox whose receive is posted leaves
+        for s, queue in enumerate(outbox):
+            while queue and queue[0][0] in posted:
+                key, sent, seconds = queue.popleft()
+                link_free[s] = max(link_free[s], sent, posted[key]) + seconds
+                arrival[key] = link_free[s]
+
     while any(p < len(ops) for p, ops in zip(position, programs)):
         moved = False
         for s, ops in enumerate(programs):
@@ -65,14 +86,14 @@ def play(programs: Sequence[Sequence[Op]]) -> float:
                 if isinstance(op, Compute):
                     clock[s] += op.seconds
                 elif isinstance(op, Send):
-                    link_free[s] = max(link_free[s], clock[s]) + op.seconds
-                    arrival[op.key] = link_free[s]
-                elif isinstance(op, Receive):
-                    if op.key not in arrival:
-                        break  # its sender has not got there yet
-                    clock[s] = max(clock[s], arrival[op.key])
-                else:
-                    clock[s] = max([clock[s], *(arrival[key] for key in op.keys)])
+                    outbox[s].append((op.key, clock[s], op.seconds))
+                elif isinstance(op, (Post, Receive)):
+                    posted.setdefault(op.key, clock[s])
+                transmit()
+                waits_for = (op.key,) if isinstance(op, Receive) else op.keys if isinstance(op, WaitSent) else ()
+                if any(key not in arrival for key in waits_for):
+                    break  # the message has not left yet: another worker must get further first
+                clock[s] = max([clock[s], *(arrival[key] for key in waits_for)])
                 position[s] += 1
                 moved = True
         if not moved:
@@ -104,13 +125,18 @@ def pipelined_program(forward: Sequence[float], backward: Sequence[float], messa
         ops: list[Op] = []
         for t in range(batches + last):  # the last K - 1 steps drain the pipeline
             sent: list[Send] = []
+            if s < last and 0 <= t - last < batches:  # this step's gradient: its receive posted before any compute
+                ops.append(Post(("grad", s + 1, t - last)))
+            ahead = [Post(("out", s - 1, t + 1 - s))] if s > 0 and 0 <= t + 1 - s < batches else []  # next step's input
             if 0 <= t - s < batches:  # forward of batch t - s (the last stage trains on it)
-                ops += [Receive(("out", s - 1, t - s))] if s > 0 else []
+                ops += [Receive(("out", s - 1, t - s)), *ahead] if s > 0 else []
                 ops.append(Compute(forward[s] + (backward[s] if s == last else 0.0)))
                 if s < last:
                     sent.append(Send(("out", s, t - s), message[s]))
                 elif s > 0:
                     sent.append(Send(("grad", s, t - s), message[s - 1]))
+            elif ahead:  # the first batch's input, posted the step before it arrives
+                ops += ahead
             ops += sent
             if s < last and 0 <= t - last < batches:  # backward of batch t - (K - 1)
                 ops += [Receive(("grad", s + 1, t - last)), Compute(backward[s])]

@@ -1,7 +1,7 @@
 """lpfast.timeline: the schedules' steps played out on a link, against what can be worked out by hand."""
 import pytest
 
-from lpfast.timeline import (Compute, Receive, Send, WaitSent, gpipe_program, one_f_one_b_program, pipelined_program, play,
+from lpfast.timeline import (Compute, Post, Receive, Send, WaitSent, gpipe_program, one_f_one_b_program, pipelined_program, play,
                              steady_step)
 
 
@@ -28,9 +28,12 @@ def test_pipelined_phase_waits_on_a_cycle_two_steps_long(message):
 
 
 def test_gpipe_on_a_slow_link_sends_every_forward_then_every_backward():
-    # 10 s per micro-batch message: stage 0's four outputs leave one after the other, stage 1 forwards
-    # the last one, then its four gradients go back, and stage 0 backpropagates the last.
-    assert steady_step(gpipe_program([1.0, 1.0], [2.0, 2.0], [10.0], 4), 2) == pytest.approx(2 * 4 * 10.0 + 2 * (1.0 + 2.0))
+    # 10 s per micro-batch message, each leaving once its receiver, done with the micro-batch before,
+    # posts its receive: four outputs, each followed by stage 1's 1 s forward, then four gradients,
+    # each followed by stage 0's 2 s backward; stage 0's first forward and stage 1's first backward
+    # come before any message.
+    step = steady_step(gpipe_program([1.0, 1.0], [2.0, 2.0], [10.0], 4), 2)
+    assert step == pytest.approx(2 * 4 * 10.0 + 4 * 1.0 + 4 * 2.0 + 1.0 + 2.0)
 
 
 def test_1f1b_first_stage_holds_its_forward_sends_for_the_backward_receives():
@@ -47,8 +50,13 @@ def test_1f1b_first_stage_holds_its_forward_sends_for_the_backward_receives():
 
 
 def test_a_link_carries_one_message_at_a_time():
-    programs = [[Send(("a",), 2.0), Send(("b",), 2.0), Compute(1.0), WaitSent((("b",),))], [Receive(("a",)), Compute(1.0)]]
-    assert play(programs) == pytest.approx(4.0)  # "b" waits for "a" to leave; worker 1 ends at 3 s
+    programs = [[Send(("a",), 2.0), Send(("b",), 2.0), Compute(1.0), WaitSent((("b",),))], [Receive(("a",)), Receive(("b",)), Compute(1.0)]]
+    assert play(programs) == pytest.approx(5.0)  # "b" leaves after "a", at 2 s, and arrives at 4 s
+
+
+def test_a_message_leaves_once_its_receive_is_posted():
+    assert play([[Send(("a",), 1.0), WaitSent((("a",),))], [Compute(3.0), Receive(("a",))]]) == pytest.approx(4.0)
+    assert play([[Send(("a",), 1.0), WaitSent((("a",),))], [Post(("a",)), Compute(3.0), Receive(("a",))]]) == pytest.approx(3.0)
 
 
 def test_programs_that_wait_on_each_other_are_refused():
