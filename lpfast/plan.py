@@ -125,6 +125,8 @@ def measure(model: nn.Module, input_shape: Sequence[int], *, batch_size: int = 1
     """Times every part of ``model`` (trained as lpfast trains it: batch statistics, ``memory_format``)
     on a random batch of ``batch_size`` and on its first ``batch_size // micro_batches`` samples, in
     this process's threads and device."""
+    if micro_batches < 1 or batch_size % micro_batches:
+        raise ValueError(f"micro_batches ({micro_batches}) must be >= 1 and divide batch_size ({batch_size})")
     net = describe(model)
     param = next(model.parameters())
     net = net.to(memory_format=memory_format)
@@ -310,8 +312,6 @@ def plan(model: nn.Module, input_shape: Sequence[int], stages: Sequence[int], *,
     for the fastest cut, and for ``lpfast train``'s default cut where that is another."""
     if not 0 <= parallel_share <= 1:
         raise ValueError(f"parallel_share must be in [0, 1], got {parallel_share}")
-    if micro_batches < 1 or batch_size % micro_batches:
-        raise ValueError(f"micro_batches ({micro_batches}) must be >= 1 and divide batch_size ({batch_size})")
     rate = link_bytes_per_s(link)
     described = describe(model)
     n_blocks = len(described.blocks)

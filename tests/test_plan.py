@@ -84,6 +84,11 @@ def test_a_cut_must_fit_the_model():
         predict(synthetic(), 2, cut=[4, 0], link=None)
 
 
+def test_micro_batches_must_divide_the_batch():
+    with pytest.raises(ValueError, match=r"micro_batches \(3\) must be >= 1 and divide batch_size \(16\)"):
+        measure(mnist_resnet(), (1, 28, 28), batch_size=16, micro_batches=3, repeats=1)
+
+
 def test_link_rates():
     assert link_bytes_per_s("1gbit") == 1.25e8 and link_bytes_per_s("100mbit") == 1.25e7 and link_bytes_per_s(None) is None
     with pytest.raises(ValueError, match="like 10mbit"):
