@@ -231,6 +231,8 @@ def add_plan_parser(sub) -> None:
     plan.add_argument("--parallel-share", type=float, default=0.5, help="share of the SPH run's epochs that are parallel")
     plan.add_argument("--dataset-size", type=int, default=50_000, help="training samples N (for the λ memory)")
     plan.add_argument("--method", choices=PARALLEL_METHODS, default="penalty", help="al keeps μ beside λ")
+    plan.add_argument("--aux", choices=("store", "pipelined"), default=None,
+                      help="λ of the SPH run and the memory column (default: lpfast train's, pipelined for penalty, store for al)")
     plan.add_argument("--threads", type=int, default=1, help="torch threads of one device")
     plan.add_argument("--repeats", type=int, default=5, help="timed repeats per measurement")
     plan.add_argument("--out", type=Path, default=None, help="also write the measurement and predictions as JSON here")
@@ -252,7 +254,7 @@ def plan_command(args: argparse.Namespace) -> None:
     model = build_model(args.model, in_channels=args.input_shape[0], num_classes=args.num_classes, cifar_stem=args.cifar_stem)
     print(f"lpfast plan: measuring {args.model}'s blocks and cuts on this device ({args.repeats} repeats each)...", flush=True)
     costs, predictions = plan(model, args.input_shape, args.stages, link=args.link, batch_size=args.batch_size,
-                              micro_batches=args.micro_batches, parallel_share=args.parallel_share, dataset_size=args.dataset_size,
+                              micro_batches=args.micro_batches, parallel_share=args.parallel_share, dataset_size=args.dataset_size, aux=args.aux,
                               method=args.method, repeats=args.repeats)
     print(f"{args.model}, input {','.join(map(str, args.input_shape))}, batch {args.batch_size}, {args.threads} thread(s) per device")
     print(as_table(costs, predictions, link=args.link, parallel_share=args.parallel_share))

@@ -23,8 +23,10 @@ predicts for each K from the cost model of ALGORITHM.md §8:
   overlapping the backward only once all of its gradients are ready: the last bucket's all-reduce
   (for a model under 26 MiB of gradients, nearly all of it) follows the backward;
 - speed-ups over backprop on one device, per epoch of each phase and for a whole SPH run with a
-  given parallel share (Amdahl over the two phases); bytes per step with and without DS (s=2,
-  bfloat16 wire); λ (and μ) memory per stage for a data set of N samples.
+  given parallel share (Amdahl over the two phases, the parallel one with the auxiliary variables
+  ``lpfast train`` uses: pipelined λ for the penalty method, stored λ for AL, unless ``aux`` says);
+  bytes per step with and without DS (s=2, bfloat16 wire); λ (and μ) memory per stage for a data
+  set of N samples (none with pipelined λ).
 
 Data loading is left out of every row alike. Predictions are checked against measured rows in
 bench/RESULTS.md.
@@ -47,6 +49,7 @@ from torch import nn
 from lpfast import ops
 from lpfast.describe import describe
 from lpfast.localheads import LocalHead
+from lpfast.parallel import default_aux
 from lpfast.stages import balanced_split, partition
 from lpfast.timeline import gpipe_program, one_f_one_b_program, pipelined_program, steady_step
 
@@ -219,10 +222,13 @@ class Prediction:
 
 def predict(costs: PartCosts, k: int, *, cut: Sequence[int] | None = None, default_cut: Sequence[int] | None = None,
             link: float | None, micro_batches: int = 4, parallel_share: float = 0.5, dataset_size: int = 50_000,
-            method: str = "penalty") -> Prediction:
+            method: str = "penalty", aux: str | None = None) -> Prediction:
     """The §8 prediction for ``k`` stages cut into ``cut`` blocks per stage (None: the fastest cut)
     from measured ``costs``; ``default_cut`` is the one ``lpfast train`` makes; ``link`` in bytes per
-    second (None: free)."""
+    second (None: free); ``aux``: ``"store"`` or ``"pipelined"`` λ for the SPH run and the memory
+    (None: ``lpfast train``'s default for ``method``)."""
+    if aux not in (None, "store", "pipelined") or (aux == "pipelined" and method != "penalty"):
+        raise ValueError(f"aux must be 'store' or 'pipelined' (pipelined with the penalty method only), got {aux!r} with {method!r}")
     n_parts = len(costs.forward_s)
     if not 1 <= k <= n_parts:
         raise ValueError(f"stages must be between 1 and the model's {n_parts} blocks, got {k}")
@@ -261,16 +267,17 @@ def predict(costs: PartCosts, k: int, *, cut: Sequence[int] | None = None, defau
     gpipe = steady_step(gpipe_program(micro_forward, micro_backward, on_link_micro, micro_batches), k)
     allreduce = int(2 * (k - 1) / k * costs.parameter_bytes)
     ddp = _ddp_step(costs, k, seconds)
-    sph = 1.0 / (parallel_share * parallel / serial + (1 - parallel_share) * pipeline / serial)
     per_store = [dataset_size * d * element for d in cut_elements]
-    aux = [0] + [per_store[c] * (2 if method == "al" else 1) for c in range(k - 1)]
+    pipelined_aux = (aux or default_aux(method)) == "pipelined"
+    aux_bytes = [0] + [0 if pipelined_aux else per_store[c] * (2 if method == "al" else 1) for c in range(k - 1)]
+    sph = serial / (parallel_share * (pipelined if pipelined_aux else parallel) + (1 - parallel_share) * pipeline)
     return Prediction(
         stages=k, cut=chosen, fastest=chosen == fastest, default=default_cut is not None and chosen == list(default_cut),
         serial_step_s=serial, parallel_step_s=parallel, pipelined_step_s=pipelined, pipelined_ds_step_s=pipelined_ds,
         pipeline_step_s=pipeline, gpipe_step_s=gpipe, ddp_step_s=ddp, parallel_speedup=serial / parallel, pipelined_speedup=serial / pipelined,
         pipelined_ds_speedup=serial / pipelined_ds, pipeline_speedup=serial / pipeline, gpipe_speedup=serial / gpipe,
         ddp_speedup=serial / ddp, sph_speedup=sph, bytes_per_step=2 * sum(crossing), bytes_per_step_ds=2 * sum(crossing_ds),
-        ddp_allreduce_bytes=allreduce, aux_bytes_per_stage=aux,
+        ddp_allreduce_bytes=allreduce, aux_bytes_per_stage=aux_bytes,
     )
 
 
@@ -307,7 +314,7 @@ def _best_cut(step: Sequence[float], regress: Sequence[float], own: Sequence[flo
 
 def plan(model: nn.Module, input_shape: Sequence[int], stages: Sequence[int], *, link: str | None = None,
          batch_size: int = 128, micro_batches: int = 4, parallel_share: float = 0.5, dataset_size: int = 50_000,
-         method: str = "penalty", repeats: int = 5) -> tuple[PartCosts, list[Prediction]]:
+         method: str = "penalty", aux: str | None = None, repeats: int = 5) -> tuple[PartCosts, list[Prediction]]:
     """Measures ``model`` once and predicts every K in ``stages`` (see the module's documentation):
     for the fastest cut, and for ``lpfast train``'s default cut where that is another."""
     if not 0 <= parallel_share <= 1:
@@ -319,7 +326,7 @@ def plan(model: nn.Module, input_shape: Sequence[int], stages: Sequence[int], *,
         if not 1 <= k <= n_blocks:
             raise ValueError(f"stages must be between 1 and the model's {n_blocks} blocks, got {k}")
     costs = measure(model, input_shape, batch_size=batch_size, micro_batches=micro_batches, repeats=repeats)
-    options = dict(link=rate, micro_batches=micro_batches, parallel_share=parallel_share, dataset_size=dataset_size, method=method)
+    options = dict(link=rate, micro_batches=micro_batches, parallel_share=parallel_share, dataset_size=dataset_size, method=method, aux=aux)
     predictions = []
     for k in stages:
         default = partition(described, k, input_shape).blocks_per_stage

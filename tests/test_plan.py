@@ -84,6 +84,16 @@ def test_a_cut_must_fit_the_model():
         predict(synthetic(), 2, cut=[4, 0], link=None)
 
 
+def test_the_sph_run_takes_the_aux_lpfast_train_would():
+    # 1 s of λ work at the cut: stored λ's parallel step is 7 s, pipelined λ's 6 s (no work at the cut).
+    costs = synthetic(own=(0.0, 1.0, 0.0))
+    serial_phase = predict(costs, 2, link=None).pipeline_step_s
+    for method, aux, parallel in (("penalty", None, 6.0), ("penalty", "store", 7.0), ("al", None, 7.0)):
+        assert predict(costs, 2, cut=[2, 2], link=None, method=method, aux=aux).sph_speedup == pytest.approx(12 / (0.5 * parallel + 0.5 * serial_phase))
+    with pytest.raises(ValueError, match="penalty method only"):
+        predict(costs, 2, link=None, method="al", aux="pipelined")
+
+
 def test_micro_batches_must_divide_the_batch():
     with pytest.raises(ValueError, match=r"micro_batches \(3\) must be >= 1 and divide batch_size \(16\)"):
         measure(mnist_resnet(), (1, 28, 28), batch_size=16, micro_batches=3, repeats=1)
@@ -101,7 +111,7 @@ def test_bytes_and_memory_are_what_layer_parallel_sends_and_holds(method, ds):
     model = mnist_resnet()
     costs = measure(model, (1, 28, 28), batch_size=16, micro_batches=4, repeats=1)
     assert costs.micro_batch_size == 4 and len(costs.micro_forward_s) == len(costs.forward_s) == 8
-    p = predict(costs, 2, cut=[3, 5], link=None, dataset_size=48, method=method)
+    p = predict(costs, 2, cut=[3, 5], link=None, dataset_size=48, method=method, aux="store")
     lp = LayerParallel(model, optimizer=lambda ps: torch.optim.SGD(ps, lr=0.01), stages=[3, 5], method=method, aux="store", dataset_size=48,
                        input_shape=(1, 28, 28), wire_filter=DsFilter(2, torch.bfloat16) if ds else None)
     x, y, idx = torch.randn(16, 1, 28, 28), torch.arange(16) % 10, torch.arange(16)
@@ -112,6 +122,8 @@ def test_bytes_and_memory_are_what_layer_parallel_sends_and_holds(method, ds):
     assert sent == (p.bytes_per_step_ds if ds else p.bytes_per_step)
     assert lp.aux_nbytes() == sum(p.aux_bytes_per_stage)
     assert costs.parameter_bytes == sum(q.numel() * q.element_size() for q in model.parameters())  # every block's, counted once
+    # lpfast train's default for the method: pipelined λ for penalty holds no λ at all, AL the store.
+    assert sum(predict(costs, 2, cut=[3, 5], link=None, dataset_size=48, method=method).aux_bytes_per_stage) == (lp.aux_nbytes() if method == "al" else 0)
 
 
 def test_plan_command_writes_its_predictions(tmp_path):
