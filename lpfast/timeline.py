@@ -125,7 +125,8 @@ def pipelined_program(forward: Sequence[float], backward: Sequence[float], messa
         ops: list[Op] = []
         for t in range(batches + last):  # the last K - 1 steps drain the pipeline
             sent: list[Send] = []
-            if s < last and 0 <= t - last < batches:  # this step's gradient: its receive posted before any compute
+            backpropagates = s < last and 0 <= t - last < batches  # batch t - (K - 1), this step
+            if backpropagates:  # its gradient's receive is posted before any compute
                 ops.append(Post(("grad", s + 1, t - last)))
             ahead = [Post(("out", s - 1, t + 1 - s))] if s > 0 and 0 <= t + 1 - s < batches else []  # next step's input
             if 0 <= t - s < batches:  # forward of batch t - s (the last stage trains on it)
@@ -138,7 +139,7 @@ def pipelined_program(forward: Sequence[float], backward: Sequence[float], messa
             elif ahead:  # the first batch's input, posted the step before it arrives
                 ops += ahead
             ops += sent
-            if s < last and 0 <= t - last < batches:  # backward of batch t - (K - 1)
+            if backpropagates:
                 ops += [Receive(("grad", s + 1, t - last)), Compute(backward[s])]
                 if s > 0:
                     sent.append(Send(("grad", s, t - last), message[s - 1]))
