@@ -47,7 +47,19 @@ def load(records_path: Path) -> dict[tuple[str, str, str], list[dict]]:
         latest = {r["name"]: r for invocation in sorted(runs) for r in runs[invocation]}
         names = [r["name"] for r in runs[order]] + [name for name in latest if name not in {r["name"] for r in runs[order]}]
         merged[key] = [latest[name] for name in names]
+        # Speeds drift between invocations (up to 3x on this project's shared host): a row from an
+        # older invocation is timed against the backprop of its own.
+        for invocation, rows in runs.items():
+            one_device = [r for r in rows if r["config"]["method"] == "serial" and r["workers"] == 1 and r["threads"] == 1]
+            for r in rows if one_device else []:
+                r["invocation_baseline"] = one_device[0]
     return merged
+
+
+def against(base: dict, r: dict) -> dict:
+    """The baseline a row's times are set against: ``base`` if the row ran in its invocation, else
+    the one-device backprop of the row's own invocation where that has one."""
+    return base if r["invocation"] == base["invocation"] else r.get("invocation_baseline", base)
 
 
 def invocations(records: list[dict]) -> list[tuple[str, list[dict]]]:
@@ -72,9 +84,9 @@ PEER_KINDS = ("ddp", "gpipe", "1f1b")  # exact-gradient training on the same K d
 
 
 def best_peer(records: list[dict]) -> dict | None:
-    """The fastest (whole-run training time) of DDP and the pipeline schedules, if the section has them."""
+    """The fastest (whole-run speed-up over one device) of DDP and the pipeline schedules, if the section has them."""
     peers = [r for r in records if row_kind(r) in PEER_KINDS]
-    return min(peers, key=lambda r: r["train_time_s"]) if peers else None
+    return max(peers, key=lambda r: run_speedup(baseline(records), r)) if peers else None
 
 
 def accuracy_target(records: list[dict]) -> float:
@@ -101,15 +113,21 @@ def phase_speedup(base: dict, r: dict, phase: str) -> float | None:
     """How much faster the row's epochs of ``phase`` ran than the baseline's: the ratio of their
     medians over the same rounds. In an interleaved invocation a round's epochs share the host's
     speed, which drifts from round to round, so a phase held in some rounds is set against the
-    baseline's epochs of those rounds; rows of other invocations or budgets, and baselines whose
-    epochs spread more than ``NOISY`` (there one slow epoch, not a drift, would decide), against its
-    median."""
+    baseline's epochs of those rounds. A row of another invocation is set against the backprop of its
+    own (:func:`against`); rows of other budgets, and baselines whose epochs spread more than
+    ``NOISY`` (there one slow epoch, not a drift, would decide), against the baseline's median."""
     own = phase_median(r, phase)
     if own is None:
         return None
+    base = against(base, r)
     rounds = [i for i, p in enumerate(r["phase"]) if p == phase]
     reference = statistics.median(base["epoch_time_s"][i] for i in rounds) if same_rounds(base, r) else base["median_epoch_time_s"]
     return reference / own
+
+
+def run_speedup(base: dict, r: dict) -> float:
+    """How much faster the row's whole budget trained than the baseline's (of its own invocation)."""
+    return against(base, r)["train_time_s"] / r["train_time_s"]
 
 
 def same_rounds(base: dict, r: dict) -> bool:
@@ -130,7 +148,9 @@ def spread(r: dict) -> float:
 def apart(r: dict, base: dict) -> str:
     """A mark for a row timed in another invocation than the baseline: machine speed drifts between
     invocations (this project's shared host: up to 3x), so their times do not compare."""
-    return "" if r["invocation"] == base["invocation"] else " (other invocation: times not comparable)"
+    if r["invocation"] == base["invocation"]:
+        return ""
+    return " (other invocation: against its own backprop)" if against(base, r) is not base else " (other invocation: times not comparable)"
 
 
 def rho_model(serial_1: float, parallel_k: float, k: int):
@@ -217,18 +237,18 @@ def findings(records: list[dict]) -> list[str]:
            + (" (its epoch times are noisy: speed-ups against it are not to be trusted)." if spread(base) > NOISY else ".")]
     for r in records:
         if r is not base and r["config"]["method"] == "serial" and r["workers"] == 1:
-            out.append(f"- {r['name']} (context, not a device-faithful row): {base['median_epoch_time_s'] / r['median_epoch_time_s']:.2f}× "
+            out.append(f"- {r['name']} (context, not a device-faithful row): {against(base, r)['median_epoch_time_s'] / r['median_epoch_time_s']:.2f}× "
                        f"per epoch against {base['name']} (what intra-op threading gets from the same cores).")
     serial_1 = next((r for r in records if r["name"] == "serial, 1 thread"), None)
     for r in records:
         if r is base or r["config"]["method"] == "serial" and r["workers"] == 1:
             continue
-        faster = base["train_time_s"] / r["train_time_s"]
+        faster = run_speedup(base, r)
         verdict = f"{faster:.2f}× faster" if faster >= 1 else f"{1 / faster:.2f}× slower"
         line = f"- {r['name']}: {r['final_test_acc'] - base['final_test_acc']:+.2f} points, whole run {verdict}"
         par, ser = phase_median(r, "parallel"), phase_median(r, "serial")
         if par is not None:
-            line += (f"; a parallel epoch takes {par:.1f} s against {base['median_epoch_time_s']:.1f} s "
+            line += (f"; a parallel epoch takes {par:.1f} s against {against(base, r)['median_epoch_time_s']:.1f} s "
                      f"({phase_speedup(base, r, 'parallel'):.2f}×{' over the same rounds' if same_rounds(base, r) else ''})")
         if ser is not None and r["config"]["method"] != "serial":
             k, m = r["workers"], r["config"]["micro_batches"]
@@ -240,7 +260,7 @@ def findings(records: list[dict]) -> list[str]:
     parallel = [r for r in records if r["config"]["method"] != "serial" and phase_median(r, "parallel")]
     if serial_1 and parallel:
         r = parallel[0]
-        t1 = serial_1["median_epoch_time_s"]
+        t1 = against(serial_1, r)["median_epoch_time_s"]
         overhead, rho = rho_model(t1, phase_median(r, "parallel"), r["workers"])
         out.append(f"- §8 model from {r['name']}: T = {t1:.1f} s (1-thread serial epoch), fitted T_d + t_aux = {overhead:.1f} s "
                    f"({100 * overhead / t1:.0f}% of T); predicted parallel-epoch speed-up over 1 thread ρ(2) = {rho(2):.2f}, "
@@ -274,7 +294,7 @@ def summary(groups: dict[tuple[str, str, str], list[dict]]) -> list[str]:
                 continue
             par = phase_speedup(base, r, "parallel")
             cells.append(f"{r['final_test_acc']:.2f}% ({r['final_test_acc'] - base['final_test_acc']:+.2f}) · "
-                         f"{base['train_time_s'] / r['train_time_s']:.2f}×" + ("" if par is None else f", par. {par:.2f}×")
+                         f"{run_speedup(base, r):.2f}×" + ("" if par is None else f", par. {par:.2f}×")
                          + (" (noisy)" if spread(r) > NOISY or spread(base) > NOISY else "") + apart(r, base))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines + [""]
@@ -314,12 +334,12 @@ def plots(key, records: list[dict], folder: Path) -> list[str]:
     parallel = [r for r in records if r["config"]["method"] != "serial" and phase_median(r, "parallel")]
     if serial_1 and parallel:
         fig, ax = plt.subplots(figsize=(6, 4))
-        t1 = serial_1["median_epoch_time_s"]
         ks = list(range(1, 17))
         for r in parallel[:1]:
-            k = r["workers"]
+            k, t1 = r["workers"], against(serial_1, r)["median_epoch_time_s"]
             overhead, rho = rho_model(t1, phase_median(r, "parallel"), k)
-            ax.plot(ks, [rho(kk) for kk in ks], label=f"ρ(K), T_d + t_aux = {overhead:.1f} s fitted from {r['name']}")
+            if overhead > 0:  # else the K-worker epoch beat T/K and no overhead can be fitted
+                ax.plot(ks, [rho(kk) for kk in ks], label=f"ρ(K), T_d + t_aux = {overhead:.1f} s fitted from {r['name']}")
             ax.plot([k], [t1 / phase_median(r, "parallel")], "o", label="measured")
         ax.plot(ks, ks, ":", color="grey", label="linear")
         ax.set(xlabel="K (stages)", ylabel="parallel-epoch speed-up over 1-thread serial", ylim=(0, 8))
@@ -337,15 +357,13 @@ def _save(fig, path: Path) -> str:
 
 def table(records: list[dict]) -> list[str]:
     base, peer, target = baseline(records), best_peer(records), accuracy_target(records)
-    base_total = base["train_time_s"]
-    base_reach = time_to(base, target)
     peer_note = ("" if peer is None else
                  f" Best peer: **{peer['name']}**, the fastest of DDP and the pipelines (exact gradients on the same devices); "
-                 "`vs best peer` is its training time over the row's.")
+                 "`vs best peer` is the row's run speed-up over the peer's.")
     lines = [
         f"Speed-ups are against **{base['name']}**.{peer_note} Parallel-epoch speed-up: the baseline's median epoch time over "
         "the median parallel-phase epoch, both over the rounds of the row's parallel epochs (the host's speed drifts from "
-        f"round to round; over all of the baseline's epochs where they spread more than {NOISY}× or the row is another invocation's); run speed-up: training time of the whole budget. Time to accuracy: training "
+        f"round to round; over all of the baseline's epochs where they spread more than {NOISY}×; a row of another invocation against the backprop of its own); run speed-up: training time of the whole budget. Time to accuracy: training "
         f"time until the end of the first epoch at or above {target:.2f}% (the baseline's final accuracy minus one point; "
         "— where a row never got there), and its speed-up over the baseline's. Bytes sent count the "
         "messages between stages; DDP's gradient all-reduce (about 2(K-1)/K × the parameters' bytes per step) is not "
@@ -358,11 +376,13 @@ def table(records: list[dict]) -> list[str]:
     for r in records:
         par = phase_speedup(base, r, "parallel")
         reach = time_to(r, target)
+        base_reach = time_to(against(base, r), target)
         reach_cell = "—" if reach is None else f"{reach:.0f}" + ("" if base_reach is None else f" ({base_reach / reach:.2f}x)")
-        peer_cell = "" if peer is None else f"{peer['train_time_s'] / r['train_time_s']:.2f}x"
+        # Each against the backprop of its own invocation: the same as their time ratio when they share one.
+        peer_cell = "" if peer is None else f"{run_speedup(base, r) / run_speedup(base, peer):.2f}x"
         lines.append(
             f"| {r['name']} | {r['final_test_acc']:.2f} | {r['final_test_acc'] - base['final_test_acc']:+.2f} | {r['train_time_s']:.0f} | "
-            f"{r['wall_time_s']:.0f} | {'' if par is None else f'{par:.2f}x'} | {base_total / r['train_time_s']:.2f}x{apart(r, base)} | "
+            f"{r['wall_time_s']:.0f} | {'' if par is None else f'{par:.2f}x'} | {run_speedup(base, r):.2f}x{apart(r, base)} | "
             f"{peer_cell} | {reach_cell} | "
             f"{r['bytes_sent'] / 1e9:.2f} GB | {sum(r['aux_bytes_per_cut'] or [0]) / 1e6:.1f} MB | {r['peak_rss_mb']:.0f} MB | "
             f"{spread(r):.2f}×{' (noisy)' if spread(r) > NOISY else ''} |"
@@ -408,10 +428,10 @@ def planner_check(key: tuple[str, str, str], records: list[dict], folder: Path) 
             continue
         p = predict(costs, r["workers"], cut=cut, link=link_bytes_per_s(link), micro_batches=config.get("micro_batches", 4))
         if kind == "ddp":
-            predicted, measured, what = p.ddp_speedup, base["median_epoch_time_s"] / r["median_epoch_time_s"], "epoch"
+            predicted, measured, what = p.ddp_speedup, against(base, r)["median_epoch_time_s"] / r["median_epoch_time_s"], "epoch"
         elif kind in ("gpipe", "1f1b"):
             predicted = p.gpipe_speedup if kind == "gpipe" else p.pipeline_speedup
-            measured, what = base["median_epoch_time_s"] / r["median_epoch_time_s"], "epoch"
+            measured, what = against(base, r)["median_epoch_time_s"] / r["median_epoch_time_s"], "epoch"
         else:
             share = sum(phase == "parallel" for phase in r["phase"]) / len(r["phase"])
             parallel = (p.pipelined_ds_step_s if ds else p.pipelined_step_s) if pipelined else p.parallel_step_s
@@ -419,7 +439,7 @@ def planner_check(key: tuple[str, str, str], records: list[dict], folder: Path) 
             if share == 1:
                 what, measured = "parallel epoch", phase_speedup(base, r, "parallel")
             else:
-                what, measured = f"whole run ({share:.2f} parallel)", base["train_time_s"] / r["train_time_s"]
+                what, measured = f"whole run ({share:.2f} parallel)", run_speedup(base, r)
         lines.append(f"| {r['name']} | {','.join(map(str, cut))} | {what} | {predicted:.2f}x | {measured:.2f}x | {100 * (predicted / measured - 1):+.0f}% |")
     if not lines:
         return []
@@ -473,7 +493,7 @@ def link_sweep(groups: dict) -> list[str]:
             cells, sizes, ratios = [], [], []
             for kind, _ in LINK_ROWS:
                 r = kinds.get(kind)
-                cells.append("" if r is None else f"{base['median_epoch_time_s'] / r['median_epoch_time_s']:.2f}×")
+                cells.append("" if r is None else f"{against(base, r)['median_epoch_time_s'] / r['median_epoch_time_s']:.2f}×")
             for kind in ("penalty+pipe+share1", "penalty+pipe+ds+share1"):
                 r = kinds.get(kind)
                 if r is None:
@@ -523,7 +543,7 @@ def device_speedups(groups: dict, model: str, dataset: str, link: str = "loopbac
     if "serial-1" not in kinds:
         return {}
     base = kinds["serial-1"]
-    return {kind: phase_speedup(base, r, "parallel") or base["median_epoch_time_s"] / r["median_epoch_time_s"]
+    return {kind: phase_speedup(base, r, "parallel") or against(base, r)["median_epoch_time_s"] / r["median_epoch_time_s"]
             for kind, r in kinds.items()}
 
 

@@ -118,6 +118,24 @@ def test_report_sets_a_phase_against_the_baselines_epochs_of_the_same_rounds(smo
         assert f"a parallel epoch takes 6.5 s against {statistics.median(baseline_times):.1f} s ({expected})" in text
 
 
+def test_report_times_a_row_of_an_older_invocation_against_its_own_backprop(smoke_records, tmp_path):
+    """A later invocation re-runs the baseline on a host half as fast: a row kept from the older
+    invocation is timed against the backprop of its own, not against the re-run."""
+    by_name = {r["name"]: r for r in smoke_records}
+
+    def timed(r, invocation, seconds, phase):
+        return {**r, "benchmark": "devices", "invocation": invocation, "epoch_time_s": [seconds, seconds], "median_epoch_time_s": seconds,
+                "train_time_s": 2 * seconds, "phase": [phase] * 2, "test_acc": [r["final_test_acc"]] * 2, "violation": [None] * 2}
+
+    older = [timed(by_name["serial, 1 thread"], "1", 20.0, "serial"), timed(by_name["penalty K=2"], "1", 10.0, "parallel")]
+    newer = [timed(by_name["serial, 1 thread"], "2", 40.0, "serial"), timed(by_name["DDP, 2 workers x 1 thread"], "2", 22.0, "serial")]
+    section = make_report(older + newer, tmp_path).split("## devices: mnist_resnet on embedded")[1].split("\n## ")[0]
+    row = next(line for line in section.splitlines() if line.startswith("| penalty K=2 |"))
+    # ... and against DDP by the two speed-ups, 2.00× over 1.82×, not by their times.
+    assert "| 2.00x | 2.00x (other invocation: against its own backprop) | 1.10x |" in row
+    assert "|  | 1.82x |" in next(line for line in section.splitlines() if line.startswith("| DDP, 2 workers x 1 thread |"))
+
+
 def test_report_real_budgets_section(smoke_records, tmp_path):
     """The campaign's table gives each row's accuracy against backprop's at the same epoch, backprop's
     seed spread, the targets, and the share curve with speed-ups from the devices invocation."""
