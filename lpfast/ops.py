@@ -218,24 +218,30 @@ if LOAD_ERROR is None:
     def _(y, factor, mode, out_dtype):
         return _ds_fake(y, y.shape[2] * factor, y.shape[3] * factor, out_dtype)
 
-    def _linear_vjp(reference, make_args):
-        # Both filters are linear: their backward is the vector-Jacobian product of the reference.
-        def setup(ctx, inputs, output):
-            ctx.inputs = inputs
+    # The filters are linear and their windows do not overlap, so each one's adjoint is the other
+    # kernel (one pass, nothing saved but the input's dtype): s×s average pooling spreads 1/s² of a
+    # gradient over its window (nearest up-sampling of grad/s²), and nearest up-sampling sums the
+    # gradients of the s×s copies (s² × average pooling). The scaling runs on the pooled tensor.
+    def _ds_setup(ctx, inputs, output):
+        ctx.factor, ctx.in_dtype = inputs[1], inputs[0].dtype
+        ctx.mode = DS_MODES[inputs[2]] if len(inputs) == 4 else None
+        ctx.source = inputs[0] if ctx.mode == "bilinear" else None
 
-        def backward(ctx, grad):
-            source = ctx.inputs[0]
+    def _ds_encode_backward(ctx, grad):
+        spread = grad.to(_opmath(grad.dtype)) / ctx.factor ** 2
+        return ds_decode(spread, ctx.factor, "nearest", ctx.in_dtype), None, None
+
+    def _ds_decode_backward(ctx, grad):
+        if ctx.mode == "bilinear":  # overlapping windows: the reference's vector-Jacobian product
             with torch.enable_grad():
-                leaf = source.detach().requires_grad_()
-                (vjp,) = torch.autograd.grad(reference(leaf, *make_args(ctx.inputs)), leaf, grad)
-            return (vjp, *([None] * (len(ctx.inputs) - 1)))
+                leaf = ctx.source.detach().requires_grad_()
+                (vjp,) = torch.autograd.grad(ds_decode_reference(leaf, ctx.factor, ctx.mode, grad.dtype), leaf, grad)
+            return vjp, None, None, None
+        summed = ds_encode(grad, ctx.factor, _opmath(grad.dtype)) * ctx.factor ** 2
+        return summed.to(ctx.in_dtype), None, None, None
 
-        return backward, setup
-
-    _enc_backward, _enc_setup = _linear_vjp(ds_encode_reference, lambda i: (i[1], i[2]))
-    torch.library.register_autograd("lpfast::ds_encode", _enc_backward, setup_context=_enc_setup)
-    _dec_backward, _dec_setup = _linear_vjp(ds_decode_reference, lambda i: (i[1], DS_MODES[i[2]], i[3]))
-    torch.library.register_autograd("lpfast::ds_decode", _dec_backward, setup_context=_dec_setup)
+    torch.library.register_autograd("lpfast::ds_encode", _ds_encode_backward, setup_context=_ds_setup)
+    torch.library.register_autograd("lpfast::ds_decode", _ds_decode_backward, setup_context=_ds_setup)
 
     @torch.library.register_fake("lpfast::aux_gather")
     def _(store, idx, dtype):

@@ -50,6 +50,31 @@ def test_float64_exact_and_gradcheck(device):
         assert torch.autograd.gradcheck(lambda t: ops.ds_decode(t, 2, mode, torch.float64), (y,))
 
 
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("factor", [1, 2, 3])
+@pytest.mark.parametrize("wire", [torch.float32, torch.bfloat16])
+def test_backward_is_the_references_vector_jacobian_product(device, layout, factor, wire):
+    """Each filter's backward is the other kernel (a scaled pass), not the reference's autograd:
+    its gradient must be the reference's, in the input's dtype and layout, for every mode."""
+    x = sample((2, 5, 6, 12), device=device, layout=layout).requires_grad_()
+    ref_x = x.detach().requires_grad_()
+    grad = sample((2, 5, 6 // factor, 12 // factor), wire, device, layout, seed=1)
+    ops.ds_encode(x, factor, wire).backward(grad)
+    ops.ds_encode_reference(ref_x, factor, wire).backward(grad)
+    assert x.grad.dtype == torch.float32 and x.grad.is_contiguous(memory_format=layout)
+    torch.testing.assert_close(x.grad, ref_x.grad, rtol=1e-6, atol=1e-7)
+    for mode in ops.DS_MODES:
+        y = sample((2, 5, 3, 4), wire, device, layout, seed=2).requires_grad_()
+        ref_y = y.detach().requires_grad_()
+        up = sample((2, 5, 3 * factor, 4 * factor), device=device, layout=layout, seed=3)
+        ops.ds_decode(y, factor, mode, torch.float32).backward(up)
+        ops.ds_decode_reference(ref_y, factor, mode, torch.float32).backward(up)
+        assert y.grad.dtype == wire and y.grad.is_contiguous(memory_format=layout)
+        # Both sum in float32 and round once to the wire dtype (one ulp apart where the order differs).
+        torch.testing.assert_close(y.grad, ref_y.grad, rtol=1e-6 if wire == torch.float32 else 8e-3, atol=1e-6)
+
+
 def test_factor_one_float32_is_bit_identical():
     x = sample()
     for layout in LAYOUTS:
