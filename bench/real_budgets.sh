@@ -39,7 +39,8 @@ COMMON="--epochs 30 --parallel-epochs 15 --order sequential --snapshot-every 30"
 # The order puts first what can change the defaults (DS on CIFAR-10, at the cut after block 3, where
 # pooling loses least of what the next stage uses, and with every epoch parallel: the schedule that
 # leads on slow links; the rest of the parallel-share curve; the method on CIFAR-100), then the
-# seed-to-seed spread and the auxiliary networks, then the deep network. (DS with every epoch parallel
+# seed-to-seed spread and the auxiliary networks, then the deep network, then twice the budget (is
+# backprop near convergence at 30 epochs on the JPEG set?). (DS with every epoch parallel
 # left pipelined3 for pipelined4 before it started: it needs the code that tests a network trained
 # with the filter through the filter; it runs at the cut after block 3, where DS with half the
 # epochs parallel ended level with backprop. CIFAR-100's DS row runs at that cut too, as the README advises.)
@@ -51,6 +52,7 @@ INVOCATIONS=(
     "cifar100-resnet20|real --model resnet20 --dataset cifar100 $COMMON --rows serial-K,penalty+pipe,penalty+pipe+ds+cut3-6,serial-K+seed1,al"
     "cifar10-resnet20|real --model resnet20 --dataset cifar10 $COMMON --rows serial-K,penalty,al,penalty+ds,al+ds,serial-K+seed1,penalty+net"
     "cifar10-resnet56|real --model resnet56 --dataset cifar10 $COMMON --rows serial-K,penalty+pipe"
+    "cifar10-resnet20-e60|real --model resnet20 --dataset cifar10 --epochs 60 --parallel-epochs 30 --order sequential --snapshot-every 30 --tag e60 --rows serial-K,penalty+pipe"
 )
 WHERE=(--out "$REPO/bench/results" --data-dir "$DATA" --commit-results)
 for entry in "${INVOCATIONS[@]}"; do
