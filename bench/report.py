@@ -526,7 +526,7 @@ def target_allowance(kind: str, dataset: str) -> float | None:
     more; the auxiliary networks 1 point."""
     method, *modifiers = kind.split("+")
     share = next((float(m[5:]) for m in modifiers if m.startswith("share")), 0.5)  # the campaign's default: half
-    rest = {m for m in modifiers if not m.startswith(("share", "cut"))}
+    rest = {m for m in modifiers if not m.startswith(("share", "cut", "aw", "ad"))}  # ψ's width and depth: still aux networks
     if method not in ("penalty", "al") or share < 0.5 or dataset not in TARGETS:
         return None
     if "net" in rest:

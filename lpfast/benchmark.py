@@ -30,7 +30,7 @@ Presets (rows; ``+SPH`` where ``--parallel-epochs`` is given):
   ``--parallel-epochs`` share.
 
 Row modifiers (``--rows penalty+ds+seed1``): ``ds``, ``net``, ``pipe`` (``--aux pipelined``), ``lr0.1``, ``rn`` (``--restore-norms``), ``seedN`` (another seed),
-``pmbM`` (``--parallel-micro-batches M``),
+``pmbM`` (``--parallel-micro-batches M``), ``awN`` / ``adN`` (``--aux-width N`` / ``--aux-depth N`` of ``net``'s ψ),
 ``shareF`` (F of the epochs parallel, rounded; ``share1``: the parallel phase alone), ``cutA-B``
 (blocks per stage, ``--stage-blocks A,B``: e.g. the cut ``lpfast plan`` finds fastest).
 
@@ -109,6 +109,10 @@ def modifier(tag: str, epochs: int) -> tuple[str, list[str]]:
         return f"seed {tag[4:]}", ["--seed", tag[4:]]
     if tag.startswith("blocks") and tag[6:].isdigit():
         return f"{tag[6:]} parallel/serial blocks", ["--parallel-blocks", tag[6:]]
+    if tag.startswith("aw") and tag[2:].isdigit():
+        return f"ψ width {tag[2:]}", ["--aux-width", tag[2:]]
+    if tag.startswith("ad") and tag[2:].isdigit():
+        return f"ψ depth {tag[2:]}", ["--aux-depth", tag[2:]]
     if tag.startswith("pmb") and tag[3:].isdigit():
         return f"parallel steps in {tag[3:]} micro-batches", ["--parallel-micro-batches", tag[3:]]
     if tag.startswith("cut") and all(part.isdigit() for part in tag[3:].split("-")):
@@ -123,6 +127,7 @@ def modifier(tag: str, epochs: int) -> tuple[str, list[str]]:
             parallel = round(share * epochs)
             return f"{parallel} of {epochs} epochs parallel", ["--parallel-epochs", str(parallel)]
     raise ValueError(f"unknown row modifier {tag!r}: use ds, net, pipe, lr0.1, rn, seedN, pmbM (parallel steps in M micro-batches), blocksB, "
+                     "awN / adN (--aux net's ψ width / depth), "
                      "shareF (0 <= F <= 1) or cutA-B-... (blocks per stage)")
 
 

@@ -147,7 +147,8 @@ def test_report_real_budgets_section(smoke_records, tmp_path):
                 "test_acc": accuracies, "final_test_acc": accuracies[-1], "phase": ["parallel"] * parallel + ["serial"] * (epochs - parallel),
                 "violation": [[0.1]] * parallel + [None] * (epochs - parallel), "epochs": [{"train_loss": 0.5}] * epochs}
     table = [row("serial-K", [50, 70, 80, 90.0]), row("serial-K+seed1", [50, 70, 80, 89.8]), row("penalty", [40, 60, 85, 89.5], 2),
-             row("penalty+share0.25", [50, 70, 80, 89.9], 1), row("al", [40, 60, 80], 2)]
+             row("penalty+share0.25", [50, 70, 80, 89.9], 1), row("al", [40, 60, 80], 2),
+             row("penalty+net+aw64", [40, 60, 80, 89.2], 2, aux="net")]
     (tmp_path / "real-resnet20-cifar10.json").write_text(json.dumps({"benchmark": "real", "records": table}))
     # An invocation beside it (--tag) without backprop rows of its own is set against the campaign's backprop.
     beside = [row("penalty+pipe", [52, 71, 81, 89.8], 2, name="pipelined", aux="pipelined")]
@@ -161,6 +162,7 @@ def test_report_real_budgets_section(smoke_records, tmp_path):
     assert "| penalty | 4/4 | 89.50 | -0.50 | 60.00% (epoch 2) | 0.100 | 0.500 |" in text
     assert "| al | 3/4 | 80.00 | +0.00 |" in text  # under way: against backprop's third epoch
     assert "0.20 points" in text and "penalty -0.50 (not met: allowed 0.3)" in text and "penalty+share0.25 -0.10 (met" not in text
+    assert "penalty+net+aw64 -0.80 (met: allowed 1.0)" in text  # a wider ψ is still an auxiliary network
     pipelined = text.split("-pipelined.md")[1]
     assert "| pipelined | 4/4 | 89.80 | -0.20 |" in pipelined and "penalty+pipe -0.20 (met: allowed 0.3)" in pipelined
     # Three quarters parallel is at least half: its target is the method's.
@@ -461,6 +463,9 @@ def test_row_modifiers_and_errors():
     assert options[-2:] == ["--parallel-micro-batches", "4"]
     name, options, _, _ = row("penalty+blocks3", 2, 15, 4, 30)
     assert name == "penalty+SPH K=2, 3 parallel/serial blocks" and options[-2:] == ["--parallel-blocks", "3"]
+    name, options, _, _ = row("penalty+net+aw64+ad4", 2, 15, 4, 30)
+    assert name == "penalty+SPH K=2, --aux net, ψ width 64, ψ depth 4"
+    assert options[-6:] == ["--aux", "net", "--aux-width", "64", "--aux-depth", "4"]
     name, options, _, _ = row("penalty+rn", 2, 15, 4, 30)
     assert name == "penalty+SPH K=2, norms restored" and options[-1] == "--restore-norms"
     name, options, _, _ = row("penalty+pipe", 2, 15, 4, 30)
@@ -475,6 +480,6 @@ def test_row_modifiers_and_errors():
     assert (aux("penalty"), aux("al+ds"), aux("penalty+pipe"), aux("penalty+net")) == ("store", "store", "pipelined", "net")
     name, options, _, _ = row("1f1b+cut3-6", 2, None, 4, 30)
     assert name == "pipeline 1F1B K=2, 4 micro-batches, cut 3+6" and options[-2:] == ["--stage-blocks", "3,6"]
-    for bad in ("penalty+share2", "penalty+fast", "sgd", "penalty+cut3-x", "penalty+pmbx", "penalty+blocksx"):
+    for bad in ("penalty+share2", "penalty+fast", "sgd", "penalty+cut3-x", "penalty+pmbx", "penalty+blocksx", "penalty+awx"):
         with pytest.raises(ValueError, match="unknown row"):
             row(bad, 2, None, 4, 30)
