@@ -51,8 +51,9 @@ def load(records_path: Path) -> dict[tuple[str, str, str], list[dict]]:
         # older invocation is timed against the backprop of its own.
         for invocation, rows in runs.items():
             one_device = [r for r in rows if r["config"]["method"] == "serial" and r["workers"] == 1 and r["threads"] == 1]
-            for r in rows if one_device else []:
-                r["invocation_baseline"] = one_device[0]
+            if one_device:
+                for r in rows:
+                    r["invocation_baseline"] = one_device[0]
     return merged
 
 
@@ -128,6 +129,11 @@ def phase_speedup(base: dict, r: dict, phase: str) -> float | None:
 def run_speedup(base: dict, r: dict) -> float:
     """How much faster the row's whole budget trained than the baseline's (of its own invocation)."""
     return against(base, r)["train_time_s"] / r["train_time_s"]
+
+
+def epoch_speedup(base: dict, r: dict) -> float:
+    """How much faster the row's median epoch ran than the baseline's (of its own invocation)."""
+    return against(base, r)["median_epoch_time_s"] / r["median_epoch_time_s"]
 
 
 def same_rounds(base: dict, r: dict) -> bool:
@@ -237,7 +243,7 @@ def findings(records: list[dict]) -> list[str]:
            + (" (its epoch times are noisy: speed-ups against it are not to be trusted)." if spread(base) > NOISY else ".")]
     for r in records:
         if r is not base and r["config"]["method"] == "serial" and r["workers"] == 1:
-            out.append(f"- {r['name']} (context, not a device-faithful row): {against(base, r)['median_epoch_time_s'] / r['median_epoch_time_s']:.2f}× "
+            out.append(f"- {r['name']} (context, not a device-faithful row): {epoch_speedup(base, r):.2f}× "
                        f"per epoch against {base['name']} (what intra-op threading gets from the same cores).")
     serial_1 = next((r for r in records if r["name"] == "serial, 1 thread"), None)
     for r in records:
@@ -428,10 +434,10 @@ def planner_check(key: tuple[str, str, str], records: list[dict], folder: Path) 
             continue
         p = predict(costs, r["workers"], cut=cut, link=link_bytes_per_s(link), micro_batches=config.get("micro_batches", 4))
         if kind == "ddp":
-            predicted, measured, what = p.ddp_speedup, against(base, r)["median_epoch_time_s"] / r["median_epoch_time_s"], "epoch"
+            predicted, measured, what = p.ddp_speedup, epoch_speedup(base, r), "epoch"
         elif kind in ("gpipe", "1f1b"):
             predicted = p.gpipe_speedup if kind == "gpipe" else p.pipeline_speedup
-            measured, what = against(base, r)["median_epoch_time_s"] / r["median_epoch_time_s"], "epoch"
+            measured, what = epoch_speedup(base, r), "epoch"
         else:
             share = sum(phase == "parallel" for phase in r["phase"]) / len(r["phase"])
             parallel = (p.pipelined_ds_step_s if ds else p.pipelined_step_s) if pipelined else p.parallel_step_s
@@ -493,7 +499,7 @@ def link_sweep(groups: dict) -> list[str]:
             cells, sizes, ratios = [], [], []
             for kind, _ in LINK_ROWS:
                 r = kinds.get(kind)
-                cells.append("" if r is None else f"{against(base, r)['median_epoch_time_s'] / r['median_epoch_time_s']:.2f}×")
+                cells.append("" if r is None else f"{epoch_speedup(base, r):.2f}×")
             for kind in ("penalty+pipe+share1", "penalty+pipe+ds+share1"):
                 r = kinds.get(kind)
                 if r is None:
@@ -543,7 +549,7 @@ def device_speedups(groups: dict, model: str, dataset: str, link: str = "loopbac
     if "serial-1" not in kinds:
         return {}
     base = kinds["serial-1"]
-    return {kind: phase_speedup(base, r, "parallel") or against(base, r)["median_epoch_time_s"] / r["median_epoch_time_s"]
+    return {kind: phase_speedup(base, r, "parallel") or epoch_speedup(base, r)
             for kind, r in kinds.items()}
 
 
