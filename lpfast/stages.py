@@ -20,20 +20,12 @@ class Stage(nn.Module):
 
     def __init__(self, model: ResidualNet, index: int, num_stages: int, first: int, last: int) -> None:
         super().__init__()
-        self.index, self.num_stages, self.first_block, self.last_block = index, num_stages, first, last
+        self.index = index
         parts: list[nn.Module] = [model.stem] if index == 0 else []
         parts += list(model.blocks[first:last])
         if index == num_stages - 1:
             parts.append(model.head)
         self.layers = nn.Sequential(*parts)
-
-    @property
-    def is_first(self) -> bool:
-        return self.index == 0
-
-    @property
-    def is_last(self) -> bool:
-        return self.index == self.num_stages - 1
 
     def forward(self, x: Tensor) -> Tensor:
         return self.layers(x)
