@@ -609,11 +609,26 @@ def first_epoch_at(r: dict, target: float) -> int | None:
     return next((i + 1 for i, accuracy in enumerate(r["test_acc"]) if accuracy >= target), None)
 
 
-def real_time_to_accuracy(loaded: list, backprop: dict, groups: dict) -> list[str]:
+def composed_times(phases: list[str], rho: dict[str, float], parallel_row: str, serial_row: str) -> list[float]:
+    """Cumulative time, in one device's backprop epochs, at the end of each epoch of a run whose
+    epochs are ``phases``: a parallel epoch costs 1 / the speed-up of ``parallel_row``, a serial one
+    1 / that of ``serial_row``; the list stops before the first epoch whose row ``rho`` lacks."""
+    times, total = [], 0.0
+    for phase in phases:
+        row = parallel_row if phase == "parallel" else serial_row
+        if row not in rho:
+            break
+        total += 1 / rho[row]
+        times.append(total)
+    return times
+
+
+def real_time_to_accuracy(loaded: list, backprop: dict, groups: dict, plot_dir: Path) -> list[str]:
     """Time to accuracy at the real budget, composed, at every link rate with a ``devices``
     invocation: each finished row's epochs until it first reaches backprop's final accuracy minus
     one point, each epoch weighted by the per-epoch time of its phase on one of K devices at that
-    rate (its all-parallel devices row for parallel epochs, 1F1B for serial ones)."""
+    rate (its all-parallel devices row for parallel epochs, 1F1B for serial ones); and a plot of the
+    rows that reach the target, accuracy against that composed time, one panel per rate."""
     finished = [r for _, records in loaded for r in records if len(r["test_acc"]) == r["epoch_budget"]]
     lines = []
     for (model, dataset, epochs), ref in sorted(backprop.items()):
@@ -628,7 +643,8 @@ def real_time_to_accuracy(loaded: list, backprop: dict, groups: dict) -> list[st
         written = {canonical(kind): kind for speedups in measured.values() for kind in speedups}  # as the devices invocation names it
         target = ref["final_test_acc"] - 1.0
         reach = first_epoch_at(ref, target)
-        rows = [(label, reach, {link: reach / rho[link][kind] for link in links if kind in rho[link]})
+        # (label, epochs to the target, accuracy curve, cumulative composed time per link)
+        rows = [(label, reach, ref["test_acc"], {link: composed_times(["serial"] * epochs, rho[link], kind, kind) for link in links})
                 for kind, label in EXACT_PEERS.items()]
         for r in finished:
             kind = row_kind(r)
@@ -641,12 +657,14 @@ def real_time_to_accuracy(loaded: list, backprop: dict, groups: dict) -> list[st
             parallel_row = canonical("+".join([method, *modifiers, "share1"]))
             serial_row = canonical("+".join(["1f1b", *(m for m in modifiers if m.startswith("cut"))]))
             reached = first_epoch_at(r, target)
-            phases = r["phase"][:reached or 0]
-            used = [parallel_row, *([serial_row] if "serial" in phases else [])]
-            costs = {link: sum(1 / rho[link][parallel_row if phase == "parallel" else serial_row] for phase in phases)
-                     for link in links if all(row in rho[link] for row in used)}
+            used = [parallel_row, *([serial_row] if "serial" in r["phase"][:reached or 0] else [])]
             label = f" (devices row{'s' if len(used) > 1 else ''} {', '.join(f'`{written.get(row, row)}`' for row in used)})" if reached else ""
-            rows.append((r["name"] + label, reached, costs if reached else {}))
+            rows.append((r["name"] + label, reached, r["test_acc"],
+                         {link: composed_times(r["phase"], rho[link], parallel_row, serial_row) for link in links}))
+        # The time to the target at a rate, where every epoch until then has its devices row there.
+        costs = [{link: times[reached - 1] for link, times in curves.items() if reached and len(times) >= reached}
+                 for _, reached, _, curves in rows]
+        plot = real_time_to_accuracy_plot(model, dataset, epochs, links, rows, target, plot_dir)
         lines += [f"### Time to accuracy: {model} on {dataset}, {epochs} epochs", "",
                   f"Speed-up over one device in the time until the end of the first epoch at or above {target:.2f}% (backprop's "
                   f"final {ref['final_test_acc']:.2f}% minus one point; backprop gets there after {reach} epochs): each row's epochs "
@@ -654,13 +672,38 @@ def real_time_to_accuracy(loaded: list, backprop: dict, groups: dict) -> list[st
                   "over one device in the `devices` invocation at that link rate). Composed from two measurements, not timed whole: "
                   "the real-budget rows ran one after another on a loaded host. Blank: a devices row it needs was not run at that rate.", "",
                   "| row | epochs to the target | " + " | ".join(links) + " |", "|---|---|" + "---|" * len(links)]
-        for label, reached, costs in rows:
-            cells = [f"{reach / costs[link]:.2f}×" if link in costs else ("—" if reached is None else "") for link in links]
-            cells = [f"**{cell}**" if link in costs and costs[link] == min(cs[link] for _, _, cs in rows if link in cs) else cell
+        for (label, reached, _, _), cost in zip(rows, costs):
+            cells = [f"{reach / cost[link]:.2f}×" if link in cost else ("—" if reached is None else "") for link in links]
+            cells = [f"**{cell}**" if link in cost and cost[link] == min(c[link] for c in costs if link in c) else cell
                      for link, cell in zip(links, cells)]
             lines.append(f"| {label} | {reached or '— (never)'} | " + " | ".join(cells) + " |")
-        lines.append("")
+        lines += ["", f"![time to accuracy](plots/{plot})", ""]
     return lines
+
+
+def real_time_to_accuracy_plot(model: str, dataset: str, epochs: int, links: list[str], rows: list, target: float,
+                               plot_dir: Path) -> str:
+    """Test accuracy against composed training time (one device's backprop epochs), one panel per
+    link rate, for the rows that reach the target; the legend in a panel of its own."""
+    columns = 3
+    fig, axes = plt.subplots(-(-(len(links) + 1) // columns), columns, figsize=(10, 3.2 * -(-(len(links) + 1) // columns)),
+                             sharey=True, squeeze=False)
+    panels = axes.flatten()
+    for ax, link in zip(panels, links):
+        for i, (label, reached, accuracy, curves) in enumerate(rows):  # a row keeps its colour and line in every panel
+            if reached and curves[link]:
+                ax.plot(curves[link], accuracy[:len(curves[link])], color=f"C{i % 10}", linestyle=("-", "--")[i // 10 % 2],
+                        linewidth=1, label=label.split(" (devices")[0])
+        ax.axhline(target, color="grey", linestyle=":")
+        ax.set(title=link, xlabel="one device's epochs", ylabel="test accuracy (%)", ylim=(max(0.0, target - 20), target + 3))
+    legend = {label: handle for ax in panels[:len(links)] for handle, label in zip(*ax.get_legend_handles_labels())}
+    order = [label for label in (label.split(" (devices")[0] for label, *_ in rows) if label in legend]
+    panels[len(links)].legend([legend[label] for label in order], order, loc="center", fontsize=6.5, frameon=False)
+    for ax in panels[len(links):]:
+        ax.axis("off")
+    fig.suptitle(f"{model} on {dataset}, {epochs} epochs: time to backprop's accuracy less one point (dotted), composed", fontsize=9)
+    fig.tight_layout()
+    return _save(fig, plot_dir / f"real-{model}-{dataset}-e{epochs}-time-to-accuracy.png")
 
 
 def real_budgets(folder: Path, groups: dict, plot_dir: Path) -> list[str]:
@@ -725,7 +768,7 @@ def real_budgets(folder: Path, groups: dict, plot_dir: Path) -> list[str]:
         ax.legend(fontsize=6)
         plot = _save(fig, plot_dir / f"{path.stem}-accuracy.png")
         lines += [f"![real budget](plots/{plot})", ""]
-    return lines + share_curves(loaded, backprop, groups) + real_time_to_accuracy(loaded, backprop, groups)
+    return lines + share_curves(loaded, backprop, groups) + real_time_to_accuracy(loaded, backprop, groups, plot_dir)
 
 
 def narrative(folder: Path) -> list[str]:

@@ -238,6 +238,9 @@ def test_report_link_sweep_and_time_to_accuracy_at_each_rate(smoke_records, tmp_
     assert f"| DDP (backprop's curve) | 4 | {rho['ddp']:.2f}× | {rho['ddp'] / 4:.2f}× |" in reach.replace("**", "")
     sph = 4 / (2 / rho["penalty+pipe+share1"])
     assert f"| penalty+pipe (devices row `penalty+pipe+share1`) | 2 | {sph:.2f}× | {sph / 4:.2f}× |" in reach.replace("**", "")
+    # The same composed times, epoch by epoch, drawn one panel per rate.
+    assert "![time to accuracy](plots/real-mnist_resnet-embedded-e4-time-to-accuracy.png)" in reach
+    assert (tmp_path / "plots" / "real-mnist_resnet-embedded-e4-time-to-accuracy.png").stat().st_size > 0
     assert "| penalty+pipe+share1 | — (never) | — | — |" in reach
     # At the cut 3+5: two parallel epochs as that cut's all-parallel row, one serial as its 1F1B row.
     cut = 4 / (2 / rho["penalty+share1+cut3-5+pipe"] + 1 / rho["1f1b+cut3-5"])
