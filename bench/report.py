@@ -686,8 +686,8 @@ def real_time_to_accuracy_plot(model: str, dataset: str, epochs: int, links: lis
     """Test accuracy against composed training time (one device's backprop epochs), one panel per
     link rate, for the rows that reach the target; the legend in a panel of its own."""
     columns = 3
-    fig, axes = plt.subplots(-(-(len(links) + 1) // columns), columns, figsize=(10, 3.2 * -(-(len(links) + 1) // columns)),
-                             sharey=True, squeeze=False)
+    lines_of_panels = -(-(len(links) + 1) // columns)  # the rates and the legend
+    fig, axes = plt.subplots(lines_of_panels, columns, figsize=(10, 3.2 * lines_of_panels), sharey=True, squeeze=False)
     panels = axes.flatten()
     for ax, link in zip(panels, links):
         for i, (label, reached, accuracy, curves) in enumerate(rows):  # a row keeps its colour and line in every panel
