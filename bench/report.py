@@ -643,8 +643,8 @@ def real_time_to_accuracy(loaded: list, backprop: dict, groups: dict, plot_dir: 
         written = {canonical(kind): kind for speedups in measured.values() for kind in speedups}  # as the devices invocation names it
         target = ref["final_test_acc"] - 1.0
         reach = first_epoch_at(ref, target)
-        # (label, epochs to the target, accuracy curve, cumulative composed time per link)
-        rows = [(label, reach, ref["test_acc"], {link: composed_times(["serial"] * epochs, rho[link], kind, kind) for link in links})
+        # (name, the devices rows it is timed by, epochs to the target, accuracy curve, cumulative composed time per link)
+        rows = [(label, "", reach, ref["test_acc"], {link: composed_times(["serial"] * epochs, rho[link], kind, kind) for link in links})
                 for kind, label in EXACT_PEERS.items()]
         for r in finished:
             kind = row_kind(r)
@@ -658,12 +658,12 @@ def real_time_to_accuracy(loaded: list, backprop: dict, groups: dict, plot_dir: 
             serial_row = canonical("+".join(["1f1b", *(m for m in modifiers if m.startswith("cut"))]))
             reached = first_epoch_at(r, target)
             used = [parallel_row, *([serial_row] if "serial" in r["phase"][:reached or 0] else [])]
-            label = f" (devices row{'s' if len(used) > 1 else ''} {', '.join(f'`{written.get(row, row)}`' for row in used)})" if reached else ""
-            rows.append((r["name"] + label, reached, r["test_acc"],
+            timed_by = f" (devices row{'s' if len(used) > 1 else ''} {', '.join(f'`{written.get(row, row)}`' for row in used)})" if reached else ""
+            rows.append((r["name"], timed_by, reached, r["test_acc"],
                          {link: composed_times(r["phase"], rho[link], parallel_row, serial_row) for link in links}))
         # The time to the target at a rate, where every epoch until then has its devices row there.
         costs = [{link: times[reached - 1] for link, times in curves.items() if reached and len(times) >= reached}
-                 for _, reached, _, curves in rows]
+                 for _, _, reached, _, curves in rows]
         plot = real_time_to_accuracy_plot(model, dataset, epochs, links, rows, target, plot_dir)
         lines += [f"### Time to accuracy: {model} on {dataset}, {epochs} epochs", "",
                   f"Speed-up over one device in the time until the end of the first epoch at or above {target:.2f}% (backprop's "
@@ -672,11 +672,11 @@ def real_time_to_accuracy(loaded: list, backprop: dict, groups: dict, plot_dir: 
                   "over one device in the `devices` invocation at that link rate). Composed from two measurements, not timed whole: "
                   "the real-budget rows ran one after another on a loaded host. Blank: a devices row it needs was not run at that rate.", "",
                   "| row | epochs to the target | " + " | ".join(links) + " |", "|---|---|" + "---|" * len(links)]
-        for (label, reached, _, _), cost in zip(rows, costs):
+        for (name, timed_by, reached, _, _), cost in zip(rows, costs):
             cells = [f"{reach / cost[link]:.2f}×" if link in cost else ("—" if reached is None else "") for link in links]
             cells = [f"**{cell}**" if link in cost and cost[link] == min(c[link] for c in costs if link in c) else cell
                      for link, cell in zip(links, cells)]
-            lines.append(f"| {label} | {reached or '— (never)'} | " + " | ".join(cells) + " |")
+            lines.append(f"| {name}{timed_by} | {reached or '— (never)'} | " + " | ".join(cells) + " |")
         lines += ["", f"![time to accuracy](plots/{plot})", ""]
     return lines
 
@@ -690,14 +690,14 @@ def real_time_to_accuracy_plot(model: str, dataset: str, epochs: int, links: lis
     fig, axes = plt.subplots(lines_of_panels, columns, figsize=(10, 3.2 * lines_of_panels), sharey=True, squeeze=False)
     panels = axes.flatten()
     for ax, link in zip(panels, links):
-        for i, (label, reached, accuracy, curves) in enumerate(rows):  # a row keeps its colour and line in every panel
+        for i, (name, _, reached, accuracy, curves) in enumerate(rows):  # a row keeps its colour and line in every panel
             if reached and curves[link]:
                 ax.plot(curves[link], accuracy[:len(curves[link])], color=f"C{i % 10}", linestyle=("-", "--")[i // 10 % 2],
-                        linewidth=1, label=label.split(" (devices")[0])
+                        linewidth=1, label=name)
         ax.axhline(target, color="grey", linestyle=":")
         ax.set(title=link, xlabel="one device's epochs", ylabel="test accuracy (%)", ylim=(max(0.0, target - 20), target + 3))
     legend = {label: handle for ax in panels[:len(links)] for handle, label in zip(*ax.get_legend_handles_labels())}
-    order = [label for label in (label.split(" (devices")[0] for label, *_ in rows) if label in legend]
+    order = [name for name, *_ in rows if name in legend]
     panels[len(links)].legend([legend[label] for label in order], order, loc="center", fontsize=6.5, frameon=False)
     for ax in panels[len(links):]:
         ax.axis("off")
