@@ -4,6 +4,11 @@
 # continued, on this machine or a new one:
 #
 #   bench/real_budgets.sh            # start the campaign's invocations, or continue them
+#   pkill -f real_budgets.sh; pkill -f "lpfast bench"   # stop it
+#
+# Stopped so, the bench under way commits its tables and snapshot first (invocations from
+# cifar10-resnet20-e60 on, whose pinned code does; the earlier ones commit a snapshot at most every
+# 30 minutes, so take one by hand before stopping them: lpfast.benchmark.Snapshot(...).take(force=True)).
 #
 # The code is pinned per invocation: an invocation runs a clone of this repository at the commit it
 # started at ($CAMPAIGN/src-COMMIT, built there): the commit of its snapshot's invocation.json where

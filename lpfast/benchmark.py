@@ -38,7 +38,10 @@ A long invocation survives interruption: every row checkpoints after each epoch,
 keeps the invocation's options (``invocation.json``) and the wall times so far, and
 ``lpfast bench --continue RUNS_FOLDER`` picks it up where it stopped, from a checkout of the commit
 it started at. ``--commit-results`` commits the round tables to the results folder's git
-repository after every round, so partial results outlive the machine.
+repository after every round, so partial results outlive the machine. Stopped by SIGTERM or
+Ctrl-C, the bench stops the row under way (its epoch is lost, as it would be to a kill), brings
+the tables and the snapshot up to the epochs committed, commits them and exits with 128 + the
+signal's number.
 
 A campaign longer than its machine's life (the runs folder is lost with the machine) keeps a
 snapshot in the repository: ``--snapshot DIR`` copies the invocation's options and wall times,
@@ -66,6 +69,7 @@ import json
 import os
 import platform
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -185,8 +189,28 @@ def commands(options: list[str], workers: int, threads: int, common: list[str], 
 
 def run_all(cmds: list[list[str]], env: dict, what: str) -> None:
     processes = [subprocess.Popen(cmd, env=env) for cmd in cmds]
-    if any(p.wait() != 0 for p in processes):
-        raise SystemExit(f"{what} failed (exit codes {[p.returncode for p in processes]})")
+    try:
+        if any(p.wait() != 0 for p in processes):
+            raise SystemExit(f"{what} failed (exit codes {[p.returncode for p in processes]})")
+    finally:
+        # Stopped (or failed) while they ran: their epoch is lost anyway, and a worker left behind
+        # would hold the port and the cores.
+        for p in processes:
+            if p.poll() is None:
+                p.terminate()
+                p.wait()
+
+
+class Stopped(Exception):
+    """SIGTERM or SIGINT reached ``lpfast bench``: it commits what it has and exits."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _raise_stopped(signum: int, frame) -> None:
+    raise Stopped(signum)
 
 
 def message_times(args: argparse.Namespace, folder: Path, env: dict) -> dict[str, float]:
@@ -363,6 +387,8 @@ def main(argv: list[str] | None = None) -> None:
         saved = {"argv": argv, "stamp": args.stamp, "commit": args.commit, "out": str(args.out.resolve()), "data_dir": str(Path(args.data_dir).resolve())}
         (runs / INVOCATION_FILE).write_text(json.dumps(saved, indent=1) + "\n")
     print(f"lpfast bench: runs folder {runs} (continue an interrupted invocation with --continue {runs})", flush=True)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _raise_stopped)
     with slow_link(args.slow_link) if args.slow_link is not None else nullcontext() as link:
         args.link = link
         run_benchmark(args, runs, suffix)
@@ -465,29 +491,38 @@ def run_benchmark(args: argparse.Namespace, runs: Path, suffix: str) -> None:
         if args.commit_results and commit:
             commit_results(files, f"bench {args.preset} {args.model} on {args.dataset}: {message} (invocation {stamp}, partial)")
 
-    if args.order == "interleaved":
-        start_epoch = min(epochs_done(runs / f"run{i}") for i in range(len(rows)))
-        if start_epoch:
-            print(f"lpfast bench: continuing after epoch {start_epoch} of {args.epochs}", flush=True)
-        for epoch in range(start_epoch, args.epochs):
+    try:
+        if args.order == "interleaved":
+            start_epoch = min(epochs_done(runs / f"run{i}") for i in range(len(rows)))
+            if start_epoch:
+                print(f"lpfast bench: continuing after epoch {start_epoch} of {args.epochs}", flush=True)
+            for epoch in range(start_epoch, args.epochs):
+                for i, name in enumerate(rows):
+                    while epochs_done(runs / f"run{i}") <= epoch:  # a row behind the round catches up first
+                        run_epoch(i, name)
+                tables(f"round {epoch + 1} of {args.epochs}")
+        else:
             for i, name in enumerate(rows):
-                while epochs_done(runs / f"run{i}") <= epoch:  # a row behind the round catches up first
+                folder = runs / f"run{i}"
+                while (done := epochs_done(folder)) < args.epochs:
                     run_epoch(i, name)
-            tables(f"round {epoch + 1} of {args.epochs}")
-    else:
-        for i, name in enumerate(rows):
-            folder = runs / f"run{i}"
-            while (done := epochs_done(folder)) < args.epochs:
-                run_epoch(i, name)
-                # Tables are rewritten after every epoch and committed (with the snapshot) when the row
-                # finishes, when it has just left its parallel phase (which is then safe), or when a
-                # snapshot is due and the row holds no λ.
-                config = row_config(folder)
-                if done + 1 == args.epochs or config.left_parallel_phase(done + 1) or \
-                        (snapshot is not None and snapshot.due() and not config.holds_lambda(done + 1)):
-                    tables(f"{name}, {done + 1} of {args.epochs} epochs", force_snapshot=True)
-                else:
-                    tables("", commit=False)
+                    # Tables are rewritten after every epoch and committed (with the snapshot) when the row
+                    # finishes, when it has just left its parallel phase (which is then safe), or when a
+                    # snapshot is due and the row holds no λ.
+                    config = row_config(folder)
+                    if done + 1 == args.epochs or config.left_parallel_phase(done + 1) or \
+                            (snapshot is not None and snapshot.due() and not config.holds_lambda(done + 1)):
+                        tables(f"{name}, {done + 1} of {args.epochs} epochs", force_snapshot=True)
+                    else:
+                        tables("", commit=False)
+    except Stopped as stop:
+        # A kill or Ctrl-C (a session ending, a campaign re-planned) keeps every committed epoch: the
+        # tables and the snapshot are brought up to them and committed before the bench exits.
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, signal.SIG_IGN)
+        tables(f"stopped by {stop}", force_snapshot=True)
+        print(f"lpfast bench: stopped by {stop}; continue with --continue {runs}", flush=True)
+        raise SystemExit(128 + stop.signum) from None
     finished = runs / FINISHED_FILE
     if finished.exists():
         print(f"lpfast bench: {runs} finished before; its records are in {args.out / 'records.jsonl'}", flush=True)

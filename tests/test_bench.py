@@ -362,6 +362,17 @@ def bench_records(out: Path) -> dict[str, dict]:
     return {r["name"]: r for r in map(json.loads, (out / "records.jsonl").read_text().splitlines())}
 
 
+def results_repository(out: Path) -> None:
+    """A new git repository OUT for ``lpfast bench --out OUT --commit-results``."""
+    out.mkdir()
+    for command in (["init", "-q"], ["config", "user.email", "t@t"], ["config", "user.name", "t"]):
+        subprocess.run(["git", "-C", str(out), *command], check=True)
+
+
+def git_output(out: Path, *command: str) -> str:
+    return subprocess.run(["git", "-C", str(out), *command], capture_output=True, text=True).stdout
+
+
 def kill_when_committed(options: list[str], out: Path, message: str) -> None:
     """Runs ``lpfast bench OPTIONS --out OUT --commit-results`` in a new git repository OUT and kills it
     (and its workers) as soon as a commit whose subject holds ``message`` is there."""
@@ -369,13 +380,11 @@ def kill_when_committed(options: list[str], out: Path, message: str) -> None:
     import signal
     import time
 
-    out.mkdir()
-    for command in (["init", "-q"], ["config", "user.email", "t@t"], ["config", "user.name", "t"]):
-        subprocess.run(["git", "-C", str(out), *command], check=True)
+    results_repository(out)
     bench = subprocess.Popen([sys.executable, "-m", "lpfast", "bench", *options, "--out", str(out), "--commit-results"],
                              start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
-    while message not in subprocess.run(["git", "-C", str(out), "log", "--format=%s"], capture_output=True, text=True).stdout:
+    while message not in git_output(out, "log", "--format=%s"):
         assert time.monotonic() < deadline and bench.poll() is None
         time.sleep(0.2)
     os.killpg(bench.pid, signal.SIGKILL)
@@ -452,6 +461,44 @@ def test_sequential_campaign_continues_on_a_new_machine_from_its_snapshot(tmp_pa
     sizes = subprocess.run(["git", "-C", str(out), "ls-files", "-s", "campaign"], capture_output=True, text=True).stdout
     assert "campaign/run1/checkpoint-rank1-epoch2.pt" in sizes and (snapshot / "finished").exists()
     assert all(path.stat().st_size < 128 * 16 * 14 * 14 * 4 for path in snapshot.rglob("*.pt"))
+
+
+def test_a_stopped_campaign_commits_its_snapshot_first(tmp_path):
+    """SIGTERM to a sequential invocation with --snapshot (as ``pkill`` sends when a session ends or
+    a campaign is re-planned) stops the row's workers, and commits the snapshot with every epoch
+    the row committed before the bench exits, though no snapshot was due: nothing done is lost to
+    a new machine."""
+    import os
+    import signal
+    import time
+
+    from lpfast import checkpoint as ckpt
+
+    out, runs = tmp_path / "repo", tmp_path / "runs"
+    results_repository(out)
+    options = ["smoke", "--dataset", "embedded", "--epochs", "8", "--train-subset", "128", "--batch-size", "64",
+               "--rows", "serial-1", "--order", "sequential", "--port", str(free_port())]
+    bench = subprocess.Popen([sys.executable, "-m", "lpfast", "bench", *options, "--runs-dir", str(runs),
+                              "--snapshot", str(out / "campaign"), "--out", str(out), "--commit-results"],
+                             start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 300
+    while not list(runs.glob("*/run0/" + ckpt.COMMIT_FILE)):
+        assert time.monotonic() < deadline and bench.poll() is None
+        time.sleep(0.1)
+    os.kill(bench.pid, signal.SIGTERM)  # the bench alone: its row's worker is still training
+    output, _ = bench.communicate(timeout=120)
+    assert bench.returncode == 128 + signal.SIGTERM, output
+    assert "stopped by SIGTERM; continue with --continue" in output
+
+    [row] = runs.glob("*/run0")
+    done = ckpt.committed(row)["epoch"]
+    assert 1 <= done < 8
+    tracked = git_output(out, "ls-files", "campaign").split()
+    assert f"campaign/run0/checkpoint-rank0-epoch{done}.pt" in tracked
+    assert json.loads(git_output(out, "show", "HEAD:campaign/run0/" + ckpt.COMMIT_FILE))["epoch"] == done
+    assert "stopped by SIGTERM" in git_output(out, "log", "-1", "--format=%s")
+    # No worker outlives the bench.
+    assert subprocess.run(["pgrep", "-f", str(row)], capture_output=True).returncode == 1
 
 
 def test_row_modifiers_and_errors():
