@@ -209,6 +209,9 @@ class Stopped(Exception):
         self.signum = signum
 
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
 def _raise_stopped(signum: int, frame) -> None:
     raise Stopped(signum)
 
@@ -387,7 +390,7 @@ def main(argv: list[str] | None = None) -> None:
         saved = {"argv": argv, "stamp": args.stamp, "commit": args.commit, "out": str(args.out.resolve()), "data_dir": str(Path(args.data_dir).resolve())}
         (runs / INVOCATION_FILE).write_text(json.dumps(saved, indent=1) + "\n")
     print(f"lpfast bench: runs folder {runs} (continue an interrupted invocation with --continue {runs})", flush=True)
-    for signum in (signal.SIGTERM, signal.SIGINT):
+    for signum in STOP_SIGNALS:
         signal.signal(signum, _raise_stopped)
     with slow_link(args.slow_link) if args.slow_link is not None else nullcontext() as link:
         args.link = link
@@ -518,7 +521,7 @@ def run_benchmark(args: argparse.Namespace, runs: Path, suffix: str) -> None:
     except Stopped as stop:
         # A kill or Ctrl-C (a session ending, a campaign re-planned) keeps every committed epoch: the
         # tables and the snapshot are brought up to them and committed before the bench exits.
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum in STOP_SIGNALS:
             signal.signal(signum, signal.SIG_IGN)
         tables(f"stopped by {stop}", force_snapshot=True)
         print(f"lpfast bench: stopped by {stop}; continue with --continue {runs}", flush=True)

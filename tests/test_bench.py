@@ -416,7 +416,7 @@ def test_interrupted_invocation_continues_to_the_same_numbers(tmp_path):
         for key in ("test_acc", "train_loss"):
             assert [m[key] for m in a[name]["epochs"]] == [m[key] for m in b[name]["epochs"]], (name, key)
         assert len(b[name]["process_wall_s"]) == 2
-    log = subprocess.run(["git", "-C", str(out), "log", "--format=%s"], capture_output=True, text=True).stdout
+    log = git_output(out, "log", "--format=%s")
     assert "round 1 of 2" in log and "round 2 of 2" in log and "records" in log
     # A finished invocation continues to nothing and appends no records twice.
     subprocess.run([sys.executable, "-m", "lpfast", "bench", "--continue", str(runs)], check=True, timeout=120, capture_output=True)
@@ -440,7 +440,7 @@ def test_sequential_campaign_continues_on_a_new_machine_from_its_snapshot(tmp_pa
                         "serial, 1 thread, 2 of 2 epochs")
     # The committed snapshot holds the finished serial row with its checkpoint, and nothing of the
     # penalty row, whose first (parallel) epoch holds λ.
-    tracked = subprocess.run(["git", "-C", str(out), "ls-files", "campaign"], capture_output=True, text=True).stdout.split()
+    tracked = git_output(out, "ls-files", "campaign").split()
     assert "campaign/run0/checkpoint-rank0-epoch2.pt" in tracked and not any(path.startswith("campaign/run1") for path in tracked)
 
     shutil.rmtree(tmp_path / "runs")  # the machine is gone; the repository's snapshot is what is left
@@ -458,7 +458,7 @@ def test_sequential_campaign_continues_on_a_new_machine_from_its_snapshot(tmp_pa
         for key in ("test_acc", "train_loss"):
             assert [m[key] for m in a[name]["epochs"]] == [m[key] for m in b[name]["epochs"]], (name, key)
     # The penalty row entered the snapshot only after its switch, without λ (4 KB a sample here).
-    sizes = subprocess.run(["git", "-C", str(out), "ls-files", "-s", "campaign"], capture_output=True, text=True).stdout
+    sizes = git_output(out, "ls-files", "-s", "campaign")
     assert "campaign/run1/checkpoint-rank1-epoch2.pt" in sizes and (snapshot / "finished").exists()
     assert all(path.stat().st_size < 128 * 16 * 14 * 14 * 4 for path in snapshot.rglob("*.pt"))
 
