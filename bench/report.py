@@ -330,10 +330,10 @@ def plots(key, records: list[dict], folder: Path) -> list[str]:
 
     sending = [r for r in records if r["bytes_sent"]]
     if sending:
-        fig, ax = plt.subplots(figsize=(6, 4))
+        fig, ax = plt.subplots(figsize=(6, 1 + 0.3 * len(sending)))
         ax.barh([r["name"] for r in sending], [r["bytes_sent"] / len(r["epoch_time_s"]) / 1e9 for r in sending])
+        ax.tick_params(axis="y", labelsize=7)
         ax.set(xlabel="GB sent between stages per epoch", title="communication, with and without DS")
-        fig.tight_layout()
         made.append(_save(fig, folder / f"{stem}-bytes.png"))
 
     serial_1 = next((r for r in records if r["name"] == "serial, 1 thread"), None)
@@ -356,7 +356,9 @@ def plots(key, records: list[dict], folder: Path) -> list[str]:
 
 def _save(fig, path: Path) -> str:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    # A tight bounding box grows the image to hold labels longer than the axes leave room for
+    # (row names run to ~80 characters).
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path.name
 
