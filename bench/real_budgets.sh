@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The real-budget campaign: full training sets, tens of epochs. It takes many hours on 2 cores, more
 # than one session and often more than one machine, so it is built to be stopped anywhere and
-# continued, on this machine or a new one:
+# continued, on this machine or a new one (finished invocations are skipped):
 #
 #   bench/real_budgets.sh            # start the campaign's invocations, or continue them
 #   pkill -f real_budgets.sh; pkill -f "lpfast bench"   # stop it
@@ -69,10 +69,21 @@ INVOCATIONS=(
     "cifar10-resnet56|real --model resnet56 --dataset cifar10 $COMMON --rows serial-K,penalty+pipe"
     "devices-resnet56|devices --model resnet56 --dataset cifar10 --epochs 3 --train-subset 10000 --parallel-epochs 3 --rows serial-1,ddp,1f1b,penalty+pipe+share1"
     "cifar100-resnet20-seed1-share1|real --model resnet20 --dataset cifar100 $COMMON --tag seed1-share1 --rows serial-K+seed1,penalty+pipe+ds+cut3-6+share1"
+    # Many stages (K = 4 and 8), in the order the question needs them: the deep network at K=4 and 8
+    # with every epoch parallel, then its second backprop seed; ResNet-20 at K=8 and stored λ at
+    # K=4; CIFAR-100 at K=4. Every stage of a row in one process (two threads): accuracy is the
+    # measure, and one process gives the numbers of K workers (tests/test_parallel.py).
+    "many-resnet56|real --model resnet56 --dataset cifar10 $COMMON --tag many --rows penalty+pipe+share1+k4+oneprocess,penalty+pipe+share1+k8+oneprocess,serial-K+seed1"
+    "many-resnet20|real --model resnet20 --dataset cifar10 $COMMON --tag many --rows penalty+pipe+share1+k8+oneprocess,penalty+k4+oneprocess"
+    "many-cifar100-resnet20|real --model resnet20 --dataset cifar100 $COMMON --tag many --rows penalty+pipe+share1+k4+oneprocess"
 )
 WHERE=(--out "$REPO/bench/results" --data-dir "$DATA" --commit-results)
 for entry in "${INVOCATIONS[@]}"; do
     name="${entry%%|*}"
+    if [ -f "$SNAPSHOTS/$name/finished" ]; then
+        echo "$name: finished (its records are in bench/results/records.jsonl)"
+        continue
+    fi
     saved="$SNAPSHOTS/$name/invocation.json"
     folder="$(ls -d "$CAMPAIGN/runs/$name"/*/ 2>/dev/null | head -1 || true)"
     # The commit the invocation started at: its runs folder's (this machine), else its snapshot's

@@ -29,7 +29,8 @@ Presets (rows; ``+SPH`` where ``--parallel-epochs`` is given):
   without DS, ``--aux net``, and penalty+SPH at parallel shares 0.25 and 0.75 besides the
   ``--parallel-epochs`` share.
 
-Row modifiers (``--rows penalty+ds+seed1``): ``ds``, ``net``, ``pipe`` (``--aux pipelined``), ``lr0.1``, ``rn`` (``--restore-norms``), ``seedN`` (another seed),
+Row modifiers (``--rows penalty+ds+seed1``): ``kN`` (N stages or workers instead of ``--workers``),
+``oneprocess`` (every stage in one process: the numbers of K workers, for accuracy-only rows), ``ds``, ``net``, ``pipe`` (``--aux pipelined``), ``lr0.1``, ``rn`` (``--restore-norms``), ``seedN`` (another seed),
 ``pmbM`` (``--parallel-micro-batches M``), ``awN`` / ``adN`` (``--aux-width N`` / ``--aux-depth N`` of ``net``'s ψ),
 ``shareF`` (F of the epochs parallel, rounded; ``share1``: the parallel phase alone), ``cutA-B``
 (blocks per stage, ``--stage-blocks A,B``: e.g. the cut ``lpfast plan`` finds fastest).
@@ -45,7 +46,7 @@ signal's number.
 
 A campaign longer than its machine's life (the runs folder is lost with the machine) keeps a
 snapshot in the repository: ``--snapshot DIR`` copies the invocation's options and wall times,
-every row's config and metrics, and the checkpoints of the rows that hold no λ (serial rows;
+every row's config and metrics, and the checkpoints of the unfinished rows that hold no λ (serial rows;
 layer-parallel rows once their parallel phase is over, when λ is freed) into DIR, after a row
 finishes and at most every ``--snapshot-every`` minutes, and commits it with the tables. λ itself
 (1.6 GB per cut on full CIFAR-10) never goes into the repository, so a row in its parallel phase
@@ -139,8 +140,15 @@ def row(kind: str, workers: int, parallel_epochs: int | None, micro_batches: int
     """(name, extra CLI options, torchrun workers (0 = plain process), threads per process) of a row kind:
     ``serial-1``, ``serial-K``, ``ddp``, ``gpipe`` / ``1f1b`` (backprop as a K-stage pipeline under
     torch.distributed.pipelining's schedule, every epoch: SPH's serial phase), or ``penalty``/``al``;
-    each followed by ``+modifier`` s (:func:`modifier`)."""
+    each followed by ``+modifier`` s (:func:`modifier`), and by the two that change where it runs:
+    ``kN`` (N stages, workers or threads instead of ``workers``) and ``oneprocess`` (every stage in
+    one process, on as many threads as it has stages and this machine cores: the numbers K workers
+    give, ``tests/test_parallel.py``, so for rows whose accuracy is the measure)."""
     base, *tags = kind.split("+")
+    stage_tags = [tag for tag in tags if tag[:1] == "k" and tag[1:].isdigit() and int(tag[1:]) >= 1]
+    workers = int(stage_tags[-1][1:]) if stage_tags else workers
+    one_process = "oneprocess" in tags
+    tags = [tag for tag in tags if tag not in stage_tags and tag != "oneprocess"]
     if base == "serial-1":
         name, options, procs, threads = "serial, 1 thread", [], 0, 1
     elif base == "serial-K":
@@ -163,6 +171,9 @@ def row(kind: str, workers: int, parallel_epochs: int | None, micro_batches: int
         label, extra = modifier(tag, epochs)
         name += f", {label}"
         options += extra  # a later --parallel-epochs overrides the preset's
+    if one_process and procs:
+        name += ", one process"
+        procs, threads = 0, min(workers, os.cpu_count() or 1)
     return name, options, procs, threads
 
 
@@ -418,8 +429,9 @@ def commit_results(files: list[Path], message: str) -> None:
 class Snapshot:
     """What a new machine needs to continue an invocation, kept in ``args.snapshot`` (a folder of the
     results' repository): the runs folder's options and wall times, and per row its config, metrics,
-    commit marker and committed checkpoints, for every row whose checkpoint holds no λ. A row still
-    in its parallel phase keeps its previous snapshot (or none: it starts over)."""
+    commit marker and, while the row is unfinished, its committed checkpoints, for every row whose
+    checkpoint holds no λ. A row still in its parallel phase keeps its previous snapshot (or none:
+    it starts over)."""
 
     def __init__(self, args: argparse.Namespace, runs: Path) -> None:
         self.folder, self.runs, self.every_s = args.snapshot, runs, 60.0 * args.snapshot_every
@@ -442,8 +454,11 @@ class Snapshot:
                 continue
             kept = self.folder / row.name
             kept.mkdir(exist_ok=True)
+            # A finished row needs no checkpoint to be continued: its config and metrics are its result,
+            # and a clone of the repository stays small.
+            finished = done["epoch"] >= row_config(row).epochs
             wanted = [row / ckpt.CONFIG_FILE, row / ckpt.METRICS_FILE, row / ckpt.COMMIT_FILE,
-                      *(ckpt.rank_checkpoint(row, r, done["epoch"], done["step"]) for r in range(done["world"]))]
+                      *(() if finished else (ckpt.rank_checkpoint(row, r, done["epoch"], done["step"]) for r in range(done["world"])))]
             for old in kept.iterdir():
                 if old.name not in {path.name for path in wanted}:
                     old.unlink()

@@ -3,6 +3,7 @@ CLI (torchrun for the worker rows) and bench/report.py turns its records into th
 the slow link between two network namespaces and what a message costs on it."""
 import dataclasses
 import json
+import os
 import socket
 import statistics
 import subprocess
@@ -438,10 +439,11 @@ def test_sequential_campaign_continues_on_a_new_machine_from_its_snapshot(tmp_pa
     snapshot = out / "campaign"
     kill_when_committed(options + ["--runs-dir", str(tmp_path / "runs"), "--snapshot", str(snapshot)], out,
                         "serial, 1 thread, 2 of 2 epochs")
-    # The committed snapshot holds the finished serial row with its checkpoint, and nothing of the
-    # penalty row, whose first (parallel) epoch holds λ.
+    # The committed snapshot holds the finished serial row's config and metrics (no checkpoint: it
+    # is finished), and nothing of the penalty row, whose first (parallel) epoch holds λ.
     tracked = git_output(out, "ls-files", "campaign").split()
-    assert "campaign/run0/checkpoint-rank0-epoch2.pt" in tracked and not any(path.startswith("campaign/run1") for path in tracked)
+    assert "campaign/run0/metrics.jsonl" in tracked and not any(path.endswith(".pt") for path in tracked)
+    assert not any(path.startswith("campaign/run1") for path in tracked)
 
     shutil.rmtree(tmp_path / "runs")  # the machine is gone; the repository's snapshot is what is left
     subprocess.run(["git", "-C", str(out), "checkout", "-q", "--", "."], check=True)
@@ -457,10 +459,9 @@ def test_sequential_campaign_continues_on_a_new_machine_from_its_snapshot(tmp_pa
     for name in a:
         for key in ("test_acc", "train_loss"):
             assert [m[key] for m in a[name]["epochs"]] == [m[key] for m in b[name]["epochs"]], (name, key)
-    # The penalty row entered the snapshot only after its switch, without λ (4 KB a sample here).
-    sizes = git_output(out, "ls-files", "-s", "campaign")
-    assert "campaign/run1/checkpoint-rank1-epoch2.pt" in sizes and (snapshot / "finished").exists()
-    assert all(path.stat().st_size < 128 * 16 * 14 * 14 * 4 for path in snapshot.rglob("*.pt"))
+    # Finished, both rows keep their config and metrics and no checkpoint.
+    assert (snapshot / "finished").exists() and (snapshot / "run1" / "metrics.jsonl").exists()
+    assert not list(snapshot.rglob("*.pt"))
 
 
 def test_a_stopped_campaign_commits_its_snapshot_first(tmp_path):
@@ -530,6 +531,11 @@ def test_row_modifiers_and_errors():
     assert (aux("penalty"), aux("al+ds"), aux("penalty+pipe"), aux("penalty+net")) == ("store", "store", "pipelined", "net")
     name, options, _, _ = row("1f1b+cut3-6", 2, None, 4, 30)
     assert name == "pipeline 1F1B K=2, 4 micro-batches, cut 3+6" and options[-2:] == ["--stage-blocks", "3,6"]
-    for bad in ("penalty+share2", "penalty+fast", "sgd", "penalty+cut3-x", "penalty+pmbx", "penalty+blocksx", "penalty+awx"):
+    # kN sets the row's stages; oneprocess runs them in one process (the numbers K workers give).
+    name, options, workers, threads = row("penalty+pipe+k8+oneprocess", 2, None, 4, 30)
+    assert name == "penalty K=8, --aux pipelined, one process" and (workers, threads) == (0, min(8, os.cpu_count()))
+    assert options[:4] == ["--method", "penalty", "--stages", "8"]
+    assert row("penalty+k4", 2, 15, 4, 30)[2:] == (4, 1) and row("serial-K+k4", 2, None, 4, 30)[0] == "serial, 4 threads"
+    for bad in ("penalty+share2", "penalty+fast", "sgd", "penalty+cut3-x", "penalty+pmbx", "penalty+blocksx", "penalty+awx", "penalty+k0"):
         with pytest.raises(ValueError, match="unknown row"):
             row(bad, 2, None, 4, 30)

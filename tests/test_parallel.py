@@ -140,9 +140,9 @@ def _worker(rank, world, store_file, out_dir, config_kwargs):
         dist.destroy_process_group()
 
 
-def run_workers(tmp_path, config):
-    mp.start_processes(_worker, args=(2, str(tmp_path / "store"), str(tmp_path), config), nprocs=2, start_method="spawn")
-    return [torch.load(tmp_path / f"rank{rank}.pt", weights_only=False) for rank in range(2)]
+def run_workers(tmp_path, config, world=2):
+    mp.start_processes(_worker, args=(world, str(tmp_path / "store"), str(tmp_path), config), nprocs=world, start_method="spawn")
+    return [torch.load(tmp_path / f"rank{rank}.pt", weights_only=False) for rank in range(world)]
 
 
 def tensors(state, path=""):
@@ -154,11 +154,11 @@ def tensors(state, path=""):
             yield from tensors(value, f"{path}/{key}")
 
 
-def run_both_ways(tmp_path, config):
-    """Trains ``config`` on 2 gloo workers and in one process, checks that every worker's stage ends
-    as the one process's and that every worker reports the same test accuracy and bytes; returns
-    (the one process's records and state, the workers' results)."""
-    workers = run_workers(tmp_path, config)
+def run_both_ways(tmp_path, config, world=2):
+    """Trains ``config`` on ``world`` gloo workers and in one process, checks that every worker's
+    stage ends as the one process's and that every worker reports the same test accuracy and bytes;
+    returns (the one process's records and state, the workers' results)."""
+    workers = run_workers(tmp_path, config, world)
     train, test = small_data()
     single = Trainer(TrainConfig(**config), train_data=train, test_data=test, log=lambda s: None)
     records = single.fit()
@@ -197,6 +197,26 @@ def test_one_process_and_two_workers_agree(tmp_path, method, ds, aux, model):
     assert records[0]["bytes_forward"] == records[0]["bytes_backward"] == [6 * per_message]
     # λ (and μ) for all 192 samples, float32.
     assert records[0]["aux_bytes"] == worker["records"][0]["aux_bytes"] == [192 * 16 * 14 * 14 * 4 * (2 if method == "al" else 1)]
+
+
+@pytest.mark.parametrize("aux", ["pipelined", "store"])
+def test_one_process_and_four_workers_agree_through_both_phases(tmp_path, aux):
+    # At K=4 the middle stages receive and send in both directions: activations and λ forward,
+    # gradients back in the parallel phase, then torch.distributed.pipelining's 1F1B over 4 ranks
+    # in the serial phase, against the same steps with every stage in one process.
+    config = dict(model="mnist_resnet", method="penalty", aux=aux, stages=4, epochs=2, parallel_epochs=1, micro_batches=4,
+                  batch_size=32, threads=1)
+    records, state, workers = run_both_ways(tmp_path, config, world=4)
+    assert [r["phase"] for r in records] == ["parallel", "serial"]
+    for rank, worker in enumerate(workers):
+        assert worker["state"]["stages"].keys() == {rank}
+        # Each stored λ lived with the stage that reads it (freed for the serial epoch: the stages'
+        # parameters, equal above, are what the parallel epoch's λ made of them).
+        assert worker["state"]["aux"].keys() == ({rank - 1} if aux == "store" and rank > 0 else set())
+    # Every cut carried one activation forward and one gradient back per step in both phases.
+    cuts = partition(describe(mnist_resnet()), 4, (1, 28, 28)).cut_shapes
+    for record in records:
+        assert record["bytes_forward"] == record["bytes_backward"] == [6 * 32 * math.prod(shape) * 4 for shape in cuts]
 
 
 def train_sequential(transport) -> dict:
