@@ -21,6 +21,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from lpfast.replicas import GradientAverage
+
 #: Widths tried, widest first, when the width is chosen from the cost budget.
 WIDTHS = (64, 48, 32, 24, 16, 12, 8, 4)
 
@@ -84,10 +86,12 @@ def build_aux_net(in_channels: int, image_size: Sequence[int], cut_shape: Sequen
 class NetAux:
     """Cut c's auxiliary variables as ψ_c's prediction (the interface of
     :class:`~lpfast.auxvars.StoredAux`): :meth:`fetch` predicts λ (and μ) for a batch and keeps
-    the graph; :meth:`update` regresses ψ onto the updated values and steps its optimizer."""
+    the graph; :meth:`update` regresses ψ onto the updated values and steps its optimizer. With
+    replicas, ``average`` averages ψ's gradient over the replicas of its stage before each step."""
 
-    def __init__(self, net: AuxNet, optimizer: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer], *, with_mu: bool) -> None:
-        self.net = net
+    def __init__(self, net: AuxNet, optimizer: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer], *, with_mu: bool,
+                 average: GradientAverage | None = None) -> None:
+        self.net, self.average = net, average
         self.optimizer = optimizer(net.parameters())
         self.with_mu = with_mu
         self._prediction: Tensor | None = None
@@ -128,6 +132,8 @@ class NetAux:
         loss = F.mse_loss(prediction, target.to(prediction.dtype))
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if self.average is not None:
+            self.average.average(list(self.net.parameters()))
         self.optimizer.step()
         self._loss_sum += loss.detach().double()
         self._fits += 1

@@ -34,6 +34,7 @@ from lpfast.auxvars import StoredAux
 from lpfast.cut import CutInput, CutOutput
 from lpfast.filters import DsFilter
 from lpfast.localheads import LocalHead
+from lpfast.replicas import GradientAverage
 from lpfast.stages import Stage
 from lpfast.transport import Transport
 from lpfast.weightnorms import WeightNorms
@@ -74,8 +75,10 @@ class AuxPhase:
                  trained: dict[int, list[nn.Parameter]], aux: dict[int, StoredAux | NetAux],
                  cut_shapes: Sequence[tuple[int, ...]], transport: Transport, *, local_heads: dict[int, LocalHead],
                  local_loss: float, lam_step: float, regression_lr_scale: float, restore_norms: bool, wire: DsFilter,
-                 dtype: torch.dtype, device: torch.device, memory_format: torch.memory_format) -> None:
+                 dtype: torch.dtype, device: torch.device, memory_format: torch.memory_format,
+                 averages: dict[int, GradientAverage]) -> None:
         self.stages, self.own, self.optimizers, self.trained = stages, list(own), optimizers, trained
+        self.averages = averages  # with replicas: each θ-step's gradient, averaged over the stage's replicas
         self.num_stages = len(stages)
         self.lam_step, self.regression_lr_scale = lam_step, regression_lr_scale
         self.transport = transport
@@ -125,6 +128,8 @@ class AuxPhase:
                 losses[s] = losses[s] + loss if s in losses else loss
         for s in self.own:
             with self._stage_stream(s):
+                if s in self.averages:
+                    self.averages[s].average(self.trained[s])
                 self._theta_step(s, self.regression_lr_scale if s in self.cut_outputs else 1.0)
         self._join_stage_streams([])
         for s, loss in losses.items():

@@ -40,7 +40,9 @@ class BatchIterator:
     ``shard=(rank, workers)`` yields only this data-parallel worker's equal slice of every batch
     (the batch order is the same on every worker; the augmentation draws are the worker's own).
     ``start`` skips the epoch's first batches (resuming mid-epoch), consuming their random draws so
-    that the batches after them are exactly those of an uninterrupted pass.
+    that the batches after them are exactly those of an uninterrupted pass. ``part`` numbers the
+    replica whose fixed part of the data set ``dataset`` is (:meth:`ImageDataset.part`): its
+    shuffles and augmentation draws are its own.
     """
 
     def __init__(
@@ -58,6 +60,7 @@ class BatchIterator:
         shard: tuple[int, int] = (0, 1),
         start: int = 0,
         flip: bool = False,
+        part: int = 0,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -72,8 +75,8 @@ class BatchIterator:
         self.flip = flip and not augment_padding
         self.channels_last = channels_last
         n = len(dataset)
-        self.order = torch.randperm(n, generator=epoch_generator(seed, epoch, 0)) if shuffle else torch.arange(n)
-        self.augment_rng = epoch_generator(seed, epoch, 1, rank)
+        self.order = torch.randperm(n, generator=epoch_generator(seed, epoch, 0, part)) if shuffle else torch.arange(n)
+        self.augment_rng = epoch_generator(seed, epoch, 1, rank + part)  # a data-parallel shard or a replica's part
         self.num_batches = n // batch_size if drop_last else -(-n // batch_size)
         if not 0 <= start <= self.num_batches:
             raise ValueError(f"start must be a batch position in [0, {self.num_batches}], got {start}")

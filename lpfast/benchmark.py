@@ -30,6 +30,7 @@ Presets (rows; ``+SPH`` where ``--parallel-epochs`` is given):
   ``--parallel-epochs`` share.
 
 Row modifiers (``--rows penalty+ds+seed1``): ``kN`` (N stages or workers instead of ``--workers``),
+``dN`` (N replicas of the K stages, on K·N workers), ``rt`` (``--placement replicas-together``),
 ``oneprocess`` (every stage in one process: the numbers of K workers, for accuracy-only rows), ``ds``, ``net``, ``pipe`` (``--aux pipelined``), ``lr0.1``, ``rn`` (``--restore-norms``), ``seedN`` (another seed),
 ``pmbM`` (``--parallel-micro-batches M``), ``awN`` / ``adN`` (``--aux-width N`` / ``--aux-depth N`` of ``net``'s ψ),
 ``shareF`` (F of the epochs parallel, rounded; ``share1``: the parallel phase alone), ``cutA-B``
@@ -58,9 +59,11 @@ invocation). A new machine continues by copying DIR to a runs folder and ``--con
     lpfast bench sph --model resnet20 --dataset cifar10 --epochs 3 --parallel-epochs 2
     lpfast bench link --dataset mnist --epochs 3 --parallel-epochs 2 --slow-link 1gbit   # as root
 
-With ``--slow-link RATE`` the 2-worker rows run as two hosts, each in its own network namespace
-with its worker pinned to its own core, joined by a veth pair shaped to RATE (:mod:`lpfast.netns`):
-there messages cost what they cost between machines, which is where the DS filters pay.
+With ``--slow-link RATE`` the worker rows run as two hosts, each in its own network namespace
+with the first (second) half of the ranks, each worker pinned to a core, joined by a veth pair
+shaped to RATE (:mod:`lpfast.netns`): there messages cost what they cost between machines, which
+is where the DS filters pay. With ``--device-share F`` every worker, and the one-process rows, is
+a device of F of a core (:mod:`lpfast.cpuquota`): four devices on two cores at 0.5.
     python bench/e2e.py grid --dataset mnist --epochs 3 --parallel-epochs 2
 """
 from __future__ import annotations
@@ -82,6 +85,7 @@ import torch
 
 from lpfast import checkpoint as ckpt
 from lpfast.config import TrainConfig
+from lpfast.cpuquota import Devices, cpu_quotas, in_group
 from lpfast.netns import Host, slow_link
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -106,6 +110,7 @@ FINISHED_FILE = "finished"  # written once the records are appended
 def modifier(tag: str, epochs: int) -> tuple[str, list[str]]:
     """(label, extra CLI options) of a row modifier."""
     fixed = {"ds": ("DS s=2 bf16", DS_OPTIONS), "net": ("--aux net", ["--aux", "net"]), "pipe": ("--aux pipelined", ["--aux", "pipelined"]),
+             "rt": ("a stage's replicas together", ["--placement", "replicas-together"]),
              "lr0.1": ("regression lr x0.1", ["--regression-lr-scale", "0.1"]),
              "rn": ("norms restored", ["--restore-norms"])}
     if tag in fixed:
@@ -131,7 +136,7 @@ def modifier(tag: str, epochs: int) -> tuple[str, list[str]]:
         if 0 <= share <= 1:
             parallel = round(share * epochs)
             return f"{parallel} of {epochs} epochs parallel", ["--parallel-epochs", str(parallel)]
-    raise ValueError(f"unknown row modifier {tag!r}: use ds, net, pipe, lr0.1, rn, seedN, pmbM (parallel steps in M micro-batches), blocksB, "
+    raise ValueError(f"unknown row modifier {tag!r}: use kN, dN, oneprocess, rt, ds, net, pipe, lr0.1, rn, seedN, pmbM (parallel steps in M micro-batches), blocksB, "
                      "awN / adN (--aux net's ψ width / depth), "
                      "shareF (0 <= F <= 1) or cutA-B-... (blocks per stage)")
 
@@ -145,10 +150,16 @@ def row(kind: str, workers: int, parallel_epochs: int | None, micro_batches: int
     one process, on as many threads as it has stages and this machine cores: the numbers K workers
     give, ``tests/test_parallel.py``, so for rows whose accuracy is the measure)."""
     base, *tags = kind.split("+")
-    stage_tags = [tag for tag in tags if tag[:1] == "k" and tag[1:].isdigit() and int(tag[1:]) >= 1]
+    counted = lambda letter: [tag for tag in tags if tag[:1] == letter and tag[1:].isdigit() and int(tag[1:]) >= 1]  # noqa: E731
+    stage_tags, replica_tags = counted("k"), counted("d")
     workers = int(stage_tags[-1][1:]) if stage_tags else workers
+    replicas = int(replica_tags[-1][1:]) if replica_tags else 1
+    if replicas > 1 and base not in ("penalty", "al"):
+        raise ValueError(f"unknown row {kind!r}: replicas (dN) are rows of the layer-parallel methods, penalty or al")
     one_process = "oneprocess" in tags
-    tags = [tag for tag in tags if tag not in stage_tags and tag != "oneprocess"]
+    if one_process and replicas > 1:
+        raise ValueError(f"unknown row {kind!r}: replicas run under torchrun, one worker each: drop oneprocess")
+    tags = [tag for tag in tags if tag not in stage_tags + replica_tags and tag != "oneprocess"]
     if base == "serial-1":
         name, options, procs, threads = "serial, 1 thread", [], 0, 1
     elif base == "serial-K":
@@ -162,7 +173,10 @@ def row(kind: str, workers: int, parallel_epochs: int | None, micro_batches: int
     elif base in ("penalty", "al"):
         # Stored λ unless a modifier says otherwise (pipe, net): the rows keep their meaning whatever lpfast train's default.
         options = ["--method", base, "--stages", str(workers), "--aux", "store"]
-        name, procs, threads = f"{base}{'+SPH' if parallel_epochs is not None else ''} K={workers}", workers, 1
+        name, procs, threads = f"{base}{'+SPH' if parallel_epochs is not None else ''} K={workers}", workers * replicas, 1
+        if replicas > 1:
+            name += f" × {replicas} replicas"
+            options += ["--replicas", str(replicas)]
         if parallel_epochs is not None:
             options += ["--parallel-epochs", str(parallel_epochs), "--micro-batches", str(micro_batches)]
     else:
@@ -177,25 +191,44 @@ def row(kind: str, workers: int, parallel_epochs: int | None, micro_batches: int
     return name, options, procs, threads
 
 
-def launch(program: list[str], workers: int, port: int, link: tuple[Host, Host] | None = None) -> list[list[str]]:
+def launch(program: list[str], workers: int, port: int, link: tuple[Host, Host] | None = None,
+           devices: Devices | None = None) -> list[list[str]]:
     """The processes that run ``python <program>``: one plain process (``workers`` 0), one torchrun
-    on this machine, or (over a slow link) one torchrun node per namespace, each worker pinned to
-    its own core."""
+    on this machine, or one torchrun node per worker: over a slow link (the first half of the
+    ranks on one namespace, the second half on the other) and with ``devices``, the cgroups of
+    ``--device-share`` (:mod:`lpfast.cpuquota`: worker i in group i, the groups of one core pinned
+    to it, ranks filling core 0 first)."""
+    def device(i: int, command: list[str]) -> tuple[list[str], int]:
+        """``command`` as worker i's device, and the core it runs on."""
+        if devices is None:
+            return command, i * (os.cpu_count() or 1) // max(workers, 1)
+        return in_group(command, devices.groups[i]), devices.core(i)
+
     if not workers:
-        return [[sys.executable, *program]]
-    if link is None:
+        if devices is None:
+            return [[sys.executable, *program]]
+        command, core = device(0, [sys.executable, *program])
+        return [["taskset", "-c", str(core), *command]]
+    if link is None and devices is None:
         return [[sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(workers), "--master-port", str(port), *program]]
-    return [host.wrap([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", str(rank), "--nproc-per-node", "1",
-                       "--master-addr", link[0].address, "--master-port", str(port), *program], cores=[rank])
-            for rank, host in enumerate(link)]
+    processes = []
+    for rank in range(workers):
+        command, core = device(rank, [sys.executable, "-m", "torch.distributed.run", "--nnodes", str(workers), "--node-rank", str(rank),
+                                      "--nproc-per-node", "1", "--master-addr", link[0].address if link else "127.0.0.1",
+                                      "--master-port", str(port), *program])
+        if link is None:
+            processes.append(["taskset", "-c", str(core), *command])
+        else:
+            processes.append(link[rank * len(link) // workers].wrap(command, cores=[core]))
+    return processes
 
 
 def commands(options: list[str], workers: int, threads: int, common: list[str], out: Path, resume: bool, port: int,
-             link: tuple[Host, Host] | None = None) -> list[list[str]]:
+             link: tuple[Host, Host] | None = None, devices: Devices | None = None) -> list[list[str]]:
     """The processes of one epoch of a row."""
     train = ["-m", "lpfast", "train", *common, *options, "--threads", str(threads), "--out", str(out), "--pause-after", "1",
              *(["--resume"] if resume else [])]
-    return launch(train, workers, port, link)
+    return launch(train, workers, port, link, devices)
 
 
 def run_all(cmds: list[list[str]], env: dict, what: str) -> None:
@@ -267,7 +300,8 @@ def collect(args, runs: Path, rows: dict, walls: dict, stamp: str) -> list[dict]
             "benchmark": args.preset + ("" if args.slow_link is None else f" over a {args.slow_link} link"), "invocation": stamp, "name": name,
             "kind": kind, "model": args.model, "dataset": args.dataset,
             "workers": workers or 1, "threads": threads, "epoch_budget": args.epochs,
-            "command": shown(commands(options, workers, threads, args.common, Path(f"run{i}"), False, args.port, args.link)),
+            "command": shown(commands(options, workers, threads, args.common, Path(f"run{i}"), False, args.port, args.link, args.devices)),
+            "device_share": args.device_share,
             "slow_link": args.slow_link, "message_3.2MB_ms": args.message_ms,
             "config": json.loads((folder / "config.json").read_text()), "machine": machine, "git_commit": args.commit,
             "epochs": metrics, "phase": [m.get("phase", "serial") for m in metrics],
@@ -333,8 +367,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--micro-batches", type=int, default=4, help="micro-batches of the serial phase's pipeline")
     parser.add_argument("--port", type=int, default=29533, help="torchrun master port")
     parser.add_argument("--slow-link", metavar="RATE", default=None,
-                        help="run the 2-worker rows as two hosts in their own network namespaces joined by a veth pair "
-                             "shaped to RATE (tc syntax, e.g. 1gbit); needs root, ip and tc")
+                        help="run the worker rows as two hosts in their own network namespaces (the first half of the ranks "
+                             "on one) joined by a veth pair shaped to RATE (tc syntax, e.g. 1gbit); needs root, ip and tc")
+    parser.add_argument("--device-share", type=float, default=None, metavar="F",
+                        help="every worker (and the one-process rows) a device of F of a core: a cgroup of its own with a "
+                             "CPU quota, 1/F of them pinned to a core (e.g. 0.5: four devices on two cores); needs root and "
+                             "the cgroup v1 cpu controller")
     parser.add_argument("--out", type=Path, default=Path("bench") / "results", help="results folder (default: bench/results)")
     parser.add_argument("--runs-dir", type=Path, default=None,
                         help="where the rows' run folders go (default: the results folder); a long campaign's belong outside the work tree")
@@ -385,8 +423,6 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("name a preset, or --continue RUNS_FOLDER")
     else:
         args.stamp = time.strftime("%Y%m%d-%H%M%S")
-    if args.slow_link is not None and args.workers != 2:
-        raise SystemExit("--slow-link joins exactly two hosts: use --workers 2")
     args.kinds = PRESETS[args.preset] if args.rows is None else tuple(args.rows.split(","))
     for kind in args.kinds:
         try:
@@ -394,7 +430,8 @@ def main(argv: list[str] | None = None) -> None:
         except ValueError as exc:
             raise SystemExit(f"--rows {args.rows}: {exc} (the {args.preset} preset's rows: {', '.join(PRESETS[args.preset])})") from None
     args.commit = git_commit()
-    suffix = ("" if args.slow_link is None else f"-link{args.slow_link}") + ("" if args.tag is None else f"-{args.tag}")
+    suffix = ("" if args.slow_link is None else f"-link{args.slow_link}") + ("" if args.device_share is None else f"-device{args.device_share:g}") \
+        + ("" if args.tag is None else f"-{args.tag}")
     if runs is None:
         runs = (args.runs_dir or args.out) / f"{args.preset}-{args.model}-{args.dataset}{suffix}-{args.stamp}"
         runs.mkdir(parents=True, exist_ok=True)
@@ -403,8 +440,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f"lpfast bench: runs folder {runs} (continue an interrupted invocation with --continue {runs})", flush=True)
     for signum in STOP_SIGNALS:
         signal.signal(signum, _raise_stopped)
-    with slow_link(args.slow_link) if args.slow_link is not None else nullcontext() as link:
-        args.link = link
+    workers = max([row(kind, args.workers, args.parallel_epochs, args.micro_batches, args.epochs)[2] for kind in args.kinds] + [1])
+    with slow_link(args.slow_link) if args.slow_link is not None else nullcontext() as link, \
+            cpu_quotas(workers, args.device_share) if args.device_share is not None else nullcontext() as devices:
+        args.link, args.devices = link, devices
         run_benchmark(args, runs, suffix)
 
 
@@ -495,7 +534,7 @@ def run_benchmark(args: argparse.Namespace, runs: Path, suffix: str) -> None:
         kind, options, workers, threads = rows[name]
         folder = runs / f"run{i}"
         done = epochs_done(folder)
-        cmds = commands(options, workers, threads, args.common, folder, done > 0, args.port, args.link)
+        cmds = commands(options, workers, threads, args.common, folder, done > 0, args.port, args.link, args.devices)
         print(f"[epoch {done + 1}/{args.epochs}] {name}: {shown(cmds)}", flush=True)
         start = time.perf_counter()
         run_all(cmds, env, f"{name} (run folder {folder})")

@@ -11,6 +11,7 @@ from pathlib import Path
 from lpfast.auxvars import STORE_DTYPES, STORE_LOCATIONS
 from lpfast.checkpoint import committed, read_config
 from lpfast.config import METHODS, SCHEDULES, TrainConfig
+from lpfast.mesh import PLACEMENTS
 from lpfast.datasets import DATASET_NAMES, DatasetError
 from lpfast.filters import WIRE_DTYPES
 from lpfast.ops import DS_MODES
@@ -64,6 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
     _option(train, "channels_last", "channels-last memory format", action=argparse.BooleanOptionalAction)
     _option(train, "method", "serial backprop, or the layer-parallel penalty / augmented-Lagrangian method", choices=METHODS)
     _option(train, "stages", "number of stages K (with torchrun: one per worker)", type=int)
+    _option(train, "replicas", "replicas D of the K stages (torchrun with K·D workers; each replica trains on its part of "
+                               "the data, each stage's gradient averaged over its replicas)", type=int)
+    _option(train, "placement", "with --replicas: which ranks are neighbours (under torchrun a node holds adjacent ranks): "
+                                "stages-together keeps a replica's cut messages within a node, replicas-together a stage's "
+                                "all-reduce", choices=PLACEMENTS)
     _option(train, "stage_blocks", "blocks per stage, e.g. 4,4 (default: balanced by estimated FLOPs)", type=_int_list)
     _option(train, "beta0", "penalty weight β in the first epoch", type=float)
     _option(train, "beta_growth", "factor β grows by per epoch", type=float)
@@ -156,7 +162,9 @@ def train_command(args: argparse.Namespace) -> None:
         config = start_workers(config)
     trainer = Trainer(config, args.out, resume=args.resume)
     if trainer.rank == 0:
-        parallel = f", {config.method} with {config.stages} stages {trainer.lp.plan.blocks_per_stage} on {workers} worker(s)" if trainer.lp else ""
+        replicas = f" × {config.replicas} replicas (each on 1/{config.replicas} of the data)" if config.replicas > 1 else ""
+        parallel = (f", {config.method} with {config.stages} stages {trainer.lp.plan.blocks_per_stage}{replicas} on {workers} worker(s)"
+                    if trainer.lp else "")
         if trainer.data_parallel:
             parallel = f", data-parallel backprop (DDP) on {workers} workers"
         print(

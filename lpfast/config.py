@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, fields
 from lpfast.auxvars import STORE_DTYPES, STORE_LOCATIONS
 from lpfast.datasets import DATASET_NAMES
 from lpfast.filters import WIRE_DTYPES, DsFilter
+from lpfast.mesh import PLACEMENTS
 from lpfast.models import TORCHVISION_PREFIX, TORCHVISION_RESNETS, build_model
 from lpfast.parallel import AUX_KINDS, DEFAULT_LOCAL_LOSS, METHODS as PARALLEL_METHODS, default_aux
 from lpfast.serial import SCHEDULES as SERIAL_SCHEDULES
@@ -26,7 +27,11 @@ class TrainConfig:
     resnet20 batch of 128 trains in 0.84× the time of the contiguous layout, mnist_resnet 0.77×).
     ``method`` ``serial`` is backprop; ``penalty`` and ``al`` train ``stages`` stages layer-parallel
     (see :class:`lpfast.parallel.LayerParallel` for the β, λ-step and store options);
-    ``stage_blocks`` fixes the block count of each stage instead of balancing them.
+    ``stage_blocks`` fixes the block count of each stage instead of balancing them. ``replicas`` D
+    trains D replicas of the K stages under torchrun on K·D workers (:mod:`lpfast.mesh`; its
+    ``placement`` says which ranks are neighbours): replica r trains on its fixed part of the
+    training set (every D-th sample from the r-th, shuffled within it) with ``batch_size``/D of every
+    batch, each stage's gradient averaged over its replicas, and evaluates its part of the test set.
     ``parallel_epochs`` P makes a serial-parallel hybrid: P parallel epochs, then ``epochs - P``
     epochs of backprop through the same stages (``micro_batches`` per batch across workers, pipelined
     under ``serial_schedule``, ``1f1b`` or ``gpipe``), under one learning-rate schedule. None means
@@ -79,6 +84,8 @@ class TrainConfig:
     channels_last: bool = True
     method: str = "serial"
     stages: int = 1
+    replicas: int = 1
+    placement: str = "stages-together"
     stage_blocks: tuple[int, ...] | None = None
     beta0: float = 2.0
     beta_growth: float = 2.0
@@ -140,6 +147,16 @@ class TrainConfig:
             raise ValueError(f"stages must be >= 1, got {self.stages}")
         if self.method == "serial" and self.stages != 1:
             raise ValueError(f"--stages {self.stages} needs a layer-parallel --method (penalty or al)")
+        if self.replicas < 1:
+            raise ValueError(f"replicas must be >= 1, got {self.replicas}")
+        if self.placement not in PLACEMENTS:
+            raise ValueError(f"placement must be one of {', '.join(PLACEMENTS)}, got {self.placement!r}")
+        if self.method == "serial" and self.replicas != 1:
+            raise ValueError("--method serial under torchrun is data-parallel over every worker already: "
+                             "--replicas applies to --method penalty|al (K stages × D replicas)")
+        if self.batch_size % self.replicas:
+            raise ValueError(f"--replicas {self.replicas} splits every batch among the replicas: "
+                             f"choose a --batch-size divisible by {self.replicas} (got {self.batch_size})")
         if self.stage_blocks is not None:
             object.__setattr__(self, "stage_blocks", tuple(int(b) for b in self.stage_blocks))
             if len(self.stage_blocks) != self.stages:
@@ -201,11 +218,13 @@ class TrainConfig:
             raise ValueError("DS filters apply to the layer-parallel phase: use them with --method penalty|al")
         if self.micro_batches < 1 or self.micro_batches > self.batch_size:
             raise ValueError(f"micro_batches must be between 1 and batch_size={self.batch_size}, got {self.micro_batches}")
-        if self.stages > 1 and self.batch_size % self.micro_batches:
-            raise ValueError(f"micro_batches ({self.micro_batches}) must divide batch_size ({self.batch_size}): "
+        replica_batch = self.batch_size // self.replicas
+        if self.stages > 1 and replica_batch % self.micro_batches:
+            raise ValueError(f"micro_batches ({self.micro_batches}) must divide a replica's batch ({replica_batch}): "
                              "the serial pipeline splits every batch into equal micro-batches")
-        if self.parallel_micro_batches < 1 or self.batch_size % self.parallel_micro_batches:
-            raise ValueError(f"parallel_micro_batches ({self.parallel_micro_batches}) must be >= 1 and divide batch_size ({self.batch_size})")
+        if self.parallel_micro_batches < 1 or replica_batch % self.parallel_micro_batches:
+            raise ValueError(f"parallel_micro_batches ({self.parallel_micro_batches}) must be >= 1 and divide a replica's batch "
+                             f"({replica_batch})")
         if self.parallel_micro_batches > 1 and (self.method == "serial" or self.aux != "store"):
             raise ValueError("--parallel-micro-batches splits the parallel step of stored λ: use it with --method penalty|al "
                              "and --aux store (an auxiliary network regresses once per batch)")

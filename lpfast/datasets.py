@@ -71,6 +71,15 @@ class ImageDataset:
     def in_channels(self) -> int:
         return self.images.shape[1]
 
+    def part(self, index: int, parts: int, *, equal: bool = False) -> "ImageDataset":
+        """Samples ``index``, ``index + parts``, ``index + 2·parts``, ...: replica ``index``'s fixed part
+        of the split, balanced over the classes where the split is stored sorted by class. ``equal``
+        cuts every part to ``len // parts`` samples, so that the replicas take the same steps."""
+        if not 0 <= index < parts <= len(self):
+            raise ValueError(f"part {index} of {parts}: need 0 <= index < parts <= {len(self)} samples")
+        taken = slice(index, parts * (len(self) // parts) if equal else None, parts)
+        return ImageDataset(self.images[taken], self.labels[taken], self.num_classes, self.mean, self.std)
+
     def subset(self, n: int) -> "ImageDataset":
         """``n`` samples taken class by class in turn (the first of every class, then the second of
         every class, ...), kept in their original order: balanced even where the split is stored

@@ -201,6 +201,9 @@ class LayerParallel:
         self._trained = {s: [*self.stages[s].parameters(), *(self.local_heads[s].parameters() if s in self.local_heads else ())]
                          for s in self.own}
         self.optimizers = {s: optimizer(self._trained[s]) for s in self.own}
+        # With replicas (a DistTransport over a mesh): each stage's gradient averaged over its replicas.
+        averages = {s: self.transport.gradient_average(s, self._trained[s]) for s in self.own}
+        self.averages = {s: a for s, a in averages.items() if a is not None}
         self.restore_norms = restore_norms
         # λ_c / μ_c live with stage c+1.
         def store(cut: int) -> AuxStore:
@@ -214,7 +217,8 @@ class LayerParallel:
             net = build_aux_net(input_shape[0], input_shape[1:], self.plan.cut_shapes[cut], depth=aux_depth,
                                 width=aux_width, heads=2 if method == "al" else 1,
                                 budget_flops=aux_budget * self.plan.stage_flops[cut + 1])
-            return NetAux(net.to(self.device, self.dtype, memory_format=memory_format), optimizer, with_mu=method == "al")
+            net = net.to(self.device, self.dtype, memory_format=memory_format)
+            return NetAux(net, optimizer, with_mu=method == "al", average=self.transport.gradient_average(cut + 1, list(net.parameters())))
 
         self.aux_kind = aux
         self.aux = {} if pipelined else {s - 1: aux_variables(s - 1) for s in self.own if s > 0}
@@ -223,18 +227,20 @@ class LayerParallel:
         self.aux_phase = None if pipelined else AuxPhase(
             self.stages, self.own, self.optimizers, self._trained, self.aux, self.plan.cut_shapes, self.transport,
             local_heads=self.local_heads, local_loss=local_loss, lam_step=lam_step, regression_lr_scale=regression_lr_scale,
-            restore_norms=restore_norms, wire=self.wire, **layout)
+            restore_norms=restore_norms, wire=self.wire, averages=self.averages, **layout)
         # The cuts into this worker's stages, which keep the violation statistics (none when pipelined).
         self._cut_inputs = {} if self.aux_phase is None else self.aux_phase.cut_inputs
         self.pipelined = PipelinedPhase(self.stages, self.own, self.optimizers, self.plan.cut_shapes, self.transport,
-                                        predict_weights=predict_weights, wire=self.wire, **layout) if pipelined else None
+                                        predict_weights=predict_weights, wire=self.wire, averages=self.averages,
+                                        **layout) if pipelined else None
         self.serial_pipeline: LocalPipeline | TorchPipeline
         if len(self.own) == self.num_stages:
             self.serial_pipeline = LocalPipeline(self.stages, self.plan.cut_shapes, self.transport, memory_format)
         else:
             (rank,) = self.own
             self.serial_pipeline = TorchPipeline(self.stages[rank], rank, self.num_stages, self.plan.cut_shapes,
-                                                 self.transport, serial_schedule, self.device, memory_format)
+                                                 self.transport, serial_schedule, self.device, memory_format,
+                                                 group=self.transport.mesh.pipeline_group)
         self.epoch = 0  # parallel epochs completed: β's schedule counts these (a serial warm-up leaves it at β0)
         self.steps = 0
         self.initialised = self.num_stages == 1 or pipelined
@@ -429,6 +435,8 @@ class LayerParallel:
         with self.transport.counting_as("serial"):
             loss = self.serial_pipeline.run(x, y, micro_batches, self._stage_time)
         for s in self.own:
+            if s in self.averages:
+                self.averages[s].average(self._trained[s])
             self.optimizers[s].step()
         if loss is not None:
             self._loss_sum[self.num_stages - 1] += loss * batch
@@ -445,7 +453,13 @@ class LayerParallel:
         self._stage_time = {s: 0.0 for s in self.own}
         self._samples = 0
         self._bytes_at_epoch_start = dict(self.transport.sent_bytes)
+        self._allreduced_at_epoch_start = {s: self._allreduced_bytes(s) for s in self.own}
         self._phase = None
+
+    def _allreduced_bytes(self, s: int) -> int:
+        """Bytes stage s's worker has all-reduced over its replicas so far (its own and its ψ's gradients)."""
+        averages = [self.averages.get(s)] + [a.average for c, a in self.aux.items() if c == s - 1 and isinstance(a, NetAux)]
+        return sum(a.nbytes for a in averages if a is not None)
 
     def end_epoch(self) -> dict:
         """Closes an epoch: returns its statistics for every stage and cut (gathered from all
@@ -453,7 +467,9 @@ class LayerParallel:
         ``stage_loss``, ``violation`` (‖φ_k(λ_{k-1}) − λ_k‖ / ‖λ_k‖ per cut, parallel epochs
         only), ``stage_time_s``, ``bytes_forward`` / ``bytes_backward`` (sent in the epoch's steps)
         and ``aux_bytes`` (memory of λ and μ, or of the networks ψ predicting them with their
-        optimizer state) per cut; with auxiliary networks also ``aux_fit_loss``, ψ's mean
+        optimizer state, on one device) per cut; with replicas ``allreduce_bytes``, what each
+        stage's device all-reduced over its replicas (losses and times are means over the
+        replicas, bytes between stages their sum); with auxiliary networks also ``aux_fit_loss``, ψ's mean
         regression loss per cut (over the epoch and any initialisation before it). With
         ``aux="pipelined"`` it first finishes the batches in flight (:meth:`drain`); its violation is
         None (each λ is the previous stage's output, and only the last stage has a loss).
@@ -463,10 +479,11 @@ class LayerParallel:
         k = self.num_stages
         n = max(self._samples, 1)
         # Each worker fills in what its own stages know; the sum over workers assembles the table.
-        local = torch.zeros(7, k, dtype=torch.float64, device=self.device)
+        local = torch.zeros(8, k, dtype=torch.float64, device=self.device)
         for s in self.own:
             local[0, s] = self._loss_sum[s] / n
             local[1, s] = self._stage_time[s]
+            local[7, s] = self._allreduced_bytes(s) - self._allreduced_at_epoch_start[s]
             if s - 1 in self.aux:
                 aux = self.aux[s - 1]
                 local[5, s - 1] = aux.nbytes
@@ -478,6 +495,9 @@ class LayerParallel:
             for row, pair in ((3, (phase, c, c + 1)), (4, (phase, c + 1, c))):
                 local[row, c] = sent.get(pair, 0) - before.get(pair, 0)
         table = self.transport.all_sum(local)
+        # With replicas: bytes sent are their sum, everything else (losses, times, violations, the
+        # memory of one device's λ) the mean over them.
+        table[[0, 1, 2, 5, 6, 7]] /= self.transport.replicas
         stats = {
             "phase": phase,
             "beta": self.beta,
@@ -488,6 +508,8 @@ class LayerParallel:
             "bytes_backward": [int(v) for v in table[4, : k - 1].tolist()],
             "aux_bytes": [int(v) for v in table[5, : k - 1].tolist()],
         }
+        if self.transport.replicas > 1:
+            stats["allreduce_bytes"] = [int(v) for v in table[7].tolist()]
         if self.aux_kind == "net":
             stats["aux_fit_loss"] = table[6, : k - 1].tolist() if phase == "parallel" else None
         if phase == "parallel":

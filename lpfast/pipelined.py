@@ -31,6 +31,10 @@ the wire tensor (pooled, in the wire dtype), which stage k backpropagates throug
 stage then gets exactly the gradient of the network with the filter in it at the cut (the
 gradient's cast to the wire dtype aside); the serial phase trains without it.
 
+With replicas (:mod:`lpfast.mesh`) each stage's gradient is averaged over the stage's replicas
+before its optimizer steps, bucket by bucket while its backward runs (:mod:`lpfast.replicas`):
+hooks on the stashed weights, where DistributedDataParallel's would never fire.
+
 The pipeline fills over the first K-1 steps and :meth:`PipelinedPhase.drain` empties it (K-1 steps
 without a new batch), after which no batch is in flight and the state is a plain checkpoint.
 """
@@ -46,16 +50,18 @@ from torch import Tensor
 from torch.func import functional_call
 
 from lpfast.filters import DsFilter
+from lpfast.replicas import GradientAverage, Reduction
 from lpfast.stages import Stage
 from lpfast.transport import Pending, Transport
 
 
 class _InFlight:
     """A batch stage k has forwarded and not yet backpropagated: its input as received (for the input
-    gradient), its output in wire form (the graph) and the weights the forward used."""
+    gradient), its output in wire form (the graph), the weights the forward used and, with
+    replicas, the average their gradients join as the backward produces them."""
 
-    def __init__(self, inp: Tensor, out: Tensor, weights: dict[str, Tensor]) -> None:
-        self.inp, self.out, self.weights = inp, out, weights
+    def __init__(self, inp: Tensor, out: Tensor, weights: dict[str, Tensor], reduction: Reduction | None) -> None:
+        self.inp, self.out, self.weights, self.reduction = inp, out, weights, reduction
 
 
 class PipelinedPhase:
@@ -63,8 +69,9 @@ class PipelinedPhase:
 
     def __init__(self, stages: Sequence[Stage], own: Sequence[int], optimizers: dict[int, torch.optim.Optimizer],
                  cut_shapes: Sequence[tuple[int, ...]], transport: Transport, *, predict_weights: bool | None,
-                 wire: DsFilter, dtype: torch.dtype, device: torch.device, memory_format: torch.memory_format) -> None:
-        self.stages, self.own, self.optimizers = stages, list(own), optimizers
+                 wire: DsFilter, dtype: torch.dtype, device: torch.device, memory_format: torch.memory_format,
+                 averages: dict[int, GradientAverage]) -> None:
+        self.stages, self.own, self.optimizers, self.averages = stages, list(own), optimizers, averages
         with_momentum = all(isinstance(o, torch.optim.SGD) and all(g["momentum"] > 0 for g in o.param_groups) for o in optimizers.values())
         if predict_weights and not with_momentum:
             raise ValueError("predict_weights extrapolates along SGD's momentum: it needs torch.optim.SGD with momentum > 0")
@@ -162,13 +169,16 @@ class PipelinedPhase:
             received, inp = self._input(inp)
         out = self.wire.encode(functional_call(stage, weights, (inp,)))
         self.transport.isend(out.detach(), s, s + 1, memory_format=self.memory_format)
-        self._in_flight[s].append(_InFlight(received, out, weights))
+        reduction = self.averages[s].track(list(weights.values())) if s in self.averages else None
+        self._in_flight[s].append(_InFlight(received, out, weights, reduction))
 
     def _backward(self, s: int, grad: Tensor) -> None:
         done = self._in_flight[s].popleft()
         done.out.backward(grad.to(done.out.dtype))
         if s > 0:
             self.transport.isend(done.inp.grad, s, s - 1, memory_format=self.memory_format)
+        if done.reduction is not None:
+            done.reduction.finish()
         for name, p in self.stages[s].named_parameters():
             p.grad = done.weights[name].grad
         self.optimizers[s].step()
@@ -177,10 +187,13 @@ class PipelinedPhase:
         s = self.num_stages - 1
         self.optimizers[s].zero_grad(set_to_none=True)
         received, inp = self._input(inp)
+        reduction = self.averages[s].track(list(self.stages[s].parameters())) if s in self.averages else None
         loss = F.cross_entropy(self.stages[s](inp), y)
         loss.backward()
         if s > 0:
             self.transport.isend(received.grad, s, s - 1, memory_format=self.memory_format)
+        if reduction is not None:
+            reduction.finish()
         self.optimizers[s].step()
         return loss.detach()
 

@@ -74,13 +74,15 @@ class LocalPipeline:
 
 
 class TorchPipeline:
-    """This rank's stage ``index`` of ``num_stages`` (rank = stage) under ``torch.distributed.pipelining``'s
-    ``schedule`` (``"1f1b"`` or ``"gpipe"``). ``stage_time`` gets the whole step's time, waits included:
-    the schedule interleaves a stage's work with its messages."""
+    """This rank's stage ``index`` of ``num_stages`` under ``torch.distributed.pipelining``'s ``schedule``
+    (``"1f1b"`` or ``"gpipe"``), over ``group`` (its replica's ranks, one a stage; default: every
+    rank). ``stage_time`` gets the whole step's time, waits included: the schedule interleaves a
+    stage's work with its messages."""
 
     def __init__(self, stage: nn.Module, index: int, num_stages: int, cut_shapes: Sequence[tuple[int, ...]],
-                 transport: Transport, schedule: str, device: torch.device, memory_format: torch.memory_format) -> None:
-        self.memory_format = memory_format
+                 transport: Transport, schedule: str, device: torch.device, memory_format: torch.memory_format,
+                 group: torch.distributed.ProcessGroup | None = None) -> None:
+        self.memory_format, self.group = memory_format, group
         self.stage, self.index, self.num_stages = stage, index, num_stages
         self.cut_shapes, self.transport, self.schedule, self.device = cut_shapes, transport, schedule, device
         self._built: dict[tuple[int, int], object] = {}
@@ -91,7 +93,7 @@ class TorchPipeline:
         if key not in self._built:
             from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
 
-            stage = PipelineStage(_DenseOnWire(self.stage, self.memory_format), self.index, self.num_stages, self.device)
+            stage = PipelineStage(_DenseOnWire(self.stage, self.memory_format), self.index, self.num_stages, self.device, group=self.group)
             # With fewer micro-batches than stages 1F1B has no steady state and orders the work as
             # GPipe does; torch's Schedule1F1B refuses that case, so GPipe runs it.
             kind = Schedule1F1B if self.schedule == "1f1b" and micro_batches >= self.num_stages else ScheduleGPipe

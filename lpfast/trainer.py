@@ -23,6 +23,7 @@ from lpfast.batches import BatchIterator
 from lpfast.config import TrainConfig
 from lpfast.datasets import ImageDataset, load_dataset
 from lpfast.filters import WIRE_DTYPES, DsFilter
+from lpfast.mesh import build_mesh
 from lpfast.models import build_model
 from lpfast.parallel import LayerParallel
 from lpfast.progress import Progress
@@ -104,11 +105,15 @@ class Trainer:
             self._check_resumable(config)
         self.config = config
         self.data_parallel = self.world > 1 and config.method == "serial"
-        if self.world > 1 and not self.data_parallel and self.world != config.stages:
+        if self.world > 1 and not self.data_parallel and self.world != config.stages * config.replicas:
             raise ValueError(
-                f"{self.world} workers need --stages {self.world} with --method penalty|al (one stage per worker), "
-                f"or --method serial (data-parallel); got --method {config.method} --stages {config.stages}"
+                f"{self.world} workers need --stages K --replicas D with K·D = {self.world} and --method penalty|al (one stage "
+                f"per worker), or --method serial (data-parallel); got --method {config.method} --stages {config.stages} "
+                f"--replicas {config.replicas}"
             )
+        if self.world == 1 and config.replicas > 1:
+            raise ValueError(f"--replicas {config.replicas} runs under torchrun, one stage of one replica per worker: "
+                             f"launch torchrun --nproc-per-node {config.stages * config.replicas}")
         if self.data_parallel and config.batch_size % self.world:
             raise ValueError(f"data-parallel training splits each batch over {self.world} workers: "
                              f"choose a --batch-size divisible by {self.world} (got {config.batch_size})")
@@ -124,6 +129,14 @@ class Trainer:
             self.train_data = self.train_data.subset(config.train_subset)
         if len(self.train_data) < config.batch_size:
             raise ValueError(f"batch_size {config.batch_size} exceeds the {len(self.train_data)} training samples")
+        # K stages × D replicas: which stage and replica this worker is, the groups it talks to.
+        self.mesh = build_mesh(config.stages, config.replicas, placement=config.placement) \
+            if self.world > 1 and not self.data_parallel else None
+        self.replica = self.mesh.replica if self.mesh is not None else 0
+        self.batch_size = config.batch_size // config.replicas  # this replica's share of every batch
+        if config.replicas > 1:  # each replica trains on, and tests, its own part of the data
+            self.train_data = self.train_data.part(self.replica, config.replicas, equal=True)
+            self.test_data = self.test_data.part(self.replica, config.replicas)
 
         torch.manual_seed(config.seed)
         model = build_model(config.model, in_channels=self.train_data.in_channels, num_classes=self.train_data.num_classes,
@@ -140,7 +153,7 @@ class Trainer:
             # The module the training forward runs through; self.model stays the bare network.
             self.train_module: nn.Module = nn.parallel.DistributedDataParallel(self.model) if self.data_parallel else self.model
         else:
-            transport = DistTransport(datetime.timedelta(seconds=config.dist_timeout)) if self.world > 1 else LocalTransport()
+            transport = DistTransport(datetime.timedelta(seconds=config.dist_timeout), self.mesh) if self.world > 1 else LocalTransport()
             self.lp = LayerParallel(
                 self.model, optimizer=make_optimizer, stages=config.stage_blocks or config.stages, method=config.method,
                 dataset_size=len(self.train_data), input_shape=tuple(self.train_data.images.shape[1:]),
@@ -155,7 +168,7 @@ class Trainer:
                 predict_weights=config.predict_weights,
             )
             self.optimizers = self.lp.all_optimizers()
-        self.steps_per_epoch = len(self.train_data) // config.batch_size
+        self.steps_per_epoch = len(self.train_data) // self.batch_size
         total = self.steps_per_epoch * config.epochs
         warmup = round(config.warmup_epochs * self.steps_per_epoch)
         self.schedulers = [
@@ -184,13 +197,14 @@ class Trainer:
         done = ckpt.committed(self.run_dir) if self.run_dir is not None else None
         if done is None:
             raise RunFolderError(f"nothing to resume: {self.run_dir} has no committed checkpoint (start the run without --resume)")
-        if done["world"] != self.world:
-            raise RunFolderError(f"{self.run_dir} was checkpointed by {done['world']} worker(s): resume it with {done['world']}, not {self.world}")
+        # Options first: another --stages or --replicas is what the user changed, the worker count follows.
         saved = TrainConfig.from_dict(ckpt.read_config(self.run_dir))
         diff = saved.differences(config)
         if diff:
             listed = ", ".join(f"{k}: run has {a!r}, asked {b!r}" for k, (a, b) in diff.items())
             raise RunFolderError(f"cannot resume {self.run_dir} with different options ({listed}); pass the run's options or choose a new --out")
+        if done["world"] != self.world:
+            raise RunFolderError(f"{self.run_dir} was checkpointed by {done['world']} worker(s): resume it with {done['world']}, not {self.world}")
 
     def _load_checkpoint(self) -> None:
         done = ckpt.committed(self.run_dir)
@@ -249,7 +263,7 @@ class Trainer:
         cfg = self.config
         augment = cfg.use_augmentation(self.epoch) and not initialising
         return BatchIterator(
-            self.train_data, cfg.batch_size, shuffle=True, seed=cfg.seed, epoch=self.epoch,
+            self.train_data, self.batch_size, shuffle=True, seed=cfg.seed, epoch=self.epoch, part=self.replica,
             augment_padding=CIFAR_PADDING if augment else 0, drop_last=not initialising,
             device=self.device, channels_last=self.channels_last,
             shard=(self.rank, self.world) if self.data_parallel else (0, 1), start=start,
@@ -346,6 +360,7 @@ class Trainer:
         else:
             stats = self.lp.end_epoch()
             record |= {"train_loss": stats["stage_loss"][-1]} | stats
+        seen *= cfg.replicas  # every replica trained on as many samples
         record |= {"epoch_time_s": elapsed, "samples_per_s": seen / elapsed, "lr": self.optimizers[0].param_groups[0]["lr"],
                    "peak_rss_mb": self._peak_memory_mb()}
         if cfg.checkpoint_every:

@@ -2,7 +2,8 @@
 
 The same layer-parallel schedule runs over either transport: :class:`LocalTransport` when every
 stage lives in one process, :class:`DistTransport` when each stage is its own ``torch.distributed``
-rank (gloo on CPU, NCCL on GPU). Both count the bytes they move per phase (``parallel``,
+rank (gloo on CPU, NCCL on GPU), one replica or several (:mod:`lpfast.mesh`: messages then stay
+within a replica, and each stage's gradient is averaged over its replicas, :mod:`lpfast.replicas`). Both count the bytes they move per phase (``parallel``,
 ``serial``, ``init``, ``eval``) and ordered pair of stages.
 Messages between two stages in one direction arrive in the order they were sent.
 """
@@ -14,7 +15,9 @@ from contextlib import contextmanager
 
 import torch
 import torch.distributed as dist
-from torch import Tensor
+from torch import Tensor, nn
+
+from lpfast.mesh import Mesh
 
 
 class WorkerLostError(RuntimeError):
@@ -58,6 +61,16 @@ class Transport:
     def flush(self) -> None:
         """Waits until every send posted so far has left (their buffers may then be reused)."""
 
+    @property
+    def replicas(self) -> int:
+        """D: how many replicas of every stage train side by side (each on its own part of the data)."""
+        return 1
+
+    def gradient_average(self, stage: int, params: list[nn.Parameter]):
+        """The :class:`~lpfast.replicas.GradientAverage` of ``stage``'s ``params`` over its replicas;
+        None with one replica."""
+        return None
+
     def all_sum(self, values: Tensor) -> Tensor:
         """The sum of ``values`` over all workers (each fills in what its stages know, zeros elsewhere)."""
         return values
@@ -100,7 +113,9 @@ class LocalTransport(Transport):
 
 
 class _DistPending(Pending):
-    def __init__(self, work, buffer: Tensor, src: int, dst: int, timeout: datetime.timedelta) -> None:
+    """A posted receive; ``src`` and ``dst`` name the two workers in errors."""
+
+    def __init__(self, work, buffer: Tensor, src: str, dst: str, timeout: datetime.timedelta) -> None:
         self.work, self.buffer, self.src, self.dst, self.timeout = work, buffer, src, dst, timeout
 
     def wait(self) -> Tensor:
@@ -108,8 +123,8 @@ class _DistPending(Pending):
             self.work.wait(self.timeout)
         except RuntimeError as exc:
             raise WorkerLostError(
-                f"stage {self.dst}: receiving from stage {self.src} failed ({str(exc).splitlines()[0]}); "
-                f"the worker of stage {self.src} died or stalled for more than {self.timeout.total_seconds():.0f}s"
+                f"{self.dst}: receiving from {self.src} failed ({str(exc).splitlines()[0]}); "
+                f"the worker of {self.src} died or stalled for more than {self.timeout.total_seconds():.0f}s"
             ) from None
         return self.buffer
 
@@ -122,27 +137,45 @@ def _flat(tensor: Tensor, memory_format: torch.memory_format) -> Tensor:
 
 
 class DistTransport(Transport):
-    """One stage per ``torch.distributed`` rank: stage ``i`` is rank ``i`` of the default group."""
+    """One stage per ``torch.distributed`` rank. Without a ``mesh`` stage ``i`` is rank ``i`` of the
+    default group; with one (:func:`lpfast.mesh.build_mesh`) this rank holds ``mesh.stage`` of
+    ``mesh.replica``, and its messages go to the same replica's other stages."""
 
-    def __init__(self, timeout: datetime.timedelta) -> None:
+    def __init__(self, timeout: datetime.timedelta, mesh: Mesh | None = None) -> None:
         super().__init__()
         if not dist.is_initialized():
             raise RuntimeError("DistTransport needs torch.distributed to be initialised (launch with torchrun)")
-        self.rank = dist.get_rank()
+        rank = dist.get_rank()
+        self.mesh = mesh if mesh is not None else Mesh(dist.get_world_size(), 1, "stages-together", stage=rank, replica=0)
+        self.stage = self.mesh.stage
         self.timeout = timeout
         self._sends: list = []
 
+    @property
+    def replicas(self) -> int:
+        return self.mesh.replicas
+
+    def gradient_average(self, stage: int, params: list[nn.Parameter]):
+        if self.mesh.replicas == 1:
+            return None
+        from lpfast.replicas import GradientAverage  # it raises this module's WorkerLostError
+
+        peers = [self.mesh.name(stage, r) for r in range(self.mesh.replicas) if r != self.mesh.replica]
+        return GradientAverage([p.numel() for p in params], params[0].element_size(), group=self.mesh.replica_group,
+                               replicas=self.mesh.replicas, timeout=self.timeout, who=self.mesh.name(stage), peers=peers)
+
     def owns(self, stage: int) -> bool:
-        return stage == self.rank
+        return stage == self.stage
 
     def isend(self, tensor: Tensor, src: int, dst: int, *, memory_format: torch.memory_format = torch.contiguous_format) -> None:
         tensor = tensor.contiguous(memory_format=memory_format)  # no copy when it is laid out so already
         self._count(tensor, src, dst)
-        self._sends.append((dist.isend(_flat(tensor, memory_format), dst=dst), tensor, dst))
+        self._sends.append((dist.isend(_flat(tensor, memory_format), dst=self.mesh.rank_of(dst)), tensor, dst))
 
     def irecv(self, shape, dtype, device, src, dst, *, memory_format=torch.contiguous_format) -> Pending:
         buffer = torch.empty(shape, dtype=dtype, device=device, memory_format=memory_format)
-        return _DistPending(dist.irecv(_flat(buffer, memory_format), src=src), buffer, src, dst, self.timeout)
+        work = dist.irecv(_flat(buffer, memory_format), src=self.mesh.rank_of(src))
+        return _DistPending(work, buffer, self.mesh.name(src), self.mesh.name(dst), self.timeout)
 
     def flush(self) -> None:
         sends, self._sends = self._sends, []
@@ -151,8 +184,8 @@ class DistTransport(Transport):
                 work.wait(self.timeout)
             except RuntimeError as exc:
                 raise WorkerLostError(
-                    f"stage {self.rank}: sending to stage {dst} failed ({str(exc).splitlines()[0]}); "
-                    f"the worker of stage {dst} died or stalled for more than {self.timeout.total_seconds():.0f}s"
+                    f"{self.mesh.name(self.stage)}: sending to {self.mesh.name(dst)} failed ({str(exc).splitlines()[0]}); "
+                    f"the worker of {self.mesh.name(dst)} died or stalled for more than {self.timeout.total_seconds():.0f}s"
                 ) from None
 
     def all_sum(self, values: Tensor) -> Tensor:
@@ -160,5 +193,6 @@ class DistTransport(Transport):
         try:
             dist.all_reduce(values)
         except RuntimeError as exc:
-            raise WorkerLostError(f"stage {self.rank}: summing statistics over the workers failed ({str(exc).splitlines()[0]})") from None
+            raise WorkerLostError(f"{self.mesh.name(self.stage)}: summing statistics over the workers failed "
+                                  f"({str(exc).splitlines()[0]})") from None
         return values

@@ -536,6 +536,36 @@ def test_row_modifiers_and_errors():
     assert name == "penalty K=8, --aux pipelined, one process" and (workers, threads) == (0, min(8, os.cpu_count()))
     assert options[:4] == ["--method", "penalty", "--stages", "8"]
     assert row("penalty+k4", 2, 15, 4, 30)[2:] == (4, 1) and row("serial-K+k4", 2, None, 4, 30)[0] == "serial, 4 threads"
+    # dN: N replicas of the K stages on K·N workers; rt: a stage's replicas on adjacent ranks.
+    name, options, workers, threads = row("penalty+pipe+d2+rt", 2, None, 4, 30)
+    assert name == "penalty K=2 × 2 replicas, --aux pipelined, a stage's replicas together" and (workers, threads) == (4, 1)
+    assert options[-6:] == ["--replicas", "2", "--aux", "pipelined", "--placement", "replicas-together"]
+    for bad in ("serial-1+d2", "penalty+d2+oneprocess"):
+        with pytest.raises(ValueError, match="unknown row"):
+            row(bad, 2, None, 4, 30)
     for bad in ("penalty+share2", "penalty+fast", "sgd", "penalty+cut3-x", "penalty+pmbx", "penalty+blocksx", "penalty+awx", "penalty+k0"):
         with pytest.raises(ValueError, match="unknown row"):
             row(bad, 2, None, 4, 30)
+
+
+def test_devices_of_a_share_of_a_core_are_cgroups_pinned_two_to_a_core():
+    from lpfast.benchmark import launch
+    from lpfast.cpuquota import CGROUP_CPU, Devices, cpu_quotas, in_group
+
+    devices = Devices([Path(f"/g{i}") for i in range(4)], per_core=2)
+    processes = launch(["-m", "x"], 4, 29500, None, devices)
+    assert [p[:3] for p in processes] == [["taskset", "-c", str(i // 2)] for i in range(4)]
+    assert all(f"echo $$ > /g{i}/cgroup.procs" in p[5] and "--node-rank" in p and p[p.index("--node-rank") + 1] == str(i)
+               for i, p in enumerate(processes))
+    assert launch(["-m", "x"], 0, 29500, None, devices)[0][:3] == ["taskset", "-c", "0"]
+    if os.geteuid() != 0 or not (CGROUP_CPU / "cpu.cfs_quota_us").exists():
+        pytest.skip("no cgroup v1 cpu controller to write to here")
+    with cpu_quotas(2, 0.5, tag="test") as made:
+        assert [(g / "cpu.cfs_quota_us").read_text().strip() for g in made.groups] == ["5000", "5000"]
+        assert (made.groups[0] / "cpu.cfs_period_us").read_text().strip() == "10000"
+        member = subprocess.run(in_group(["cat", "/proc/self/cgroup"], made.groups[1]), capture_output=True, text=True, check=True).stdout
+        assert made.groups[1].name in member
+    assert not any(g.exists() for g in made.groups)
+    with pytest.raises(ValueError, match="cores; this machine gives"):
+        with cpu_quotas(2 * (os.cpu_count() or 1) + 2, 0.5):
+            pass
