@@ -226,13 +226,15 @@ def pin_to_own_cores(local_rank: int, local_workers: int, threads: int) -> None:
 def add_plan_parser(sub) -> None:
     plan = sub.add_parser("plan", help="predict layer-parallel speed-ups on this device from measured block costs",
                           description="Measures the model's per-block costs on this device (one thread by default: one device) "
-                                      "and predicts, per K, the best cut, speed-ups of the parallel phase, the pipeline, DDP and a "
-                                      "whole SPH run over backprop on one device, bytes per step and λ memory per stage.")
+                                      "and predicts, per K stages (× D replicas), the best cut, speed-ups of the parallel phase, the "
+                                      "pipeline, DDP and a whole SPH run over backprop on one device, bytes per step, all-reduce bytes "
+                                      "and λ memory per stage, and the best layout for each device count.")
     plan.add_argument("--model", default="resnet20", help="model name, as lpfast train takes it")
     plan.add_argument("--cifar-stem", action="store_true", help="torchvision models: the 32×32 stem")
     plan.add_argument("--input-shape", type=_int_list, default=(3, 32, 32), help="one sample's shape C,H,W (default 3,32,32)")
     plan.add_argument("--num-classes", type=int, default=10)
     plan.add_argument("--stages", type=_int_list, default=(2, 4, 8), help="the K to predict, e.g. 2,4,8")
+    plan.add_argument("--replicas", type=_int_list, default=(1,), help="the D to predict with each K (K × D devices), e.g. 1,2")
     plan.add_argument("--link", default=None, help="link rate between devices, tc syntax (10mbit, 1gbit; default none: messages free)")
     plan.add_argument("--batch-size", type=int, default=128)
     plan.add_argument("--micro-batches", type=int, default=4, help="micro-batches of the serial phase's pipeline")
@@ -257,13 +259,15 @@ def plan_command(args: argparse.Namespace) -> None:
 
     if args.threads < 1 or args.repeats < 1:
         raise ValueError("--threads and --repeats must be >= 1")
+    if len(args.input_shape) != 3:
+        raise ValueError(f"--input-shape is one sample's C,H,W (e.g. 3,32,32), got {','.join(map(str, args.input_shape))}")
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = build_model(args.model, in_channels=args.input_shape[0], num_classes=args.num_classes, cifar_stem=args.cifar_stem)
     print(f"lpfast plan: measuring {args.model}'s blocks and cuts on this device ({args.repeats} repeats each)...", flush=True)
     costs, predictions = plan(model, args.input_shape, args.stages, link=args.link, batch_size=args.batch_size,
                               micro_batches=args.micro_batches, parallel_share=args.parallel_share, dataset_size=args.dataset_size, aux=args.aux,
-                              method=args.method, repeats=args.repeats)
+                              method=args.method, repeats=args.repeats, replicas=args.replicas)
     print(f"{args.model}, input {','.join(map(str, args.input_shape))}, batch {args.batch_size}, {args.threads} thread(s) per device")
     print(as_table(costs, predictions, link=args.link, parallel_share=args.parallel_share))
     if args.out is not None:

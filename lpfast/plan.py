@@ -28,10 +28,15 @@ predicts for each K from the cost model of ALGORITHM.md §8:
   bytes per step with and without DS (s=2, bfloat16 wire); λ (and μ) memory per stage for a data
   set of N samples (none with pipelined λ).
 
+With ``--replicas`` each K is also predicted as K stages × D replicas on K·D devices (each replica
+on 1/D of the batch, each stage's gradient all-reduced over its replicas, :func:`predict`), and the
+table ends with the fastest layout for each device count.
+
 Data loading is left out of every row alike. Predictions are checked against measured rows in
 bench/RESULTS.md.
 
     lpfast plan --model resnet20 --input-shape 3,32,32 --stages 2,4,8 --link 1gbit
+    lpfast plan --model resnet20 --stages 1,2,4 --replicas 1,2,4 --link 100mbit
 """
 from __future__ import annotations
 
@@ -50,6 +55,7 @@ from lpfast import ops
 from lpfast.describe import describe
 from lpfast.localheads import LocalHead
 from lpfast.parallel import default_aux
+from lpfast.replicas import DEFAULT_BUCKET_BYTES
 from lpfast.stages import balanced_split, partition
 from lpfast.timeline import gpipe_program, one_f_one_b_program, pipelined_program, steady_step
 
@@ -218,17 +224,33 @@ class Prediction:
     bytes_per_step_ds: int
     ddp_allreduce_bytes: int
     aux_bytes_per_stage: list[int]
+    replicas: int = 1
+    allreduce_bytes_per_device: list[int] | None = None  # with replicas: per stage, what each of its devices all-reduces a step
+
+    @property
+    def devices(self) -> int:
+        return self.stages * self.replicas
 
 
 def predict(costs: PartCosts, k: int, *, cut: Sequence[int] | None = None, default_cut: Sequence[int] | None = None,
             link: float | None, micro_batches: int = 4, parallel_share: float = 0.5, dataset_size: int = 50_000,
-            method: str = "penalty", aux: str | None = None) -> Prediction:
+            method: str = "penalty", aux: str | None = None, replicas: int = 1) -> Prediction:
     """The §8 prediction for ``k`` stages cut into ``cut`` blocks per stage (None: the fastest cut)
     from measured ``costs``; ``default_cut`` is the one ``lpfast train`` makes; ``link`` in bytes per
     second (None: free); ``aux``: ``"store"`` or ``"pipelined"`` λ for the SPH run and the memory
-    (None: ``lpfast train``'s default for ``method``)."""
+    (None: ``lpfast train``'s default for ``method``).
+
+    With ``replicas`` D > 1, ``k`` × D devices (ALGORITHM.md §9): each replica's stages work on 1/D
+    of the batch (a D-th of the compute and of the cut messages, as DDP's model takes a K-th), and
+    each stage's gradient is all-reduced over its D replicas (2(D-1)/D of the stage's parameter
+    bytes): with pipelined λ in buckets of :data:`lpfast.replicas.DEFAULT_BUCKET_BYTES` as the
+    stage's backward produces them, what outlasts the backward adding to the stage's step; in the
+    stored-λ and serial phases after the step. DDP is then DDP on all k·D devices, and λ memory
+    per stage a D-th."""
     if aux not in (None, "store", "pipelined") or (aux == "pipelined" and method != "penalty"):
         raise ValueError(f"aux must be 'store' or 'pipelined' (pipelined with the penalty method only), got {aux!r} with {method!r}")
+    if replicas < 1:
+        raise ValueError(f"replicas must be >= 1, got {replicas}")
     n_parts = len(costs.forward_s)
     if not 1 <= k <= n_parts:
         raise ValueError(f"stages must be between 1 and the model's {n_parts} blocks, got {k}")
@@ -239,35 +261,44 @@ def predict(costs: PartCosts, k: int, *, cut: Sequence[int] | None = None, defau
     if len(chosen) != k or sum(chosen) != n_parts or min(chosen) < 1:
         raise ValueError(f"cut {chosen} must give each of the {k} stages at least one of the model's {n_parts} blocks")
     bounds = [sum(chosen[:i]) for i in range(k + 1)]
-    compute = [sum(step[bounds[i]:bounds[i + 1]]) for i in range(k)]
-    forward = [sum(costs.forward_s[bounds[i]:bounds[i + 1]]) for i in range(k)]
+    d = replicas
+    compute = [sum(step[bounds[i]:bounds[i + 1]]) / d for i in range(k)]
+    forward = [sum(costs.forward_s[bounds[i]:bounds[i + 1]]) / d for i in range(k)]
     backward = [c - f for c, f in zip(compute, forward)]
-    micro_forward, micro_backward = ([sum(costs.per_micro_batch(full[j], micro[j], micro_batches) for j in range(bounds[i], bounds[i + 1]))
+    micro_forward, micro_backward = ([sum(costs.per_micro_batch(full[j], micro[j], micro_batches) for j in range(bounds[i], bounds[i + 1])) / d
                                       for i in range(k)]
                                      for full, micro in ((costs.forward_s, costs.micro_forward_s), (costs.backward_s, costs.micro_backward_s)))
     cuts = [bounds[i] - 1 for i in range(1, k)]  # the part after which each cut sits
     cut_elements = [math.prod(costs.cut_shapes[c]) for c in cuts]
     element = 4
-    crossing = [costs.batch_size * d * element for d in cut_elements]  # one activation-sized tensor, one way
-    crossing_ds = [costs.batch_size * d // 4 * 2 for d in cut_elements]  # pooled 2×2, bfloat16
+    crossing = [costs.batch_size // d * c * element for c in cut_elements]  # one activation-sized tensor, one way
+    crossing_ds = [costs.batch_size // d * c // 4 * 2 for c in cut_elements]  # pooled 2×2, bfloat16
     seconds = (lambda nbytes: 0.0) if link is None else (lambda nbytes: nbytes / link)
     # Stage s does its compute, the work of the cut after it (penalty, head) and of the cut before it (its input λ).
-    work = [compute[s] + (costs.cut_regress_s[cuts[s]] if s < k - 1 else 0.0) + (costs.cut_lambda_s[cuts[s - 1]] if s > 0 else 0.0)
+    work = [compute[s] + (costs.cut_regress_s[cuts[s]] / d if s < k - 1 else 0.0) + (costs.cut_lambda_s[cuts[s - 1]] / d if s > 0 else 0.0)
             for s in range(k)]
+    # With replicas, each stage's gradient all-reduce: what its devices send, the time it takes alone,
+    # and what of it outlasts the stage's backward when its buckets leave as the backward goes.
+    stage_parts = [range(bounds[i], bounds[i + 1]) for i in range(k)]
+    reduced = [int(2 * (d - 1) / d * sum(costs.part_parameter_bytes[j] for j in parts)) for parts in stage_parts]
+    reduce_s = [seconds(n) for n in reduced]
+    exposed = [_exposed_allreduce(costs, parts, d, seconds) for parts in stage_parts]
 
     def messages(sizes: list[int]) -> list[float]:  # per stage: its cuts' messages one way (full duplex)
         return [sum(seconds(sizes[c]) for c in (s - 1, s) if 0 <= c < k - 1) for s in range(k)]
 
-    parallel = max(max(w, m) for w, m in zip(work, messages(crossing)))
+    parallel = max(max(w + r, m) for w, r, m in zip(work, reduce_s, messages(crossing)))
     on_link = [seconds(n) for n in crossing]
-    pipelined = steady_step(pipelined_program(forward, backward, on_link), k)
-    pipelined_ds = steady_step(pipelined_program(forward, backward, [seconds(n) for n in crossing_ds]), k)
+    backward_reduced = [b + e for b, e in zip(backward, exposed)]
+    pipelined = steady_step(pipelined_program(forward, backward_reduced, on_link), k)
+    pipelined_ds = steady_step(pipelined_program(forward, backward_reduced, [seconds(n) for n in crossing_ds]), k)
     on_link_micro = [seconds(n / micro_batches) for n in crossing]
-    pipeline = steady_step(one_f_one_b_program(micro_forward, micro_backward, on_link_micro, micro_batches), k)
-    gpipe = steady_step(gpipe_program(micro_forward, micro_backward, on_link_micro, micro_batches), k)
-    allreduce = int(2 * (k - 1) / k * costs.parameter_bytes)
-    ddp = _ddp_step(costs, k, seconds)
-    per_store = [dataset_size * d * element for d in cut_elements]
+    pipeline = steady_step(one_f_one_b_program(micro_forward, micro_backward, on_link_micro, micro_batches), k) + max(reduce_s)
+    gpipe = steady_step(gpipe_program(micro_forward, micro_backward, on_link_micro, micro_batches), k) + max(reduce_s)
+    devices = k * d
+    allreduce = int(2 * (devices - 1) / devices * costs.parameter_bytes)
+    ddp = _ddp_step(costs, devices, seconds)
+    per_store = [dataset_size // d * c * element for c in cut_elements]
     pipelined_aux = (aux or default_aux(method)) == "pipelined"
     aux_bytes = [0] + [0 if pipelined_aux else per_store[c] * (2 if method == "al" else 1) for c in range(k - 1)]
     sph = serial / (parallel_share * (pipelined if pipelined_aux else parallel) + (1 - parallel_share) * pipeline)
@@ -277,8 +308,27 @@ def predict(costs: PartCosts, k: int, *, cut: Sequence[int] | None = None, defau
         pipeline_step_s=pipeline, gpipe_step_s=gpipe, ddp_step_s=ddp, parallel_speedup=serial / parallel, pipelined_speedup=serial / pipelined,
         pipelined_ds_speedup=serial / pipelined_ds, pipeline_speedup=serial / pipeline, gpipe_speedup=serial / gpipe,
         ddp_speedup=serial / ddp, sph_speedup=sph, bytes_per_step=2 * sum(crossing), bytes_per_step_ds=2 * sum(crossing_ds),
-        ddp_allreduce_bytes=allreduce, aux_bytes_per_stage=aux_bytes,
+        ddp_allreduce_bytes=allreduce, aux_bytes_per_stage=aux_bytes, replicas=d, allreduce_bytes_per_device=reduced if d > 1 else None,
     )
+
+
+def _exposed_allreduce(costs: PartCosts, parts: range, d: int, seconds) -> float:
+    """Seconds a stage's gradient all-reduce over ``d`` replicas adds after its backward: going
+    through its ``parts`` as the backward does (last first, each at 1/d of the batch), a bucket leaves
+    once it holds :data:`~lpfast.replicas.DEFAULT_BUCKET_BYTES` (or the stage's first part is done)
+    and the bucket before it has gone."""
+    if d == 1:
+        return 0.0
+    share = 2 * (d - 1) / d
+    clock = sent = 0.0
+    bucket = 0
+    for part in reversed(parts):
+        clock += costs.backward_s[part] / d
+        bucket += costs.part_parameter_bytes[part]
+        if bucket >= DEFAULT_BUCKET_BYTES or part == parts.start:
+            sent = max(sent, clock) + seconds(share * bucket)
+            bucket = 0
+    return max(sent - clock, 0.0)
 
 
 def _ddp_step(costs: PartCosts, k: int, seconds) -> float:
@@ -314,26 +364,45 @@ def _best_cut(step: Sequence[float], regress: Sequence[float], own: Sequence[flo
 
 def plan(model: nn.Module, input_shape: Sequence[int], stages: Sequence[int], *, link: str | None = None,
          batch_size: int = 128, micro_batches: int = 4, parallel_share: float = 0.5, dataset_size: int = 50_000,
-         method: str = "penalty", aux: str | None = None, repeats: int = 5) -> tuple[PartCosts, list[Prediction]]:
-    """Measures ``model`` once and predicts every K in ``stages`` (see the module's documentation):
-    for the fastest cut, and for ``lpfast train``'s default cut where that is another."""
+         method: str = "penalty", aux: str | None = None, repeats: int = 5, replicas: Sequence[int] = (1,)) -> tuple[PartCosts, list[Prediction]]:
+    """Measures ``model`` once and predicts every K in ``stages`` × D in ``replicas`` (see the
+    module's documentation): for the fastest cut, and for ``lpfast train``'s default cut where that
+    is another."""
     if not 0 <= parallel_share <= 1:
         raise ValueError(f"parallel_share must be in [0, 1], got {parallel_share}")
+    if len(input_shape) != 3:
+        raise ValueError(f"input_shape is one sample's C,H,W (e.g. 3,32,32), got {','.join(map(str, input_shape))}")
+    if any(d < 1 or batch_size % d for d in replicas):
+        raise ValueError(f"replicas {list(replicas)} must be >= 1 and divide batch_size ({batch_size}): each replica takes its share of a batch")
     rate = link_bytes_per_s(link)
     described = describe(model)
     n_blocks = len(described.blocks)
     for k in stages:
         if not 1 <= k <= n_blocks:
             raise ValueError(f"stages must be between 1 and the model's {n_blocks} blocks, got {k}")
+    partition(described, 1, input_shape)  # a shape the model cannot take is a one-line error here
     costs = measure(model, input_shape, batch_size=batch_size, micro_batches=micro_batches, repeats=repeats)
     options = dict(link=rate, micro_batches=micro_batches, parallel_share=parallel_share, dataset_size=dataset_size, method=method, aux=aux)
     predictions = []
     for k in stages:
         default = partition(described, k, input_shape).blocks_per_stage
-        predictions.append(predict(costs, k, default_cut=default, **options))
-        if not predictions[-1].default:
-            predictions.append(predict(costs, k, cut=default, default_cut=default, **options))
+        for d in replicas:
+            predictions.append(predict(costs, k, default_cut=default, replicas=d, **options))
+            if not predictions[-1].default:
+                predictions.append(predict(costs, k, cut=default, default_cut=default, replicas=d, **options))
     return costs, predictions
+
+
+def best_layouts(predictions: Sequence[Prediction]) -> dict[int, tuple[Prediction, bool]]:
+    """Per device count, the layout (K × D and cut) whose pipelined-λ epoch is fastest, with or
+    without DS (the flag: with)."""
+    best: dict[int, tuple[Prediction, bool]] = {}
+    for p in predictions:
+        for ds, speedup in ((False, p.pipelined_speedup), (True, p.pipelined_ds_speedup)):
+            held = best.get(p.devices)
+            if held is None or speedup > (held[0].pipelined_ds_speedup if held[1] else held[0].pipelined_speedup):
+                best[p.devices] = (p, ds)
+    return dict(sorted(best.items()))
 
 
 def as_table(costs: PartCosts, predictions: Sequence[Prediction], *, link: str | None, parallel_share: float) -> str:
@@ -344,17 +413,23 @@ def as_table(costs: PartCosts, predictions: Sequence[Prediction], *, link: str |
              "each block, before / after the cut (ms): " + ", ".join(f"{1e3 * a:.1f}/{1e3 * b:.1f}" for a, b in zip(costs.cut_regress_s, costs.cut_lambda_s))
              + "; "
              f"link {link or 'none (messages free)'}.", "",
-             f"| K | cut (blocks per stage) | parallel epoch | the same, pipelined λ | pipelined λ with DS | 1F1B epoch | GPipe epoch | DDP epoch "
-             f"| SPH run ({parallel_share:.2f} parallel) | bytes/step | with DS | DDP all-reduce/step | λ memory per stage |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             f"| K × D | cut (blocks per stage) | parallel epoch | the same, pipelined λ | pipelined λ with DS | 1F1B epoch | GPipe epoch "
+             f"| DDP epoch on K·D | SPH run ({parallel_share:.2f} parallel) | bytes/step | with DS | all-reduce/step per device (by stage) "
+             "| DDP all-reduce/step | λ memory per stage |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for p in predictions:
+        reduced = ", ".join(f"{b / 1e6:.2f}" for b in p.allreduce_bytes_per_device) + " MB" if p.allreduce_bytes_per_device else "-"
         lines.append(
-            f"| {p.stages} | {_cut_label(p)} | {p.parallel_speedup:.2f}x | {p.pipelined_speedup:.2f}x | {p.pipelined_ds_speedup:.2f}x | "
+            f"| {p.stages} × {p.replicas} | {_cut_label(p)} | {p.parallel_speedup:.2f}x | {p.pipelined_speedup:.2f}x | {p.pipelined_ds_speedup:.2f}x | "
             f"{p.pipeline_speedup:.2f}x | {p.gpipe_speedup:.2f}x | {p.ddp_speedup:.2f}x | {p.sph_speedup:.2f}x | {p.bytes_per_step / 1e6:.2f} MB | "
-            f"{p.bytes_per_step_ds / 1e6:.2f} MB | {p.ddp_allreduce_bytes / 1e6:.2f} MB | "
+            f"{p.bytes_per_step_ds / 1e6:.2f} MB | {reduced} | {p.ddp_allreduce_bytes / 1e6:.2f} MB | "
             + ", ".join(f"{b / 1e9:.2f} GB" for b in p.aux_bytes_per_stage) + " |")
-    lines += ["", "Speed-ups over backprop on one device; data loading left out. Where the fastest cut is not lpfast train's "
-              "default, pass it as --stage-blocks."]
+    lines += ["", "Speed-ups over backprop on one device; data loading left out. K × D: K stages × D replicas on K·D devices (bytes/step: "
+              "what one replica sends across its cuts). Where the fastest cut is not lpfast train's default, pass it as --stage-blocks.", ""]
+    for devices, (p, ds) in best_layouts(predictions).items():
+        layout = f"{p.stages} stages × {p.replicas} replicas (cut {','.join(map(str, p.cut))}){', with DS' if ds else ''}"
+        lines.append(f"Best on {devices} device(s): {layout}: {p.pipelined_ds_speedup if ds else p.pipelined_speedup:.2f}x, "
+                     f"DDP {p.ddp_speedup:.2f}x.")
     return "\n".join(lines)
 
 

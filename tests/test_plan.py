@@ -10,7 +10,7 @@ import torch
 from lpfast.filters import DsFilter
 from lpfast.models import mnist_resnet
 from lpfast.parallel import LayerParallel
-from lpfast.plan import DDP_BUCKET_BYTES, PartCosts, link_bytes_per_s, measure, predict
+from lpfast.plan import DDP_BUCKET_BYTES, PartCosts, best_layouts, link_bytes_per_s, measure, predict
 
 
 def synthetic(regress=(0.0, 0.0, 0.0), own=(0.0, 0.0, 0.0), part_bytes=(250, 250, 250, 250), micro=(0.25, 0.5)) -> PartCosts:
@@ -79,6 +79,27 @@ def test_ddp_buckets_are_torchs_defaults():
     assert DDP_BUCKET_BYTES == (dist._DEFAULT_FIRST_BUCKET_BYTES, distributed._DEFAULT_BUCKET_CAP_MB * 2**20)
 
 
+def test_replicas_share_the_batch_and_all_reduce_their_stages_gradient():
+    costs = synthetic(part_bytes=(0, 0, 0, 1 << 20))
+    one = predict(costs, 2, cut=[2, 2], link=None)
+    two = predict(costs, 2, cut=[2, 2], link=None, replicas=2)
+    # Messages and all-reduces free: each replica's stages do half the batch's work.
+    assert two.devices == 4 and two.pipelined_step_s == pytest.approx(one.pipelined_step_s / 2)
+    assert two.bytes_per_step == one.bytes_per_step // 2 and one.allreduce_bytes_per_device is None
+    assert two.allreduce_bytes_per_device == [0, 1 << 20]  # 2(D-1)/D of each stage's parameters: all of the last stage's
+    assert two.ddp_step_s == predict(costs, 4, link=None).ddp_step_s  # DDP on the same four devices
+    # Over a link, 1 MiB taking 3 s: the last stage's bucket leaves after its last block's 1 s of backward
+    # (at half the batch) and outlasts the other block's 1 s by 2 s, which its step then takes longer.
+    slow = predict(costs, 2, cut=[2, 2], link=(1 << 20) / 3.0, replicas=2)
+    free_messages = predict(costs, 2, cut=[2, 2], link=(1 << 20) / 3.0)
+    assert slow.pipelined_step_s == pytest.approx(free_messages.pipelined_step_s / 2 + 2.0, rel=0.01)
+    # The best layout per device count: here four devices do best as 2 × 2 (K=4 would pipeline 4 deep).
+    best = best_layouts([one, two, predict(costs, 4, link=None)])
+    assert list(best) == [2, 4] and best[2][0] is one and best[4][0] is two
+    with pytest.raises(ValueError, match="replicas must be >= 1"):
+        predict(costs, 2, link=None, replicas=0)
+
+
 def test_a_cut_must_fit_the_model():
     with pytest.raises(ValueError, match="at least one of the model's 4 blocks"):
         predict(synthetic(), 2, cut=[4, 0], link=None)
@@ -129,18 +150,23 @@ def test_bytes_and_memory_are_what_layer_parallel_sends_and_holds(method, ds):
 def test_plan_command_writes_its_predictions(tmp_path):
     out = tmp_path / "plan.json"
     result = subprocess.run([sys.executable, "-m", "lpfast", "plan", "--model", "mnist_resnet", "--input-shape", "1,28,28", "--stages", "2,4",
-                             "--batch-size", "16", "--repeats", "1", "--link", "1gbit", "--out", str(out)],
+                             "--batch-size", "16", "--repeats", "1", "--link", "1gbit", "--replicas", "1,2", "--out", str(out)],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     record = json.loads(out.read_text())
-    # Per K the fastest cut, then lpfast train's default where that is another.
+    # Per K and D the fastest cut, then lpfast train's default where that is another.
     ks = [p["stages"] for p in record["predictions"]]
     assert sorted(set(ks)) == [2, 4] and ks == sorted(ks)
     for k in (2, 4):
-        mine = [p for p in record["predictions"] if p["stages"] == k]
-        assert mine[0]["fastest"] and any(p["default"] for p in mine) and len(mine) == (1 if mine[0]["default"] else 2)
-        assert all(sum(p["cut"]) == 8 and p["parallel_speedup"] > 0 for p in mine)
-    assert "| 4 |" in result.stdout
-    bad = subprocess.run([sys.executable, "-m", "lpfast", "plan", "--model", "mnist_resnet", "--input-shape", "1,28,28", "--stages", "9"],
-                         capture_output=True, text=True, timeout=300)
-    assert bad.returncode == 2 and "between 1 and the model's 8 blocks" in bad.stderr
+        for d in (1, 2):
+            mine = [p for p in record["predictions"] if p["stages"] == k and p["replicas"] == d]
+            assert mine[0]["fastest"] and any(p["default"] for p in mine) and len(mine) == (1 if mine[0]["default"] else 2)
+            assert all(sum(p["cut"]) == 8 and p["parallel_speedup"] > 0 for p in mine)
+            assert (mine[0]["allreduce_bytes_per_device"] is None) == (d == 1)
+    assert "| 4 × 1 |" in result.stdout and "| 2 × 2 |" in result.stdout
+    assert "Best on 4 device(s): " in result.stdout and "Best on 8 device(s): 4 stages × 2 replicas" in result.stdout
+    for args, message in ((["--stages", "9"], "between 1 and the model's 8 blocks"), (["--input-shape", "1,28"], "one sample's C,H,W"),
+                          (["--input-shape", "1,0,28"], "does not fit the model")):
+        bad = subprocess.run([sys.executable, "-m", "lpfast", "plan", "--model", "mnist_resnet", "--input-shape", "1,28,28", *args],
+                             capture_output=True, text=True, timeout=300)
+        assert bad.returncode == 2 and message in bad.stderr and len(bad.stderr.strip().splitlines()) == 1, bad.stderr

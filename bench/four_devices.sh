@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Four devices on two cores: each worker a device of half a core (--device-share 0.5: a cgroup CPU
+# quota of its own, two devices pinned to each core), as two hosts of two devices joined by a
+# shaped link where --slow-link is given. Timing runs: stop the accuracy campaign first
+# (pkill -f real_budgets.sh; pkill -f "lpfast bench"), and run nothing else beside them.
+#
+#   bench/four_devices.sh NAME [NAME ...]     # the invocations below, in the order given
+#
+# Each writes its interleaved table (bench/results/four-devices/devices-MODEL-cifar10-...-TAG.{json,md})
+# and appends its records to bench/results/four-devices/records.jsonl (apart from the two-device
+# records that bench/report.py tabulates); commit them after each. The device model was checked with
+# quota-half against quota-full run right after it (bench/results/narrative.md, 2026-12-07).
+set -euo pipefail
+REPO="$(cd "$(dirname "$0")/.." && pwd)"
+DATA="${LPFAST_DATA:-$(cd "$REPO/.." && pwd)/shared/data}"
+SPEED="--dataset cifar10 --train-subset 10000 --epochs 3 --data-dir $DATA"
+# The device model's check: the K=2 rows' speed-ups over one device at full cores and at half a core.
+K2="--workers 2 --rows serial-1,ddp,penalty+pipe+share1"
+# Every peer on four devices: backprop on one, DDP, the pipeline schedules (8 micro-batches), lpfast
+# K=4 and 2 stages × 2 replicas (DS at the cut after block 3 for ResNet-20, where the filter keeps
+# accuracy), each placement of the 2 × 2 over a link.
+FOUR="--workers 4 --device-share 0.5 --micro-batches 8"
+ROWS="serial-1,ddp,gpipe,1f1b,penalty+pipe+share1,penalty+pipe+ds+share1,penalty+pipe+share1+d2+k2,penalty+pipe+ds+share1+d2+k2+cut3-6"
+LINKED="$ROWS,penalty+pipe+share1+d2+k2+rt,penalty+pipe+ds+share1+d2+k2+cut3-6+rt"
+declare -A INVOCATIONS=(
+    [quota-full]="--model resnet20 $SPEED $K2 --tag quota-check"
+    [quota-half]="--model resnet20 $SPEED $K2 --device-share 0.5 --tag quota-check"
+    [r20-loopback]="--model resnet20 $SPEED $FOUR --rows $ROWS --tag four"
+    [r20-1gbit]="--model resnet20 $SPEED $FOUR --rows $LINKED --slow-link 1gbit --tag four"
+    [r20-100mbit]="--model resnet20 $SPEED $FOUR --rows $LINKED --slow-link 100mbit --tag four"
+    [wrn-loopback]="--model wrn_16_4 $SPEED $FOUR --rows ${ROWS//+cut3-6/} --tag four"
+    [wrn-1gbit]="--model wrn_16_4 $SPEED $FOUR --rows ${LINKED//+cut3-6/} --slow-link 1gbit --tag four"
+    [wrn-100mbit]="--model wrn_16_4 $SPEED $FOUR --rows ${LINKED//+cut3-6/} --slow-link 100mbit --tag four"
+)
+[ $# -gt 0 ] || { echo "usage: $0 NAME [NAME ...] (names: ${!INVOCATIONS[*]})" >&2; exit 2; }
+for name in "$@"; do
+    [ -n "${INVOCATIONS[$name]:-}" ] || { echo "unknown invocation $name (names: ${!INVOCATIONS[*]})" >&2; exit 2; }
+done
+for name in "$@"; do
+    echo "== $name"
+    # shellcheck disable=SC2086
+    (cd "$REPO" && .venv/bin/python -m lpfast bench devices ${INVOCATIONS[$name]} --out bench/results/four-devices --port 29581)
+done
