@@ -7,8 +7,9 @@ workers each held to half a core: every device is a cgroup of its own (cgroup v1
 
 A quota alone is not a device. Two devices on one core that wait on each other's messages lend
 each other their idle time (the quota only caps each period's total), so DDP's or a pipeline's
-waits went unpaid: at half a core K=2 rows ran at 1.96-2.12× one device where the same rows at a
-full core each ran at 1.64-1.71× (bench/results/narrative.md). So every device also holds an idle
+waits went unpaid: with a quota alone, K=2 rows ran at 1.89-2.12× one device at half a core, and at
+1.64-1.86× at full cores; with the fillers at 1.81-1.83×, against 1.84-1.86× at full cores run right
+after (bench/results/narrative.md, 2026-12-07). So every device also holds an idle
 filler, a busy loop at ``SCHED_IDLE`` priority that runs only when its worker does not: a device
 whose worker waits burns its share as an idle GPU would, and the scheduler's fair share between
 the always-busy groups of a core gives each device its share continuously, at a fine grain, with
