@@ -82,7 +82,14 @@ class Reduction:
         flat = torch.cat([self.tensors[i].grad.reshape(-1) for i in self.members[b]])
         self.flat[b] = flat
         self.average.nbytes += flat.numel() * flat.element_size()
-        self.works[b] = dist.all_reduce(flat, group=self.average.group, async_op=True)
+        try:  # gloo refuses to post to a peer whose connection is already closed
+            self.works[b] = dist.all_reduce(flat, group=self.average.group, async_op=True)
+        except RuntimeError as exc:
+            raise self._lost(exc) from None
+
+    def _lost(self, exc: RuntimeError) -> WorkerLostError:
+        return WorkerLostError.of(self.average.who, f"averaging its gradient with {', '.join(self.average.peers)}", "one of them",
+                                  exc, self.average.timeout)
 
     def finish(self) -> None:
         """Launches what has not left yet, waits for every bucket and leaves the average in each ``.grad``."""
@@ -95,10 +102,7 @@ class Reduction:
             try:
                 work.wait(self.average.timeout)
             except RuntimeError as exc:
-                raise WorkerLostError(
-                    f"{self.average.who}: averaging its gradient with {', '.join(self.average.peers)} failed "
-                    f"({str(exc).splitlines()[0]}); one of them died or stalled for more than "
-                    f"{self.average.timeout.total_seconds():.0f}s") from None
+                raise self._lost(exc) from None
             flat = self.flat[b].div_(self.average.replicas)
             offset = 0
             for i in self.members[b]:

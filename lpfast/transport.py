@@ -23,6 +23,12 @@ from lpfast.mesh import Mesh
 class WorkerLostError(RuntimeError):
     """A neighbouring stage stopped answering: its worker died or stalled past the timeout."""
 
+    @classmethod
+    def of(cls, who: str, doing: str, peer: str, exc: RuntimeError, timeout: datetime.timedelta) -> "WorkerLostError":
+        """``who`` failed ``doing`` (posting it or waiting for it) with ``exc``: ``peer`` died or stalled."""
+        return cls(f"{who}: {doing} failed ({str(exc).splitlines()[0]}); {peer} died or stalled for more than "
+                   f"{timeout.total_seconds():.0f}s")
+
 
 class Pending:
     """A posted receive; :meth:`wait` returns the tensor."""
@@ -122,10 +128,7 @@ class _DistPending(Pending):
         try:
             self.work.wait(self.timeout)
         except RuntimeError as exc:
-            raise WorkerLostError(
-                f"{self.dst}: receiving from {self.src} failed ({str(exc).splitlines()[0]}); "
-                f"the worker of {self.src} died or stalled for more than {self.timeout.total_seconds():.0f}s"
-            ) from None
+            raise WorkerLostError.of(self.dst, f"receiving from {self.src}", f"the worker of {self.src}", exc, self.timeout) from None
         return self.buffer
 
 
@@ -170,12 +173,22 @@ class DistTransport(Transport):
     def isend(self, tensor: Tensor, src: int, dst: int, *, memory_format: torch.memory_format = torch.contiguous_format) -> None:
         tensor = tensor.contiguous(memory_format=memory_format)  # no copy when it is laid out so already
         self._count(tensor, src, dst)
-        self._sends.append((dist.isend(_flat(tensor, memory_format), dst=self.mesh.rank_of(dst)), tensor, dst))
+        try:  # gloo refuses to post to a peer whose connection is already closed
+            work = dist.isend(_flat(tensor, memory_format), dst=self.mesh.rank_of(dst))
+        except RuntimeError as exc:
+            raise self._lost(f"sending to {self.mesh.name(dst)}", dst, exc) from None
+        self._sends.append((work, tensor, dst))
 
     def irecv(self, shape, dtype, device, src, dst, *, memory_format=torch.contiguous_format) -> Pending:
         buffer = torch.empty(shape, dtype=dtype, device=device, memory_format=memory_format)
-        work = dist.irecv(_flat(buffer, memory_format), src=self.mesh.rank_of(src))
+        try:
+            work = dist.irecv(_flat(buffer, memory_format), src=self.mesh.rank_of(src))
+        except RuntimeError as exc:
+            raise self._lost(f"receiving from {self.mesh.name(src)}", src, exc) from None
         return _DistPending(work, buffer, self.mesh.name(src), self.mesh.name(dst), self.timeout)
+
+    def _lost(self, doing: str, peer: int, exc: RuntimeError) -> WorkerLostError:
+        return WorkerLostError.of(self.mesh.name(self.stage), doing, f"the worker of {self.mesh.name(peer)}", exc, self.timeout)
 
     def flush(self) -> None:
         sends, self._sends = self._sends, []
@@ -183,10 +196,7 @@ class DistTransport(Transport):
             try:
                 work.wait(self.timeout)
             except RuntimeError as exc:
-                raise WorkerLostError(
-                    f"{self.mesh.name(self.stage)}: sending to {self.mesh.name(dst)} failed ({str(exc).splitlines()[0]}); "
-                    f"the worker of {self.mesh.name(dst)} died or stalled for more than {self.timeout.total_seconds():.0f}s"
-                ) from None
+                raise self._lost(f"sending to {self.mesh.name(dst)}", dst, exc) from None
 
     def all_sum(self, values: Tensor) -> Tensor:
         values = values.clone()
