@@ -19,8 +19,8 @@ $(VENV)/.built: $(VENV)/.deps $(KERNEL_SOURCES)
 	$(PY) -m pip install --quiet --no-build-isolation --no-deps -e .
 	touch $@
 
-# The main job on the embedded MNIST subset (no data folder, no network): layer-parallel training
-# on 2 torchrun workers, then backprop on the same data, and a table comparing the two.
+# The main job on the embedded MNIST subset (no data folder, no network): lpfast's default
+# layer-parallel method on 2 one-thread torchrun workers against backprop on one and DDP on two.
 demo: build
 	$(PY) -m lpfast.demo
 

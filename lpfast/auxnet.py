@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from lpfast.precision import Precision
 from lpfast.replicas import GradientAverage
 
 #: Widths tried, widest first, when the width is chosen from the cost budget.
@@ -90,8 +91,10 @@ class NetAux:
     replicas, ``average`` averages ψ's gradient over the replicas of its stage before each step."""
 
     def __init__(self, net: AuxNet, optimizer: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer], *, with_mu: bool,
-                 average: GradientAverage | None = None) -> None:
+                 average: GradientAverage | None = None, precision: Precision | None = None) -> None:
         self.net, self.average = net, average
+        param = next(net.parameters())
+        self.precision = precision or Precision(None, model_dtype=param.dtype, device=param.device)
         self.optimizer = optimizer(net.parameters())
         self.with_mu = with_mu
         self._prediction: Tensor | None = None
@@ -107,7 +110,7 @@ class NetAux:
 
     def fetch(self, x: Tensor, idx: Tensor, flips: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
         # ψ sees the (flipped) image itself: ``flips`` needs no handling here.
-        prediction = self.net(x)
+        prediction = self._predict(x)
         self._prediction = prediction
         c = self.net.cut_channels
         lam = prediction[:, :c].detach().clone(memory_format=torch.preserve_format)
@@ -125,8 +128,14 @@ class NetAux:
         """One regression step of ψ toward the forward pass's activation (μ toward 0)."""
         target = torch.cat([received, torch.zeros_like(received)], dim=1) if self.with_mu else received
         with torch.enable_grad():
-            self._regress(self.net(x), target)
+            self._regress(self._predict(x), target)
         return received
+
+    def _predict(self, x: Tensor) -> Tensor:
+        """ψ(x) under the run's autocast, in the dtype of ψ's parameters (that of λ's step)."""
+        with self.precision.autocast():
+            prediction = self.net(x)
+        return self.precision.for_loss(prediction)
 
     def _regress(self, prediction: Tensor, target: Tensor) -> None:
         loss = F.mse_loss(prediction, target.to(prediction.dtype))

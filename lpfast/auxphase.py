@@ -34,6 +34,7 @@ from lpfast.auxvars import StoredAux
 from lpfast.cut import CutInput, CutOutput
 from lpfast.filters import DsFilter
 from lpfast.localheads import LocalHead
+from lpfast.precision import Precision
 from lpfast.replicas import GradientAverage
 from lpfast.stages import Stage
 from lpfast.transport import Transport
@@ -76,8 +77,9 @@ class AuxPhase:
                  cut_shapes: Sequence[tuple[int, ...]], transport: Transport, *, local_heads: dict[int, LocalHead],
                  local_loss: float, lam_step: float, regression_lr_scale: float, restore_norms: bool, wire: DsFilter,
                  dtype: torch.dtype, device: torch.device, memory_format: torch.memory_format,
-                 averages: dict[int, GradientAverage]) -> None:
+                 averages: dict[int, GradientAverage], precision: Precision) -> None:
         self.stages, self.own, self.optimizers, self.trained = stages, list(own), optimizers, trained
+        self.precision = precision  # the forwards' autocast (bfloat16 at most: no loss scale here)
         self.averages = averages  # with replicas: each θ-step's gradient, averaged over the stage's replicas
         self.num_stages = len(stages)
         self.lam_step, self.regression_lr_scale = lam_step, regression_lr_scale
@@ -154,14 +156,16 @@ class AuxPhase:
             with self._stage_stream(s):
                 start = time.perf_counter()
                 inp = x if s == 0 else inputs[s].detach().requires_grad_()
-                out = self.stages[s](inp)
+                with self.precision.autocast():
+                    out = self.stages[s](inp)
                 if s in self.cut_outputs:
                     cut = self.cut_outputs[s]
-                    loss, crossing = cut.backward(out, y, beta=beta, params=None if s == 0 else self.trained[s], weight=share)
+                    with self.precision.autocast():  # the local head's forward
+                        loss, crossing = cut.backward(out, y, beta=beta, params=None if s == 0 else self.trained[s], weight=share)
                     sent.append(crossing)
                     per_sample = cut.reduction_size(part)
                 else:
-                    loss = F.cross_entropy(out, y)
+                    loss = F.cross_entropy(self.precision.for_loss(out), y)
                     (loss * share if share != 1.0 else loss).backward()
                     per_sample = float(part)  # part mean -> per-sample loss
                 if s > 0:

@@ -112,7 +112,8 @@ def modifier(tag: str, epochs: int) -> tuple[str, list[str]]:
     fixed = {"ds": ("DS s=2 bf16", DS_OPTIONS), "net": ("--aux net", ["--aux", "net"]), "pipe": ("--aux pipelined", ["--aux", "pipelined"]),
              "rt": ("a stage's replicas together", ["--placement", "replicas-together"]),
              "lr0.1": ("regression lr x0.1", ["--regression-lr-scale", "0.1"]),
-             "rn": ("norms restored", ["--restore-norms"])}
+             "rn": ("norms restored", ["--restore-norms"]),
+             "bf16": ("bf16 autocast", ["--precision", "bf16"]), "fp16": ("fp16 autocast", ["--precision", "fp16"])}
     if tag in fixed:
         return fixed[tag]
     if tag.startswith("seed") and tag[4:].isdigit():
@@ -136,7 +137,7 @@ def modifier(tag: str, epochs: int) -> tuple[str, list[str]]:
         if 0 <= share <= 1:
             parallel = round(share * epochs)
             return f"{parallel} of {epochs} epochs parallel", ["--parallel-epochs", str(parallel)]
-    raise ValueError(f"unknown row modifier {tag!r}: use kN, dN, oneprocess, rt, ds, net, pipe, lr0.1, rn, seedN, pmbM (parallel steps in M micro-batches), blocksB, "
+    raise ValueError(f"unknown row modifier {tag!r}: use kN, dN, oneprocess, rt, ds, net, pipe, lr0.1, rn, bf16, fp16, seedN, pmbM (parallel steps in M micro-batches), blocksB, "
                      "awN / adN (--aux net's ψ width / depth), "
                      "shareF (0 <= F <= 1) or cutA-B-... (blocks per stage)")
 

@@ -14,6 +14,7 @@ from lpfast.config import METHODS, SCHEDULES, TrainConfig
 from lpfast.mesh import PLACEMENTS
 from lpfast.datasets import DATASET_NAMES, DatasetError
 from lpfast.filters import WIRE_DTYPES
+from lpfast.precision import PRECISIONS
 from lpfast.ops import DS_MODES
 from lpfast.parallel import AUX_KINDS, METHODS as PARALLEL_METHODS
 from lpfast.serial import SCHEDULES as SERIAL_SCHEDULES
@@ -98,7 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     _option(train, "serial_schedule", "the serial phase's pipeline schedule across workers (torch.distributed.pipelining)",
             choices=SERIAL_SCHEDULES)
     _option(train, "ds_factor", "down-sampling factor s of what crosses a cut in the parallel phase (s×s average pooling)", type=int)
-    _option(train, "wire_dtype", "dtype on the wire in the parallel phase (default none: the compute dtype)", choices=tuple(WIRE_DTYPES))
+    _option(train, "wire_dtype", "dtype on the wire in the parallel phase (default none: the dtype the forward produced)",
+            choices=tuple(WIRE_DTYPES))
+    _option(train, "precision", "mixed precision: every forward under torch.autocast in bf16 or fp16 (fp16 with a loss scale; "
+            "parameters and optimizer state stay fp32)", choices=tuple(PRECISIONS))
     _option(train, "ds_mode", "how the receiver up-samples", choices=DS_MODES)
     _option(train, "store_ds_factor", "keep λ and μ down-sampled by this factor", type=int)
     _option(train, "aux", "auxiliary variables (None: pipelined with --method penalty, store with al): per-sample store, a small network per cut predicting them from the image, or the "

@@ -9,6 +9,7 @@ from lpfast.filters import WIRE_DTYPES, DsFilter
 from lpfast.mesh import PLACEMENTS
 from lpfast.models import TORCHVISION_PREFIX, TORCHVISION_RESNETS, build_model
 from lpfast.parallel import AUX_KINDS, DEFAULT_LOCAL_LOSS, METHODS as PARALLEL_METHODS, default_aux
+from lpfast.precision import PRECISIONS
 from lpfast.serial import SCHEDULES as SERIAL_SCHEDULES
 
 SCHEDULES = ("cosine", "step")
@@ -47,10 +48,13 @@ class TrainConfig:
     ``ds_factor``, ``wire_dtype``, ``ds_mode``: the DS filter of what crosses a cut in the
     parallel phase (None wire dtype: the compute dtype); ``store_ds_factor`` keeps λ and μ
     down-sampled.
+    ``precision`` ``bf16`` or ``fp16`` runs every forward under ``torch.autocast`` in that dtype
+    (:mod:`lpfast.precision`; fp16 with a loss scale, and with ``aux`` ``pipelined`` only); what
+    crosses a cut then goes in it too, unless ``wire_dtype`` says otherwise.
     ``parallel_flip`` augments the parallel phase with stored λ by random horizontal flips,
     mirroring each flipped sample's λ and μ with its image (no effect elsewhere: serial epochs and
     ``aux`` ``net`` augment fully). ``local_loss``'s default is what closed most of the accuracy gap
-    in bench/RESULTS.md's ablation, where flips did not help at that α.
+    in the ablation of bench/results/narrative.md, where flips did not help at that α.
     ``checkpoint_every`` N also checkpoints every N steps within an epoch (None: after each epoch
     only); a run resumed from one gives the numbers of an uninterrupted run.
     ``train_subset`` N trains on N training samples only, balanced over the classes (quick checks).
@@ -115,6 +119,7 @@ class TrainConfig:
     aux_depth: int = 2
     aux_width: int | None = None
     predict_weights: bool | None = None
+    precision: str = "fp32"
 
     RUN_LOCATION_FIELDS = ("device", "threads", "data_dir", "dist_timeout", "store_location", "checkpoint_every")
 
@@ -210,6 +215,11 @@ class TrainConfig:
                 "augmentation cannot be used in the layer-parallel phase with stored λ (λ belongs to each fixed training "
                 "image): add --parallel-epochs P (P < epochs) to augment in the serial phase, or use --aux net"
             )
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.precision == "fp16" and self.method != "serial" and self.aux != "pipelined":
+            raise ValueError(f"--precision fp16 needs a loss scale, which lpfast keeps in the pipelined parallel phase and the "
+                             f"serial phase, not with --aux {self.aux}: use --precision bf16 (float32's range, no scale needed)")
         if self.wire_dtype is not None and self.wire_dtype not in WIRE_DTYPES:
             raise ValueError(f"wire_dtype must be one of {', '.join(WIRE_DTYPES)}, got {self.wire_dtype!r}")
         DsFilter(self.ds_factor, None, self.ds_mode)  # raises on a bad factor or mode

@@ -115,13 +115,15 @@ class CutOutput(_Side):
         self._send(sent, self.cut, self.cut + 1)
         target = self._target.wait().to(self.dtype)
         self._target = None
-        loss, grad_coarse = ops.penalty_residual(coarse.detach(), target, None, beta=beta)
+        # The penalty in the cut's dtype, whatever the forward's (under autocast, bfloat16) was.
+        loss, grad_coarse = ops.penalty_residual(coarse.detach().to(self.dtype), target, None, beta=beta)
         if weight != 1.0:
             grad_coarse = grad_coarse.mul_(weight)
+        grad_coarse = grad_coarse.to(coarse.dtype)
         if self.head is None:
             coarse.backward(grad_coarse)
             return loss, sent
-        local = self.local_loss * F.cross_entropy(self.head(out), y)
+        local = self.local_loss * F.cross_entropy(self.head(out).to(self.dtype), y)
         weighted = local * weight if weight != 1.0 else local
         if params is None:
             torch.autograd.backward([coarse, weighted], [grad_coarse, None])

@@ -23,6 +23,7 @@ from lpfast.describe import check_description, describe
 from lpfast.filters import DsFilter
 from lpfast.localheads import LocalHead
 from lpfast.pipelined import PipelinedPhase
+from lpfast.precision import Precision
 from lpfast.serial import SCHEDULES, LocalPipeline, TorchPipeline
 from lpfast.stages import Partition, Stage, partition, split
 from lpfast.transport import LocalTransport, Transport
@@ -100,10 +101,18 @@ class LayerParallel:
       (:mod:`lpfast.weightnorms`): the parallel phase's larger gradients (penalty plus α·CE) grow
       these weights longer than backprop's, and a longer weight turns less per step in the serial
       epochs. Off by default: on the CIFAR-10 proxy it did not raise the final accuracy
-      (bench/RESULTS.md). Needs stages ``torch.fx`` can trace.
+      (bench/results/narrative.md). Needs stages ``torch.fx`` can trace.
     - ``serial_schedule``: the serial phase's pipeline schedule across workers, ``"1f1b"`` (default:
       a stage holds at most K micro-batches' activations) or ``"gpipe"`` (all M), both from
       ``torch.distributed.pipelining``; in one process the stages run micro-batch by micro-batch.
+    - ``autocast``: ``torch.bfloat16`` or ``torch.float16`` runs every forward (both phases, the λ
+      pass, auxiliary networks, evaluation) under ``torch.autocast`` (:mod:`lpfast.precision`);
+      parameters and optimizer state stay in the model's dtype. What crosses a cut goes in the
+      dtype the forward produced, unless ``wire_filter`` names a wire dtype, which wins. float16
+      adds a loss scale with ``torch.amp.GradScaler``'s semantics: an overflowed step is skipped on
+      the device, and :meth:`update_loss_scale` (every few steps; the Trainer: every 20) agrees one
+      scale across the workers. float16 takes pipelined λ (its default); stored λ and auxiliary
+      networks take bfloat16, whose range needs no scale.
     - ``transport``: where the stages live; default all in this process.
     """
 
@@ -135,6 +144,7 @@ class LayerParallel:
         serial_schedule: str = "1f1b",
         restore_norms: bool = False,
         predict_weights: bool | None = None,
+        autocast: torch.dtype | None = None,
         transport: Transport | None = None,
     ) -> None:
         if beta0 <= 0 or beta_max < beta0:
@@ -174,12 +184,17 @@ class LayerParallel:
             raise ValueError("aux='pipelined' (the penalty method's default) backpropagates the next stage's gradient exactly: it takes "
                              "method='penalty' (no violation is left for multipliers), local_loss=0, no store filter and "
                              "restore_norms=False; pass aux='store' for stored λ, which takes them")
+        if autocast == torch.float16 and not pipelined:
+            raise ValueError("autocast=torch.float16 needs a loss scale, which lpfast keeps in the pipelined parallel phase and the "
+                             f"serial phase, not with aux={aux!r}: pass autocast=torch.bfloat16 (float32's range, no scale needed)")
         if aux_depth < 1 or (aux_width is not None and aux_width < 1) or not 0 < aux_budget <= 1:
             raise ValueError(f"need aux_depth >= 1, aux_width >= 1 (or None), 0 < aux_budget <= 1; got {aux_depth}, {aux_width}, {aux_budget}")
         self.model = describe(model)
         self.memory_format = memory_format  # of every activation-sized tensor, also on the wire
         param = next(model.parameters())
         self.device, self.dtype = param.device, param.dtype
+        self.precision = Precision(autocast, model_dtype=self.dtype, device=self.device)
+        self.activation_dtype = self.precision.activation_dtype  # what the forwards produce
         self.method = method
         self.beta0, self.beta_growth, self.beta_max = beta0, beta_growth, beta_max
         self.mu_every = mu_every
@@ -188,6 +203,8 @@ class LayerParallel:
         sample = torch.randn((2, *input_shape), generator=torch.Generator().manual_seed(0)).to(self.device, self.dtype)
         check_description(model, self.model, sample)
         self.wire = wire_filter if wire_filter is not None else DsFilter()
+        if autocast is not None and self.wire.wire_dtype is None:  # the parallel phase's messages in the forward's dtype
+            self.wire = DsFilter(self.wire.factor, autocast, self.wire.mode)
         for shape in self.plan.cut_shapes:
             self.wire.check_shape(shape)
             if store_filter is not None:
@@ -218,7 +235,8 @@ class LayerParallel:
                                 width=aux_width, heads=2 if method == "al" else 1,
                                 budget_flops=aux_budget * self.plan.stage_flops[cut + 1])
             net = net.to(self.device, self.dtype, memory_format=memory_format)
-            return NetAux(net, optimizer, with_mu=method == "al", average=self.transport.gradient_average(cut + 1, list(net.parameters())))
+            return NetAux(net, optimizer, with_mu=method == "al", average=self.transport.gradient_average(cut + 1, list(net.parameters())),
+                          precision=self.precision)
 
         self.aux_kind = aux
         self.aux = {} if pipelined else {s - 1: aux_variables(s - 1) for s in self.own if s > 0}
@@ -227,22 +245,23 @@ class LayerParallel:
         self.aux_phase = None if pipelined else AuxPhase(
             self.stages, self.own, self.optimizers, self._trained, self.aux, self.plan.cut_shapes, self.transport,
             local_heads=self.local_heads, local_loss=local_loss, lam_step=lam_step, regression_lr_scale=regression_lr_scale,
-            restore_norms=restore_norms, wire=self.wire, averages=self.averages, **layout)
+            restore_norms=restore_norms, wire=self.wire, averages=self.averages, precision=self.precision, **layout)
         # The cuts into this worker's stages, which keep the violation statistics (none when pipelined).
         self._cut_inputs = {} if self.aux_phase is None else self.aux_phase.cut_inputs
         self.pipelined = PipelinedPhase(self.stages, self.own, self.optimizers, self.plan.cut_shapes, self.transport,
                                         predict_weights=predict_weights, wire=self.wire, averages=self.averages,
-                                        **layout) if pipelined else None
+                                        precision=self.precision, **(layout | dict(dtype=self.activation_dtype))) if pipelined else None
         self.serial_pipeline: LocalPipeline | TorchPipeline
         if len(self.own) == self.num_stages:
-            self.serial_pipeline = LocalPipeline(self.stages, self.plan.cut_shapes, self.transport, memory_format)
+            self.serial_pipeline = LocalPipeline(self.stages, self.plan.cut_shapes, self.transport, memory_format, self.precision)
         else:
             (rank,) = self.own
             self.serial_pipeline = TorchPipeline(self.stages[rank], rank, self.num_stages, self.plan.cut_shapes,
-                                                 self.transport, serial_schedule, self.device, memory_format,
+                                                 self.transport, serial_schedule, self.device, memory_format, self.precision,
                                                  group=self.transport.mesh.pipeline_group)
         self.epoch = 0  # parallel epochs completed: β's schedule counts these (a serial warm-up leaves it at β0)
         self.steps = 0
+        self._steps_at_scale_update = 0
         self.initialised = self.num_stages == 1 or pipelined
         self._reset_epoch_stats()
 
@@ -296,6 +315,8 @@ class LayerParallel:
             "steps": self.steps,
             "initialised": self.initialised,
             "weight_norms": {s: norms.recorded for s, norms in self._weight_norms.items()},
+            "loss_scaler": self.precision.scaler.state_dict() if self.precision.scaler is not None else None,
+            "steps_at_scale_update": self._steps_at_scale_update,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -307,6 +328,9 @@ class LayerParallel:
         for c, a in self.aux.items():
             a.load_state_dict(state["aux"][c])
         self.epoch, self.steps, self.initialised = state["epoch"], state["steps"], state["initialised"]
+        if self.precision.scaler is not None:
+            self.precision.scaler.load_state_dict(state["loss_scaler"])
+        self._steps_at_scale_update = state["steps_at_scale_update"]
         for s, norms in self._weight_norms.items():
             norms.recorded = state["weight_norms"][s]
         stats = state["epoch_stats"]
@@ -352,12 +376,13 @@ class LayerParallel:
                 inp = x
             else:
                 shape = (batch, *self.plan.cut_shapes[s - 1])
-                inp = self.transport.irecv(shape, self.dtype, self.device, s - 1, s, memory_format=self.memory_format).wait()
+                inp = self.transport.irecv(shape, self.activation_dtype, self.device, s - 1, s, memory_format=self.memory_format).wait()
                 if take_input is not None:
                     inp = take_input(s, inp)
-            h = self.stages[s](inp)
+            with self.precision.autocast():
+                h = self.stages[s](inp)
             if s < last:
-                self.transport.isend(h, s, s + 1, memory_format=self.memory_format)
+                self.transport.isend(h.to(self.activation_dtype), s, s + 1, memory_format=self.memory_format)
         self.transport.flush()
         return h if last in self.own else None
 
@@ -437,13 +462,26 @@ class LayerParallel:
         for s in self.own:
             if s in self.averages:
                 self.averages[s].average(self._trained[s])
-            self.optimizers[s].step()
+            self.precision.step(self.optimizers[s], self._trained[s])
         if loss is not None:
             self._loss_sum[self.num_stages - 1] += loss * batch
         self._samples += batch
         self._phase = "serial"
         self.steps += 1
         return loss
+
+    def update_loss_scale(self) -> float:
+        """With ``autocast=torch.float16``: agrees the loss scale across the workers (one all-reduce
+        and one host read of the steps that overflowed since the last call) and backs it off or
+        grows it (:class:`~lpfast.precision.LossScaler`); call it on every worker at the same step,
+        every few steps. Returns the scale the next steps use (1.0 without a loss scale)."""
+        scaler = self.precision.scaler
+        if scaler is None:
+            return 1.0
+        overflowed = self.transport.all_sum(scaler.overflows.reshape(1).double()).item()
+        scaler.update(overflowed, self.steps - self._steps_at_scale_update)
+        self._steps_at_scale_update = self.steps
+        return scaler.scale
 
     def _reset_epoch_stats(self) -> None:
         zero = lambda: torch.zeros((), dtype=torch.float64, device=self.device)  # noqa: E731
@@ -538,10 +576,10 @@ class LayerParallel:
         return totals[0].item() / n, 100.0 * totals[1].item() / n
 
     def _evaluate_batches(self, batches: Iterable[tuple[Tensor, Tensor]], totals: Tensor, through_wire: bool) -> None:
-        filtered = (lambda s, received: self.wire.decode(self.wire.encode(received), self.dtype)) if through_wire else None
+        filtered = (lambda s, received: self.wire.decode(self.wire.encode(received), self.activation_dtype)) if through_wire else None
         for x, y in batches:
             logits = self._forward_pass(x, y.numel(), filtered)
             if logits is not None:
-                totals[0] += F.cross_entropy(logits, y, reduction="sum")
+                totals[0] += F.cross_entropy(self.precision.for_loss(logits), y, reduction="sum")
                 totals[1] += (logits.argmax(1) == y).sum()
                 totals[2] += y.numel()

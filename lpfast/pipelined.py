@@ -20,7 +20,7 @@ parallel backpropagation, Huo et al. 2018): no per-sample store, the images may 
 β, μ and local heads have nothing left to do. Stage k holds K-k batches' activations.
 
 A late gradient with momentum trains slower than a fresh one (on the CIFAR-10 proxy of
-bench/RESULTS.md, one step late for the first stage raised the train loss by 12% after 3 epochs).
+bench/results/narrative.md, one step late for the first stage raised the train loss by 12% after 3 epochs).
 With ``predict_weights`` (the default where the optimizer is SGD with momentum) stage k's forward runs on the weights it is expected to have when the
 batch's gradient is applied, K-1-k steps on: θ - (K-1-k)·lr·v, v the SGD momentum buffer
 (SpecTrain, Chen et al. 2018; linear weight prediction, Kosson et al. 2020).
@@ -50,6 +50,7 @@ from torch import Tensor
 from torch.func import functional_call
 
 from lpfast.filters import DsFilter
+from lpfast.precision import Precision
 from lpfast.replicas import GradientAverage, Reduction
 from lpfast.stages import Stage
 from lpfast.transport import Pending, Transport
@@ -70,8 +71,9 @@ class PipelinedPhase:
     def __init__(self, stages: Sequence[Stage], own: Sequence[int], optimizers: dict[int, torch.optim.Optimizer],
                  cut_shapes: Sequence[tuple[int, ...]], transport: Transport, *, predict_weights: bool | None,
                  wire: DsFilter, dtype: torch.dtype, device: torch.device, memory_format: torch.memory_format,
-                 averages: dict[int, GradientAverage]) -> None:
+                 averages: dict[int, GradientAverage], precision: Precision) -> None:
         self.stages, self.own, self.optimizers, self.averages = stages, list(own), optimizers, averages
+        self.precision = precision  # dtype: what the forwards produce (under autocast, its dtype)
         with_momentum = all(isinstance(o, torch.optim.SGD) and all(g["momentum"] > 0 for g in o.param_groups) for o in optimizers.values())
         if predict_weights and not with_momentum:
             raise ValueError("predict_weights extrapolates along SGD's momentum: it needs torch.optim.SGD with momentum > 0")
@@ -167,7 +169,8 @@ class PipelinedPhase:
         received = inp
         if s > 0:
             received, inp = self._input(inp)
-        out = self.wire.encode(functional_call(stage, weights, (inp,)))
+        with self.precision.autocast():
+            out = self.wire.encode(functional_call(stage, weights, (inp,)))
         self.transport.isend(out.detach(), s, s + 1, memory_format=self.memory_format)
         reduction = self.averages[s].track(list(weights.values())) if s in self.averages else None
         self._in_flight[s].append(_InFlight(received, out, weights, reduction))
@@ -179,21 +182,24 @@ class PipelinedPhase:
             self.transport.isend(done.inp.grad, s, s - 1, memory_format=self.memory_format)
         if done.reduction is not None:
             done.reduction.finish()
+        params = list(self.stages[s].parameters())
         for name, p in self.stages[s].named_parameters():
             p.grad = done.weights[name].grad
-        self.optimizers[s].step()
+        self.precision.step(self.optimizers[s], params)
 
     def _train_last(self, inp: Tensor, y: Tensor) -> Tensor:
         s = self.num_stages - 1
         self.optimizers[s].zero_grad(set_to_none=True)
         received, inp = self._input(inp)
         reduction = self.averages[s].track(list(self.stages[s].parameters())) if s in self.averages else None
-        loss = F.cross_entropy(self.stages[s](inp), y)
-        loss.backward()
+        with self.precision.autocast():
+            logits = self.stages[s](inp)
+        loss = F.cross_entropy(self.precision.for_loss(logits), y)
+        self.precision.scale(loss).backward()  # float16: every gradient down the pipeline is scaled
         if s > 0:
             self.transport.isend(received.grad, s, s - 1, memory_format=self.memory_format)
         if reduction is not None:
             reduction.finish()
-        self.optimizers[s].step()
+        self.precision.step(self.optimizers[s], list(self.stages[s].parameters()))
         return loss.detach()
 

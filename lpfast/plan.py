@@ -33,7 +33,7 @@ on 1/D of the batch, each stage's gradient all-reduced over its replicas, :func:
 table ends with the fastest layout for each device count.
 
 Data loading is left out of every row alike. Predictions are checked against measured rows in
-bench/RESULTS.md.
+bench/results/ALL.md.
 
     lpfast plan --model resnet20 --input-shape 3,32,32 --stages 2,4,8 --link 1gbit
     lpfast plan --model resnet20 --stages 1,2,4 --replicas 1,2,4 --link 100mbit

@@ -13,6 +13,8 @@ Two implementations of one contract, chosen by where the stages live:
 Both leave the gradients of one step in the stages' parameters (the batch mean of the
 cross-entropy; with one micro-batch exactly backprop's, with more batch norm normalises each
 micro-batch by its own statistics) and return the batch's mean loss on the last stage's worker.
+The forwards run under the run's autocast (:mod:`lpfast.precision`); with float16 the gradients
+left are the loss scale's multiple.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lpfast.precision import Precision
 from lpfast.transport import Transport
 
 SCHEDULES = ("1f1b", "gpipe")
@@ -33,8 +36,9 @@ class LocalPipeline:
     """All stages in one process (a :class:`~lpfast.transport.LocalTransport`)."""
 
     def __init__(self, stages: Sequence[nn.Module], cut_shapes: Sequence[tuple[int, ...]], transport: Transport,
-                 memory_format: torch.memory_format) -> None:
+                 memory_format: torch.memory_format, precision: Precision) -> None:
         self.stages, self.cut_shapes, self.transport, self.memory_format = stages, cut_shapes, transport, memory_format
+        self.precision = precision
 
     def run(self, x: Tensor, y: Tensor, micro_batches: int, stage_time: dict[int, float]) -> Tensor:
         batch, last = y.numel(), len(self.stages) - 1
@@ -48,12 +52,16 @@ class LocalPipeline:
                     inp = xj
                 else:
                     shape = (yj.numel(), *self.cut_shapes[s - 1])
-                    inp = self.transport.irecv(shape, xj.dtype, xj.device, s - 1, s, memory_format=self.memory_format).wait().requires_grad_()
-                out = stage(inp)
+                    inp = self.transport.irecv(shape, self.precision.activation_dtype, xj.device, s - 1, s,
+                                               memory_format=self.memory_format).wait().requires_grad_()
+                with self.precision.autocast():
+                    out = stage(inp)
                 if s == last:
-                    out = F.cross_entropy(out, yj, reduction="sum") / batch
-                    total += out.detach()
+                    loss = F.cross_entropy(self.precision.for_loss(out), yj, reduction="sum") / batch
+                    total += loss.detach()
+                    out = self.precision.scale(loss)
                 else:
+                    out = out.to(self.precision.activation_dtype)
                     self.transport.isend(out.detach(), s, s + 1, memory_format=self.memory_format)
                 record.append((inp, out))
                 stage_time[s] += time.perf_counter() - tick
@@ -81,8 +89,8 @@ class TorchPipeline:
 
     def __init__(self, stage: nn.Module, index: int, num_stages: int, cut_shapes: Sequence[tuple[int, ...]],
                  transport: Transport, schedule: str, device: torch.device, memory_format: torch.memory_format,
-                 group: torch.distributed.ProcessGroup | None = None) -> None:
-        self.memory_format, self.group = memory_format, group
+                 precision: Precision, group: torch.distributed.ProcessGroup | None = None) -> None:
+        self.memory_format, self.group, self.precision = memory_format, group, precision
         self.stage, self.index, self.num_stages = stage, index, num_stages
         self.cut_shapes, self.transport, self.schedule, self.device = cut_shapes, transport, schedule, device
         self._built: dict[tuple[int, int], object] = {}
@@ -93,13 +101,16 @@ class TorchPipeline:
         if key not in self._built:
             from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
 
-            stage = PipelineStage(_DenseOnWire(self.stage, self.memory_format), self.index, self.num_stages, self.device, group=self.group)
+            stage = PipelineStage(_DenseOnWire(self.stage, self.memory_format, self.precision.activation_dtype),
+                                  self.index, self.num_stages, self.device, group=self.group)
             # With fewer micro-batches than stages 1F1B has no steady state and orders the work as
             # GPipe does; torch's Schedule1F1B refuses that case, so GPipe runs it.
             kind = Schedule1F1B if self.schedule == "1f1b" and micro_batches >= self.num_stages else ScheduleGPipe
             # Each micro-batch's loss is its share of the batch mean, as in LocalPipeline, so both
-            # accumulate the same gradients in the same arithmetic.
-            share = lambda logits, target: F.cross_entropy(logits, target, reduction="sum") / batch  # noqa: E731
+            # accumulate the same gradients in the same arithmetic (times the loss scale with float16).
+            def share(logits: Tensor, target: Tensor) -> Tensor:
+                return self.precision.scale(F.cross_entropy(self.precision.for_loss(logits), target, reduction="sum") / batch)
+
             self._built[key] = kind(stage, micro_batches, loss_fn=share, scale_grads=False)
         return self._built[key]
 
@@ -110,37 +121,39 @@ class TorchPipeline:
         schedule = self._schedule_for(batch, micro_batches)
         tick = time.perf_counter()
         losses: list[Tensor] = []
-        if s == 0:
-            schedule.step(x, return_outputs=False)
-        elif s == last:
-            schedule.step(target=y, losses=losses, return_outputs=False)
-        else:
-            schedule.step(return_outputs=False)
+        with self.precision.autocast():
+            if s == 0:
+                schedule.step(x, return_outputs=False)
+            elif s == last:
+                schedule.step(target=y, losses=losses, return_outputs=False)
+            else:
+                schedule.step(return_outputs=False)
         stage_time[s] += time.perf_counter() - tick
         # What the schedule sent: each micro-batch's activation forward and its gradient back.
-        element = next(self.stage.parameters()).element_size()
+        element = self.precision.activation_dtype.itemsize
         if s < last:
             self.transport.count_sent(batch * math.prod(self.cut_shapes[s]) * element, s, s + 1)
         if s > 0:
             self.transport.count_sent(batch * math.prod(self.cut_shapes[s - 1]) * element, s, s - 1)
         if s != last:
             return None
-        return torch.stack([loss.detach() for loss in losses]).double().sum()
+        return torch.stack([loss.detach() for loss in losses]).double().sum() / self.precision.loss_scale
 
 
 
 class _DenseOnWire(nn.Module):
     """A stage whose input and output are plain contiguous tensors, as gloo sends them, while it
-    computes in ``memory_format`` (a channels-last stage's input is laid out so before it runs)."""
+    computes in ``memory_format`` (a channels-last stage's input is laid out so before it runs);
+    its output in ``dtype``, the one the receiving stage's buffers were allocated in."""
 
-    def __init__(self, stage: nn.Module, memory_format: torch.memory_format) -> None:
+    def __init__(self, stage: nn.Module, memory_format: torch.memory_format, dtype: torch.dtype) -> None:
         super().__init__()
-        self.stage, self.memory_format = stage, memory_format
+        self.stage, self.memory_format, self.dtype = stage, memory_format, dtype
 
     def forward(self, x: Tensor) -> Tensor:
         if x.dim() == 4:
             x = _Relayout.apply(x, self.memory_format)
-        return self.stage(x).contiguous()
+        return self.stage(x).to(self.dtype).contiguous()
 
 
 class _Relayout(torch.autograd.Function):

@@ -26,6 +26,7 @@ from lpfast.filters import WIRE_DTYPES, DsFilter
 from lpfast.mesh import build_mesh
 from lpfast.models import build_model
 from lpfast.parallel import LayerParallel
+from lpfast.precision import PRECISIONS, Precision
 from lpfast.progress import Progress
 from lpfast.schedule import lr_factor
 from lpfast.transport import DistTransport, LocalTransport
@@ -52,15 +53,19 @@ class DivergenceError(RuntimeError):
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, data: ImageDataset, *, batch_size: int, device: torch.device, channels_last: bool) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy (in %) of ``model`` in eval mode over ``data``."""
+def evaluate(model: nn.Module, data: ImageDataset, *, batch_size: int, device: torch.device, channels_last: bool,
+             precision: Precision | None = None) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy (in %) of ``model`` in eval mode over ``data`` (its forward
+    under ``precision``'s autocast)."""
     was_training = model.training
     model.eval()
+    precision = precision or Precision(None, model_dtype=next(model.parameters()).dtype, device=device)
     loss_sum = torch.zeros((), dtype=torch.float64, device=device)
     correct = torch.zeros((), dtype=torch.int64, device=device)
     for batch in BatchIterator(data, batch_size, shuffle=False, device=device, channels_last=channels_last):
-        logits = model(batch.x)
-        loss_sum += F.cross_entropy(logits, batch.y, reduction="sum")
+        with precision.autocast():
+            logits = model(batch.x)
+        loss_sum += F.cross_entropy(precision.for_loss(logits), batch.y, reduction="sum")
         correct += (logits.argmax(1) == batch.y).sum()
     model.train(was_training)
     n = max(len(data), 1)
@@ -165,9 +170,12 @@ class Trainer:
                 wire_filter=DsFilter(config.ds_factor, WIRE_DTYPES.get(config.wire_dtype), config.ds_mode),
                 store_filter=DsFilter(config.store_ds_factor, None, config.ds_mode),
                 serial_schedule=config.serial_schedule, restore_norms=config.restore_norms,
-                predict_weights=config.predict_weights,
+                predict_weights=config.predict_weights, autocast=PRECISIONS[config.precision],
             )
             self.optimizers = self.lp.all_optimizers()
+        # The forwards' autocast and fp16's loss scale: the layer-parallel run's own, or backprop's.
+        self.precision = self.lp.precision if self.lp is not None else Precision(
+            PRECISIONS[config.precision], model_dtype=next(self.model.parameters()).dtype, device=self.device)
         self.steps_per_epoch = len(self.train_data) // self.batch_size
         total = self.steps_per_epoch * config.epochs
         warmup = round(config.warmup_epochs * self.steps_per_epoch)
@@ -212,6 +220,8 @@ class Trainer:
         if self.lp is None:
             self.model.load_state_dict(state["model"])
             self.optimizers[0].load_state_dict(state["optimizer"])
+            if self.precision.scaler is not None:
+                self.precision.scaler.load_state_dict(state["loss_scaler"])
         else:
             self.lp.load_state_dict(state["layer_parallel"])
         for scheduler, saved in zip(self.schedulers, state["schedulers"]):
@@ -239,7 +249,8 @@ class Trainer:
         state = {"epoch": self.epoch, "mid_epoch": mid_epoch, "config": self.config.to_dict(),
                  "schedulers": [s.state_dict() for s in self.schedulers]}
         if self.lp is None:
-            state |= {"model": self.model.state_dict(), "optimizer": self.optimizers[0].state_dict()}
+            state |= {"model": self.model.state_dict(), "optimizer": self.optimizers[0].state_dict(),
+                      "loss_scaler": self.precision.scaler.state_dict() if self.precision.scaler is not None else None}
         else:
             state["layer_parallel"] = self.lp.state_dict()
         try:
@@ -304,15 +315,17 @@ class Trainer:
         if progress is not None:
             progress.update(totals["step"])
         last_loss = None
+        last_scale_update = totals["step"] - totals["step"] % FINITE_CHECK_EVERY  # the scale changes at the guard's reads
         checkpoint_s = totals["checkpoint_s"]
         start = time.perf_counter() - totals["elapsed"]
         for step, batch in enumerate(batches, start=totals["step"]):
             if self.lp is None:
-                logits = self.train_module(batch.x)
-                loss = F.cross_entropy(logits, batch.y)
+                with self.precision.autocast():
+                    logits = self.train_module(batch.x)
+                loss = F.cross_entropy(self.precision.for_loss(logits), batch.y)
                 self.optimizers[0].zero_grad(set_to_none=True)
-                loss.backward()
-                self.optimizers[0].step()
+                self.precision.scale(loss).backward()
+                self.precision.step(self.optimizers[0], list(self.model.parameters()))
                 loss_sum += loss.detach() * batch.y.numel()
                 correct += (logits.detach().argmax(1) == batch.y).sum()
                 last_loss = loss.detach()
@@ -328,6 +341,8 @@ class Trainer:
                 first_bad[s] = torch.where(healthy | (first_bad[s] != NO_STEP), first_bad[s], step)
             if (step + 1) % FINITE_CHECK_EVERY == 0 or step + 1 == len(batches):
                 self._stop_if_diverged(first_bad)
+                self._update_loss_scale(step + 1 - last_scale_update)
+                last_scale_update = step + 1
             with warnings.catch_warnings():
                 # A pipelined stage's optimizer first steps once the pipeline has filled, yet its
                 # schedule counts every batch like the others': torch's order warning does not apply.
@@ -368,6 +383,19 @@ class Trainer:
         self.epoch += 1
         return record
 
+    def _update_loss_scale(self, steps: int) -> None:
+        """With fp16: one loss scale agreed across the workers, at the divergence guard's read."""
+        if self.lp is not None:
+            self.lp.update_loss_scale()
+            return
+        scaler = self.precision.scaler
+        if scaler is None:
+            return
+        overflows = scaler.overflows.clone()
+        if self.data_parallel:
+            dist.all_reduce(overflows)
+        scaler.update(overflows.item(), steps)
+
     def _stop_if_diverged(self, first_bad: Tensor) -> None:
         """Raises :class:`DivergenceError` on every worker if any worker saw a diverged loss."""
         flags = first_bad.clone()
@@ -404,7 +432,8 @@ class Trainer:
         """Test loss and accuracy; ``through_wire``: with the DS filter at every cut (see LayerParallel.evaluate)."""
         if self.lp is not None:
             return self.lp.evaluate(((b.x, b.y) for b in self._eval_batches(self.test_data)), through_wire=through_wire)
-        return evaluate(self.model, self.test_data, batch_size=self.config.eval_batch_size, device=self.device, channels_last=self.channels_last)
+        return evaluate(self.model, self.test_data, batch_size=self.config.eval_batch_size, device=self.device,
+                        channels_last=self.channels_last, precision=self.precision)
 
     def fit(self, pause_after: int | None = None) -> list[dict]:
         """Trains the remaining epochs (at most ``pause_after`` of them; the run then continues

@@ -8,7 +8,7 @@ regressing stages step on the penalty plus α times their local head's cross-ent
 gradient than backprop's, and their weights grow longer than backprop's would
 (``bench/weight_norms.py``); scaling them back when the parallel phase ends changes no output and
 lets the serial epochs' steps turn them as far as at the λ pass. On the CIFAR-10 proxy it left the
-final accuracy where it was (bench/RESULTS.md), hence off by default.
+final accuracy where it was (bench/results/narrative.md), hence off by default.
 """
 from __future__ import annotations
 

@@ -36,10 +36,54 @@ def smoke_records(tmp_path_factory) -> list[dict]:
 
 
 def make_report(records: list[dict], folder: Path) -> str:
+    """Runs bench/report.py on ``records``: the short page goes to RESULTS.md, every table to ALL.md
+    beside the records, whose text is returned."""
     (folder / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     subprocess.run([sys.executable, str(ROOT / "bench" / "report.py"), "--records", str(folder / "records.jsonl"),
                     "--out", str(folder / "RESULTS.md")], check=True, timeout=120, capture_output=True)
-    return (folder / "RESULTS.md").read_text()
+    return (folder / "ALL.md").read_text()
+
+
+def timed(r: dict, invocation: str, seconds: float, phase: str, **fields) -> dict:
+    """A devices row of two epochs of ``seconds`` each in ``phase``."""
+    return {**r, "benchmark": "devices", "invocation": invocation, "epoch_time_s": [seconds, seconds], "median_epoch_time_s": seconds,
+            "train_time_s": 2 * seconds, "phase": [phase] * 2, "test_acc": [r["final_test_acc"]] * 2, "violation": [None] * 2, **fields}
+
+
+def real_run(kind: str, accuracies: list[float], parallel: int = 0, aux: str = "store", model: str = "mnist_resnet",
+             dataset: str = "embedded", budget: int = 4, **config) -> dict:
+    """A row of the real-budget campaign's table after ``len(accuracies)`` of its ``budget`` epochs."""
+    epochs = len(accuracies)
+    return {"name": kind, "kind": kind, "model": model, "dataset": dataset, "epoch_budget": budget, "invocation": "1",
+            "git_commit": "abc", "config": {"train_subset": None, "parallel_epochs": parallel or None,
+                                            "method": "penalty" if parallel else "serial", "aux": aux, **config},
+            "test_acc": accuracies, "final_test_acc": accuracies[-1], "phase": ["parallel"] * parallel + ["serial"] * (epochs - parallel),
+            "violation": [None] * epochs, "epochs": [{"train_loss": 0.5}] * epochs, "aux_bytes_per_cut": None, "peak_rss_mb": 1000.0}
+
+
+def devices_on_loopback_and_100mbit(smoke_records: list[dict]) -> tuple[list[dict], list[dict]]:
+    """The smoke rows filed as devices rows (the penalty rows as pipelined λ), with the same rows at
+    the cut 3+5, and all of them again over a 100 Mbit link that slows the worker rows 4×."""
+    kinds = {"penalty": "penalty+pipe+share1", "penalty+ds": "penalty+pipe+ds+share1"}
+    loopback = [{**r, "benchmark": "devices", "kind": kinds.get(r["kind"], r["kind"])} for r in smoke_records]
+    # The same rows at another cut (modifiers in another order): a real-budget row at that cut is timed by them.
+    scaled = {"penalty": ("penalty+share1+cut3-5+pipe", 0.9), "1f1b": ("1f1b+cut3-5", 1.2)}
+    loopback += [{**r, "benchmark": "devices", "kind": scaled[r["kind"]][0], "name": r["name"] + ", cut 3+5",
+                  "epoch_time_s": [t * scaled[r["kind"]][1] for t in r["epoch_time_s"]],
+                  "median_epoch_time_s": r["median_epoch_time_s"] * scaled[r["kind"]][1]} for r in smoke_records if r["kind"] in scaled]
+    slow = [{**r, "benchmark": "devices over a 100mbit link", "slow_link": "100mbit",
+             "message_3.2MB_ms": {"loopback": 1.5, "100mbit link": 267.0},
+             "median_epoch_time_s": r["median_epoch_time_s"] * (4 if r["workers"] == 2 else 1),
+             "epoch_time_s": [t * (4 if r["workers"] == 2 else 1) for t in r["epoch_time_s"]]} for r in loopback]
+    return loopback, slow
+
+
+def per_epoch_speedups(devices: list[dict]) -> dict[str, float]:
+    """Each devices row's speed-up over one device: per parallel-phase epoch where it has them, else per epoch."""
+    by_kind = {r["kind"]: r for r in devices}
+    return {kind: by_kind["serial-1"]["median_epoch_time_s"] / (statistics.median(t for t, p in zip(r["epoch_time_s"], r["phase"]) if p == "parallel")
+                                                               if "parallel" in r["phase"] else r["median_epoch_time_s"])
+            for kind, r in by_kind.items()}
 
 
 def test_smoke_preset_records(smoke_records):
@@ -123,11 +167,6 @@ def test_report_times_a_row_of_an_older_invocation_against_its_own_backprop(smok
     """A later invocation re-runs the baseline on a host half as fast: a row kept from the older
     invocation is timed against the backprop of its own, not against the re-run."""
     by_name = {r["name"]: r for r in smoke_records}
-
-    def timed(r, invocation, seconds, phase):
-        return {**r, "benchmark": "devices", "invocation": invocation, "epoch_time_s": [seconds, seconds], "median_epoch_time_s": seconds,
-                "train_time_s": 2 * seconds, "phase": [phase] * 2, "test_acc": [r["final_test_acc"]] * 2, "violation": [None] * 2}
-
     older = [timed(by_name["serial, 1 thread"], "1", 20.0, "serial"), timed(by_name["penalty K=2"], "1", 10.0, "parallel")]
     newer = [timed(by_name["serial, 1 thread"], "2", 40.0, "serial"), timed(by_name["DDP, 2 workers x 1 thread"], "2", 22.0, "serial")]
     section = make_report(older + newer, tmp_path).split("## devices: mnist_resnet on embedded")[1].split("\n## ")[0]
@@ -141,12 +180,8 @@ def test_report_real_budgets_section(smoke_records, tmp_path):
     """The campaign's table gives each row's accuracy against backprop's at the same epoch, backprop's
     seed spread, the targets, and the share curve with speed-ups from the devices invocation."""
     def row(kind, accuracies, parallel=0, name=None, aux="store"):
-        epochs = len(accuracies)
-        return {"name": name or kind, "kind": kind, "model": "resnet20", "dataset": "cifar10", "epoch_budget": 4, "invocation": "1",
-                "git_commit": "abc", "config": {"train_subset": None, "parallel_epochs": parallel or None,
-                                                "method": "penalty" if parallel else "serial", "aux": aux},
-                "test_acc": accuracies, "final_test_acc": accuracies[-1], "phase": ["parallel"] * parallel + ["serial"] * (epochs - parallel),
-                "violation": [[0.1]] * parallel + [None] * (epochs - parallel), "epochs": [{"train_loss": 0.5}] * epochs}
+        return {**real_run(kind, accuracies, parallel, aux, model="resnet20", dataset="cifar10"), "name": name or kind,
+                "violation": [[0.1]] * parallel + [None] * (len(accuracies) - parallel)}
     table = [row("serial-K", [50, 70, 80, 90.0]), row("serial-K+seed1", [50, 70, 80, 89.8]), row("penalty", [40, 60, 85, 89.5], 2),
              row("penalty+share0.25", [50, 70, 80, 89.9], 1), row("al", [40, 60, 80], 2),
              row("penalty+net+aw64", [40, 60, 80, 89.2], 2, aux="net")]
@@ -186,25 +221,10 @@ def test_report_link_sweep_and_time_to_accuracy_at_each_rate(smoke_records, tmp_
     """The devices rows at each link rate in one table (speed-ups, messages per step, compute-to-message
     ratio, the GPU-cluster link of the same ratio), and the real budget's time to accuracy composed
     from each row's epochs to the target and the per-epoch speed-ups at each rate."""
-    kinds = {"penalty": "penalty+pipe+share1", "penalty+ds": "penalty+pipe+ds+share1"}
-    loopback = [{**r, "benchmark": "devices", "kind": kinds.get(r["kind"], r["kind"])} for r in smoke_records]
-    # The same rows at another cut (modifiers in another order): a real-budget row at that cut is timed by them.
-    scaled = {"penalty": ("penalty+share1+cut3-5+pipe", 0.9), "1f1b": ("1f1b+cut3-5", 1.2)}
-    loopback += [{**r, "benchmark": "devices", "kind": scaled[r["kind"]][0], "name": r["name"] + ", cut 3+5",
-                  "epoch_time_s": [t * scaled[r["kind"]][1] for t in r["epoch_time_s"]],
-                  "median_epoch_time_s": r["median_epoch_time_s"] * scaled[r["kind"]][1]} for r in smoke_records if r["kind"] in scaled]
-    slow = [{**r, "benchmark": "devices over a 100mbit link", "slow_link": "100mbit",
-             "message_3.2MB_ms": {"loopback": 1.5, "100mbit link": 267.0},
-             "median_epoch_time_s": r["median_epoch_time_s"] * (4 if r["workers"] == 2 else 1),
-             "epoch_time_s": [t * (4 if r["workers"] == 2 else 1) for t in r["epoch_time_s"]]} for r in loopback]
-    def real(kind, accuracies, parallel, aux):
-        return {"name": kind, "kind": kind, "model": "mnist_resnet", "dataset": "embedded", "epoch_budget": 4, "invocation": "1",
-                "git_commit": "abc", "config": {"train_subset": None, "parallel_epochs": parallel or None,
-                                                "method": "penalty" if parallel else "serial", "aux": aux},
-                "test_acc": accuracies, "final_test_acc": accuracies[-1], "phase": ["parallel"] * parallel + ["serial"] * (4 - parallel),
-                "violation": [None] * 4, "epochs": [{"train_loss": 0.5}] * 4}
-    table = [real("serial-K", [50, 70, 85, 90.0], 0, "store"), real("penalty+pipe", [50, 89.0, 89.5, 89.6], 2, "pipelined"),
-             real("penalty+pipe+share1", [50, 70, 80, 88.0], 4, "pipelined"), real("penalty+pipe+cut3-5", [50, 70, 89.2, 89.5], 2, "pipelined")]
+    loopback, slow = devices_on_loopback_and_100mbit(smoke_records)
+    table = [real_run("serial-K", [50, 70, 85, 90.0]), real_run("penalty+pipe", [50, 89.0, 89.5, 89.6], 2, "pipelined"),
+             real_run("penalty+pipe+share1", [50, 70, 80, 88.0], 4, "pipelined"),
+             real_run("penalty+pipe+cut3-5", [50, 70, 89.2, 89.5], 2, "pipelined")]
     (tmp_path / "real-mnist_resnet-embedded.json").write_text(json.dumps({"benchmark": "real", "records": table}))
     # The planner's costs, 4 MiB of parameters per block: DDP's all-reduce is free on loopback, not at 100 Mbit.
     costs = PartCosts(forward_s=[0.01] * 8, backward_s=[0.02] * 8, micro_forward_s=[0.003] * 8, micro_backward_s=[0.006] * 8,
@@ -221,9 +241,7 @@ def test_report_link_sweep_and_time_to_accuracy_at_each_rate(smoke_records, tmp_
 
     sweep = text.split("### The link sweep: mnist_resnet on embedded")[1].split("\n### ")[0].split("\n## ")[0]
     by_kind = {r["kind"]: r for r in loopback}
-    rho = {kind: by_kind["serial-1"]["median_epoch_time_s"] / (statistics.median(t for t, p in zip(r["epoch_time_s"], r["phase"]) if p == "parallel")
-                                                              if "parallel" in r["phase"] else r["median_epoch_time_s"])
-           for kind, r in by_kind.items()}
+    rho = per_epoch_speedups(loopback)
     each_way = 64 * 16 * 14 * 14 * 4  # 4 steps of 64 samples, the cut's activations, each way
     compute = by_kind["penalty+pipe+share1"]["median_epoch_time_s"] / 4
     assert (f"| loopback | 1.5 | {rho['ddp']:.2f}× | {rho['1f1b']:.2f}× | {rho['penalty+pipe+share1']:.2f}× | "
@@ -247,6 +265,92 @@ def test_report_link_sweep_and_time_to_accuracy_at_each_rate(smoke_records, tmp_
     cut = 4 / (2 / rho["penalty+share1+cut3-5+pipe"] + 1 / rho["1f1b+cut3-5"])
     assert (f"| penalty+pipe+cut3-5 (devices rows `penalty+share1+cut3-5+pipe`, `1f1b+cut3-5`) | 3 | {cut:.2f}× | {cut / 4:.2f}× |"
             in reach.replace("**", ""))
+
+
+def test_report_page_numbers_come_from_the_records(smoke_records, tmp_path):
+    """The short page: each headline number is the one computed here from the records, the
+    campaign's tables, the four-device records and the kernel results it was given."""
+    loopback, slow = devices_on_loopback_and_100mbit(smoke_records)
+    # Backprop's two seeds end at 90.0 and 89.6 (mean 89.8); the rows are set against that mean.
+    table = [real_run("serial-K", [50, 70, 85, 90.0]), real_run("serial-K+seed1", [50, 70, 85, 89.6]),
+             real_run("penalty+pipe", [50, 89.0, 89.5, 89.5], 2, "pipelined"), real_run("penalty", [40, 60, 80, 88.0], 2)]
+    (tmp_path / "real-mnist_resnet-embedded.json").write_text(json.dumps({"benchmark": "real", "records": table}))
+    # K=4 after 2 of its 4 epochs: partial, against backprop's second epoch.
+    many = [real_run("penalty+pipe+share1+k4+oneprocess", [30, 50], 2, "pipelined", stages=4)]
+    (tmp_path / "real-mnist_resnet-embedded-many.json").write_text(json.dumps({"benchmark": "real", "records": many}))
+    # Four devices of half a core: backprop on one 20 s an epoch, DDP 8 s, 2 stages x 2 replicas 6 s; the device
+    # model's check on two devices, DDP 11 s against one device's 20 s on half cores, 5.2 s against 10 s on whole ones.
+    by_kind = {r["kind"]: r for r in smoke_records}
+    four = [timed(by_kind["serial-1"], "20300101-000003", 20.0, "serial", device_share=0.5),
+            timed(by_kind["ddp"], "20300101-000003", 8.0, "serial", device_share=0.5, workers=4),
+            timed(by_kind["penalty"], "20300101-000003", 6.0, "parallel", device_share=0.5, workers=4, kind="penalty+pipe+share1+d2+k2",
+                  config={**by_kind["penalty"]["config"], "aux": "pipelined", "replicas": 2})]
+    checks = [timed(by_kind[kind], invocation, seconds, "serial", device_share=share) for invocation, share, times in
+              (("20300101-000001", 0.5, (20.0, 11.0)), ("20300101-000002", None, (10.0, 5.2))) for kind, seconds in zip(("serial-1", "ddp"), times)]
+    (tmp_path / "four-devices").mkdir()
+    (tmp_path / "four-devices" / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in checks + four))
+    kernels = {"machine": {"threads": 2, "torch": "x"}, "repeats": 3, "copy_GBps": 10.0,
+               "rows": [{"op": "aux_update_ (AL)", "cut": cut, "batch": 4, "speedup": speedup, "copy_fraction": fraction}
+                        for cut, speedup, fraction in (("a", 2.0, 0.5), ("b", 4.0, 0.7))]}
+    (tmp_path / "kernels-cpu.json").write_text(json.dumps(kernels))
+    full = make_report(loopback + slow, tmp_path)
+    page = (tmp_path / "RESULTS.md").read_text()
+    assert len(page.encode()) < 40_000 and "[ALL.md](ALL.md)" in page and "[narrative.md](narrative.md)" in page
+
+    accuracy = page.split("## Will it be as accurate?")[1].split("\n## ")[0]
+    assert "| backprop | **89.80** (mean of 2 seeds: 90.00, 89.60) |" in accuracy
+    assert "| pipelined λ, half of the epochs parallel | 89.50 (-0.30) |" in accuracy
+    assert "| stored λ (penalty), half of the epochs parallel | 88.00 (-1.80) |" in accuracy
+    standing = page.split("## Where things stand (2030-01-01)")[1].split("\n## ")[0]
+    assert "-0.30 (mnist_resnet, embedded, 4 epochs, mean of 2 seeds); backprop's own seeds differ by 0.40 points" in standing
+
+    rho = per_epoch_speedups(loopback)
+    ours = max(rho["penalty+pipe+share1"], rho["penalty+share1+cut3-5+pipe"])
+    speed = page.split("## How much faster than DDP?")[1].split("\n## ")[0]
+    # To 89.0%: backprop and DDP after 4 epochs, pipelined λ after 2 parallel ones.
+    assert (f"| mnist_resnet, embedded | {rho['ddp']:.2f}× | {rho['gpipe']:.2f}× | {rho['1f1b']:.2f}× | {ours:.2f}×"
+            in speed)
+    assert f"| {rho['ddp']:.2f}× (4 epochs) | {2 * rho['penalty+pipe+share1']:.2f}× (pipelined λ, half of the epochs parallel) |" in speed
+    assert f"lpfast {ours:.2f}×, DDP {rho['ddp']:.2f}× (mnist_resnet, embedded)" in standing
+
+    links = page.split("## At what link does it pay?")[1].split("\n## ")[0]
+    assert (f"| mnist_resnet, embedded | 100mbit | {rho['ddp'] / 4:.2f}× | {rho['1f1b'] / 4:.2f}× | {rho['penalty+pipe+share1'] / 4:.2f}× | "
+            f"{rho['penalty+pipe+ds+share1'] / 4:.2f}× | 2 Gbit/s – 5 Gbit/s |") in links
+
+    many_stages = page.split("## Many stages")[1].split("\n## ")[0]
+    assert "| 4 | 2/4 | 50.00 | 70.00 | -20.00 | **in progress (2 of 4 epochs)** |" in many_stages and "K=8: not started yet." in many_stages
+
+    devices = page.split("## Four devices")[1].split("\n## ")[0]
+    assert f"| lpfast 2 stages × 2 replicas, pipelined λ | {20 / 6:.2f}× ({20 / 6 / 2.5:.2f}× DDP) |" in devices
+    assert f"DDP {20 / 11:.2f}× against {10 / 5.2:.2f}×" in devices and "Not measured yet on four devices: resnet20 on loopback" in devices
+    assert f"lpfast 2 stages × 2 replicas, pipelined λ {20 / 6:.2f}×; DDP 2.50×" in standing
+
+    assert "| aux_update_ (AL) | 3.00× | 2.00–4.00× | 60% |" in page and "**GPU**: not measured yet" in page
+    # Every four-device invocation has its section in the full page, and none of their rows joins the K=2 sections.
+    assert "(invocation 20300101-000003)" in full and "(invocation 20300101-000001)" in full
+    two_devices = full.split("## devices: mnist_resnet on embedded")[1].split("\n## ")[0]
+    assert "20300101" not in two_devices
+
+
+def load_bench_script(name: str):
+    """A script of bench/ as a module."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_report_page_of_the_committed_results_is_small(tmp_path):
+    """The page of this repository's results stays one a user reads in five minutes."""
+    report = load_bench_script("report")
+    folder = ROOT / "bench" / "results"
+    page = "\n".join(report.short_page(report.load(folder / "records.jsonl"), report.load_invocations(folder / "four-devices" / "records.jsonl"),
+                                       report.real_tables(folder), folder, tmp_path / "plots", ROOT / "bench" / "RESULTS.md", folder / "ALL.md"))
+    assert len(page.encode()) < 40_000
+    for question in ("Will it be as accurate?", "How much faster than DDP?", "At what link does it pay?", "Four devices", "Many stages"):
+        assert question in page.split("\n## Will it be as accurate?")[0]  # answered on the first screen
 
 
 def test_slow_link_joins_two_namespaces_and_removes_them():
@@ -299,12 +403,7 @@ def test_message_over_slow_link_costs_its_rate(tmp_path):
 
 
 def load_ceiling():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("ceiling", ROOT / "bench" / "ceiling.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_bench_script("ceiling")
 
 
 def test_ceiling_bounds_follow_the_pipeline_and_amdahl():
@@ -540,6 +639,9 @@ def test_row_modifiers_and_errors():
     name, options, workers, threads = row("penalty+pipe+d2+rt", 2, None, 4, 30)
     assert name == "penalty K=2 × 2 replicas, --aux pipelined, a stage's replicas together" and (workers, threads) == (4, 1)
     assert options[-6:] == ["--replicas", "2", "--aux", "pipelined", "--placement", "replicas-together"]
+    # bf16 / fp16: the row under autocast.
+    assert row("serial-1+bf16", 2, None, 4, 30)[:2] == ("serial, 1 thread, bf16 autocast", ["--precision", "bf16"])
+    assert row("penalty+pipe+fp16", 2, None, 4, 30)[1][-2:] == ["--precision", "fp16"]
     for bad in ("serial-1+d2", "penalty+d2+oneprocess"):
         with pytest.raises(ValueError, match="unknown row"):
             row(bad, 2, None, 4, 30)
