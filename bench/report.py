@@ -1422,11 +1422,46 @@ def kernels_plot(device: str, by_op: dict[str, list[dict]], plot_dir: Path) -> P
     return _save(fig, plot_dir / f"page-kernels-{device}.png")
 
 
+def precision_pairs(folder: Path) -> list[tuple[dict, dict]]:
+    """(float32 row, its ``+bf16`` twin) from ``results/precision/records.jsonl``: one interleaved
+    invocation, so their ratios stand (a later record of a kind replaces an earlier one)."""
+    path = folder / "precision" / "records.jsonl"
+    by_kind = {r["kind"]: r for r in map(json.loads, path.read_text().splitlines())} if path.exists() else {}
+    return [(r, by_kind[kind + "+bf16"]) for kind, r in by_kind.items() if kind + "+bf16" in by_kind]
+
+
+def precision_section(folder: Path) -> list[str]:
+    pairs = precision_pairs(folder)
+    if not pairs:
+        return []
+    first = pairs[0][0]
+    subset = first["config"].get("train_subset")
+    lines = ["## Mixed precision on this CPU", "",
+             f"`--precision bf16` against float32, {model_on(first['model'], first['dataset'])}, "
+             f"{f'{subset} training images' if subset else 'the whole training set'}, {len(first['test_acc'])} interleaved epochs "
+             "(`bench/results/precision/`); a CPU number: a GPU's bf16 gain is its own.", "",
+             "| run | float32 epoch | bf16 epoch | bf16 speed-up | peak memory float32 → bf16 |", "|---|---|---|---|---|"]
+    for fp32, bf16 in pairs:
+        lines.append(f"| {describe(fp32['kind'])} | {fp32['median_epoch_time_s']:.1f} s | {bf16['median_epoch_time_s']:.1f} s | "
+                     f"{fp32['median_epoch_time_s'] / bf16['median_epoch_time_s']:.2f}× | "
+                     f"{fp32['peak_rss_mb']:.0f} → {bf16['peak_rss_mb']:.0f} MB |")
+    rows = [r for pair in pairs for r in pair]
+    return lines + ["", "```", bench_command(rows, [r["kind"] for r in rows]) + " --out bench/results/precision", "```", ""]
+
+
+def precision_standing(folder: Path) -> str | None:
+    pairs = precision_pairs(folder)
+    if not pairs:
+        return None
+    said = ", ".join(f"{describe(fp32['kind'])} {fp32['median_epoch_time_s'] / bf16['median_epoch_time_s']:.2f}×" for fp32, bf16 in pairs)
+    return f"- **Mixed precision** (this CPU, {model_on(pairs[0][0]['model'], pairs[0][0]['dataset'])}): bf16 epochs against float32: {said}."
+
+
 def standing(groups: dict, four: dict, loaded: list, composed: list[Composed], folder: Path) -> list[str]:
     """The page's first screen: one line per question, every number computed as in its section."""
     return [line for line in (accuracy_standing(budgets(loaded)), speed_standing(groups, composed), link_standing(groups),
                               *four_devices_standing(four), many_stages_standing(loaded), memory_standing(loaded),
-                              kernels_standing(folder)) if line]
+                              precision_standing(folder), kernels_standing(folder)) if line]
 
 
 def accuracy_standing(columns: list[Budget]) -> str | None:
@@ -1535,7 +1570,7 @@ def short_page(groups: dict, four: dict, loaded: list, folder: Path, plot_dir: P
             *accuracy_section(budgets(loaded), plot_dir, page), *many_stages_section(loaded, plot_dir, page),
             *speed_section(groups, composed, plot_dir, page), *link_section(groups, plot_dir, page),
             *four_devices_section(four, folder, plot_dir, page), *memory_section(loaded, plot_dir, page),
-            *kernels_section(folder, plot_dir, page)]
+            *precision_section(folder), *kernels_section(folder, plot_dir, page)]
 
 
 def write(path: Path, lines: list[str]) -> None:

@@ -87,10 +87,11 @@ from lpfast import checkpoint as ckpt
 from lpfast.config import TrainConfig
 from lpfast.cpuquota import Devices, cpu_quotas, in_group
 from lpfast.netns import Host, slow_link
+from lpfast.serial import STAGES_PER_WORKER
 
 ROOT = Path(__file__).resolve().parents[1]
 DS_OPTIONS = ["--ds-factor", "2", "--wire-dtype", "bfloat16"]
-PIPELINE_SCHEDULES = {"gpipe": "GPipe", "1f1b": "1F1B"}
+PIPELINE_SCHEDULES = {"gpipe": "GPipe", "1f1b": "1F1B", "interleaved-1f1b": "interleaved 1F1B", "zero-bubble": "interleaved zero bubble"}
 PRESETS = {
     "smoke": ("serial-1", "serial-K", "ddp", "gpipe", "1f1b", "penalty", "penalty+ds", "penalty+net"),
     "parallel": ("serial-1", "serial-K", "penalty", "al", "penalty+lr0.1"),
@@ -168,8 +169,10 @@ def row(kind: str, workers: int, parallel_epochs: int | None, micro_batches: int
     elif base == "ddp":
         name, options, procs, threads = f"DDP, {workers} workers x 1 thread", ["--method", "serial"], workers, 1
     elif base in PIPELINE_SCHEDULES:
-        name, options, procs, threads = (f"pipeline {PIPELINE_SCHEDULES[base]} K={workers}, {micro_batches} micro-batches",
-                                          ["--method", "penalty", "--stages", str(workers), "--parallel-epochs", "0",
+        stages = workers * STAGES_PER_WORKER[base]  # the looped schedules: two stages on each worker
+        name, options, procs, threads = (f"pipeline {PIPELINE_SCHEDULES[base]} K={stages}"
+                                          + (f" on {workers} workers" if stages > workers else "") + f", {micro_batches} micro-batches",
+                                          ["--method", "penalty", "--stages", str(stages), "--parallel-epochs", "0",
                                            "--micro-batches", str(micro_batches), "--serial-schedule", base], workers, 1)
     elif base in ("penalty", "al"):
         # Stored λ unless a modifier says otherwise (pipe, net): the rows keep their meaning whatever lpfast train's default.
@@ -199,28 +202,26 @@ def launch(program: list[str], workers: int, port: int, link: tuple[Host, Host] 
     ranks on one namespace, the second half on the other) and with ``devices``, the cgroups of
     ``--device-share`` (:mod:`lpfast.cpuquota`: worker i in group i, the groups of one core pinned
     to it, ranks filling core 0 first)."""
-    def device(i: int, command: list[str]) -> tuple[list[str], int]:
-        """``command`` as worker i's device, and the core it runs on."""
-        if devices is None:
-            return command, i * (os.cpu_count() or 1) // max(workers, 1)
-        return in_group(command, devices.groups[i]), devices.core(i)
+    def core(i: int) -> int:
+        return devices.core(i) if devices is not None else i * (os.cpu_count() or 1) // max(workers, 1)
+
+    def as_device(i: int, command: list[str]) -> list[str]:
+        """``command`` as worker i's device: joined to its cgroup from here, before any namespace is
+        entered (``ip netns exec`` mounts a /sys of its own, without the cgroup tree)."""
+        return in_group(command, devices.groups[i]) if devices is not None else command
 
     if not workers:
         if devices is None:
             return [[sys.executable, *program]]
-        command, core = device(0, [sys.executable, *program])
-        return [["taskset", "-c", str(core), *command]]
+        return [as_device(0, ["taskset", "-c", str(core(0)), sys.executable, *program])]
     if link is None and devices is None:
         return [[sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(workers), "--master-port", str(port), *program]]
     processes = []
     for rank in range(workers):
-        command, core = device(rank, [sys.executable, "-m", "torch.distributed.run", "--nnodes", str(workers), "--node-rank", str(rank),
-                                      "--nproc-per-node", "1", "--master-addr", link[0].address if link else "127.0.0.1",
-                                      "--master-port", str(port), *program])
-        if link is None:
-            processes.append(["taskset", "-c", str(core), *command])
-        else:
-            processes.append(link[rank * len(link) // workers].wrap(command, cores=[core]))
+        command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", str(workers), "--node-rank", str(rank),
+                   "--nproc-per-node", "1", "--master-addr", link[0].address if link else "127.0.0.1", "--master-port", str(port), *program]
+        placed = ["taskset", "-c", str(core(rank)), *command] if link is None else link[rank * len(link) // workers].wrap(command, cores=[core(rank)])
+        processes.append(as_device(rank, placed))
     return processes
 
 

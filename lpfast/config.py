@@ -10,7 +10,7 @@ from lpfast.mesh import PLACEMENTS
 from lpfast.models import TORCHVISION_PREFIX, TORCHVISION_RESNETS, build_model
 from lpfast.parallel import AUX_KINDS, DEFAULT_LOCAL_LOSS, METHODS as PARALLEL_METHODS, default_aux
 from lpfast.precision import PRECISIONS
-from lpfast.serial import SCHEDULES as SERIAL_SCHEDULES
+from lpfast.serial import SCHEDULES as SERIAL_SCHEDULES, STAGES_PER_WORKER
 
 SCHEDULES = ("cosine", "step")
 METHODS = ("serial", *PARALLEL_METHODS)
@@ -240,6 +240,11 @@ class TrainConfig:
                              "and --aux store (an auxiliary network regresses once per batch)")
         if self.serial_schedule not in SERIAL_SCHEDULES:
             raise ValueError(f"serial_schedule must be one of {', '.join(SERIAL_SCHEDULES)}, got {self.serial_schedule!r}")
+        looped = STAGES_PER_WORKER[self.serial_schedule]
+        if looped > 1 and (self.method == "serial" or self.parallel_epochs != 0 or self.stages % looped or self.replicas != 1):
+            raise ValueError(f"--serial-schedule {self.serial_schedule} loops {looped} stages over each worker in the serial "
+                             f"phase only: use it with --method penalty|al --parallel-epochs 0, --stages a multiple of {looped} "
+                             f"(on stages/{looped} workers) and --replicas 1")
         if self.store_dtype not in STORE_DTYPES:
             raise ValueError(f"store_dtype must be one of {', '.join(STORE_DTYPES)}, got {self.store_dtype!r}")
         if self.store_location not in STORE_LOCATIONS:
@@ -248,6 +253,11 @@ class TrainConfig:
             raise ValueError(f"checkpoint_every must be >= 1 steps (or none: checkpoints after every epoch only), got {self.checkpoint_every}")
         if self.dist_timeout <= 0:
             raise ValueError(f"dist_timeout must be > 0 seconds, got {self.dist_timeout}")
+
+    @property
+    def workers_per_replica(self) -> int:
+        """Workers one replica's stages take: one a stage, or fewer under a looped serial schedule."""
+        return self.stages // STAGES_PER_WORKER[self.serial_schedule]
 
     def phase(self, epoch: int) -> str:
         """``parallel`` or ``serial``: what epoch ``epoch`` (from 0) trains with."""

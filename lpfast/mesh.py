@@ -38,11 +38,17 @@ class Mesh:
     pipeline_group: dist.ProcessGroup | None = None
 
     def rank_of(self, stage: int, replica: int | None = None) -> int:
-        """The global rank of ``stage`` in ``replica`` (default: this rank's replica)."""
+        """The global rank of ``stage`` in ``replica`` (default: this rank's replica). A network of
+        more stages than ranks is looped over them: stage s lives with stage s mod ``stages``."""
         replica = self.replica if replica is None else replica
+        stage %= self.stages
         if self.placement == "stages-together":
             return replica * self.stages + stage
         return stage * self.replicas + replica
+
+    def holds(self, stage: int) -> bool:
+        """Whether this rank holds ``stage`` (its own, and with a looped layout every ``stages``-th after it)."""
+        return stage % self.stages == self.stage
 
     def name(self, stage: int, replica: int | None = None) -> str:
         """How errors and logs call a worker: ``stage 1`` or, with replicas, ``stage 1 of replica 0 (rank 1)``."""

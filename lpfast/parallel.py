@@ -105,6 +105,9 @@ class LayerParallel:
     - ``serial_schedule``: the serial phase's pipeline schedule across workers, ``"1f1b"`` (default:
       a stage holds at most K micro-batches' activations) or ``"gpipe"`` (all M), both from
       ``torch.distributed.pipelining``; in one process the stages run micro-batch by micro-batch.
+      ``"interleaved-1f1b"`` and ``"zero-bubble"`` loop 2K stages over K workers (worker w holds
+      stages w and w+K; a ``DistTransport`` over K ranks with ``stages=2K``): the serial phase only,
+      for comparing schedules (:meth:`step` refuses a worker that holds two stages).
     - ``autocast``: ``torch.bfloat16`` or ``torch.float16`` runs every forward (both phases, the λ
       pass, auxiliary networks, evaluation) under ``torch.autocast`` (:mod:`lpfast.precision`);
       parameters and optimizer state stay in the model's dtype. What crosses a cut goes in the
@@ -255,8 +258,7 @@ class LayerParallel:
         if len(self.own) == self.num_stages:
             self.serial_pipeline = LocalPipeline(self.stages, self.plan.cut_shapes, self.transport, memory_format, self.precision)
         else:
-            (rank,) = self.own
-            self.serial_pipeline = TorchPipeline(self.stages[rank], rank, self.num_stages, self.plan.cut_shapes,
+            self.serial_pipeline = TorchPipeline({s: self.stages[s] for s in self.own}, self.num_stages, self.plan.cut_shapes,
                                                  self.transport, serial_schedule, self.device, memory_format, self.precision,
                                                  group=self.transport.mesh.pipeline_group)
         self.epoch = 0  # parallel epochs completed: β's schedule counts these (a serial warm-up leaves it at β0)
@@ -403,6 +405,9 @@ class LayerParallel:
         when needed, a read synchronises with the device)."""
         if not self.initialised:
             raise RuntimeError("call LayerParallel.initialise(...) before the first step (it fills the auxiliary variables)")
+        if 1 < len(self.own) < self.num_stages:
+            raise RuntimeError(f"this worker holds stages {self.own}, looped for the serial schedule; the parallel phase "
+                               "runs one stage on each worker: train this layout with serial_step")
         if self.pipelined is not None:
             return self._pipelined_step(x, y, flips, micro_batches)
         if idx is None:

@@ -6,7 +6,9 @@ Two implementations of one contract, chosen by where the stages live:
 - :class:`TorchPipeline`, one stage per ``torch.distributed`` rank: the schedules of
   ``torch.distributed.pipelining`` (``ScheduleGPipe``: every forward, then every backward;
   ``Schedule1F1B``: one forward, one backward in the steady state, so a stage holds at most K
-  micro-batches' activations instead of M);
+  micro-batches' activations instead of M); or two stages per rank, looped (rank w of W holds
+  stages w and w+W), under ``ScheduleInterleaved1F1B`` or ``ScheduleInterleavedZeroBubble``
+  (which also splits each backward into its input and weight halves to fill the bubbles);
 - :class:`LocalPipeline`, every stage in this process: the micro-batches forward through all
   stages, then backward, the tensors crossing cuts through the transport so bytes count alike.
 
@@ -29,7 +31,10 @@ from torch import Tensor, nn
 from lpfast.precision import Precision
 from lpfast.transport import Transport
 
-SCHEDULES = ("1f1b", "gpipe")
+SCHEDULES = ("1f1b", "gpipe", "interleaved-1f1b", "zero-bubble")
+#: Stages each worker holds under a schedule: the looped ones give worker w of W the stages w, w+W, …
+#: (``torch.distributed.pipelining``'s interleaved 1F1B and zero-bubble schedules, two each here).
+STAGES_PER_WORKER = {"1f1b": 1, "gpipe": 1, "interleaved-1f1b": 2, "zero-bubble": 2}
 
 
 class LocalPipeline:
@@ -82,63 +87,73 @@ class LocalPipeline:
 
 
 class TorchPipeline:
-    """This rank's stage ``index`` of ``num_stages`` under ``torch.distributed.pipelining``'s ``schedule``
-    (``"1f1b"`` or ``"gpipe"``), over ``group`` (its replica's ranks, one a stage; default: every
-    rank). ``stage_time`` gets the whole step's time, waits included: the schedule interleaves a
-    stage's work with its messages."""
+    """This rank's ``stages`` (index -> module; one, or with a looped schedule several) of
+    ``num_stages`` under ``torch.distributed.pipelining``'s ``schedule``, over ``group`` (its
+    replica's ranks, one a stage; default: every rank). ``stage_time`` gets the whole step's time,
+    waits included, shared equally by this rank's stages: the schedule interleaves their work with
+    their messages."""
 
-    def __init__(self, stage: nn.Module, index: int, num_stages: int, cut_shapes: Sequence[tuple[int, ...]],
+    def __init__(self, stages: dict[int, nn.Module], num_stages: int, cut_shapes: Sequence[tuple[int, ...]],
                  transport: Transport, schedule: str, device: torch.device, memory_format: torch.memory_format,
                  precision: Precision, group: torch.distributed.ProcessGroup | None = None) -> None:
+        if len(stages) != STAGES_PER_WORKER[schedule]:
+            raise ValueError(f"the {schedule} schedule runs {STAGES_PER_WORKER[schedule]} stage(s) on each worker, "
+                             f"this one holds {len(stages)}")
         self.memory_format, self.group, self.precision = memory_format, group, precision
-        self.stage, self.index, self.num_stages = stage, index, num_stages
+        self.stages, self.num_stages = dict(sorted(stages.items())), num_stages
         self.cut_shapes, self.transport, self.schedule, self.device = cut_shapes, transport, schedule, device
         self._built: dict[tuple[int, int], object] = {}
 
     def _schedule_for(self, batch: int, micro_batches: int):
-        """The schedule for this batch shape; built once (its stage infers the micro-batch shapes on its first step)."""
+        """The schedule for this batch shape; built once (its stages infer the micro-batch shapes on its first step)."""
         key = (batch, micro_batches)
         if key not in self._built:
-            from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
+            from torch.distributed import pipelining
 
-            stage = PipelineStage(_DenseOnWire(self.stage, self.memory_format, self.precision.activation_dtype),
-                                  self.index, self.num_stages, self.device, group=self.group)
+            stages = [pipelining.PipelineStage(_DenseOnWire(module, self.memory_format, self.precision.activation_dtype),
+                                               index, self.num_stages, self.device, group=self.group)
+                      for index, module in self.stages.items()]
             # With fewer micro-batches than stages 1F1B has no steady state and orders the work as
             # GPipe does; torch's Schedule1F1B refuses that case, so GPipe runs it.
-            kind = Schedule1F1B if self.schedule == "1f1b" and micro_batches >= self.num_stages else ScheduleGPipe
+            kind = {"1f1b": pipelining.Schedule1F1B if micro_batches >= self.num_stages else pipelining.ScheduleGPipe,
+                    "gpipe": pipelining.ScheduleGPipe, "interleaved-1f1b": pipelining.ScheduleInterleaved1F1B,
+                    "zero-bubble": pipelining.ScheduleInterleavedZeroBubble}[self.schedule]
+
             # Each micro-batch's loss is its share of the batch mean, as in LocalPipeline, so both
             # accumulate the same gradients in the same arithmetic (times the loss scale with float16).
             def share(logits: Tensor, target: Tensor) -> Tensor:
                 return self.precision.scale(F.cross_entropy(self.precision.for_loss(logits), target, reduction="sum") / batch)
 
-            self._built[key] = kind(stage, micro_batches, loss_fn=share, scale_grads=False)
+            self._built[key] = kind(stages if STAGES_PER_WORKER[self.schedule] > 1 else stages[0], micro_batches,
+                                    loss_fn=share, scale_grads=False)
         return self._built[key]
 
     def run(self, x: Tensor, y: Tensor, micro_batches: int, stage_time: dict[int, float]) -> Tensor | None:
-        batch, s, last = y.numel(), self.index, self.num_stages - 1
+        batch, last = y.numel(), self.num_stages - 1
         if batch % micro_batches:
             raise ValueError(f"the serial pipeline across workers needs micro_batches ({micro_batches}) to divide the batch size ({batch})")
         schedule = self._schedule_for(batch, micro_batches)
         tick = time.perf_counter()
         losses: list[Tensor] = []
         with self.precision.autocast():
-            if s == 0:
+            if 0 in self.stages:
                 schedule.step(x, return_outputs=False)
-            elif s == last:
+            elif last in self.stages:
                 schedule.step(target=y, losses=losses, return_outputs=False)
             else:
                 schedule.step(return_outputs=False)
-        stage_time[s] += time.perf_counter() - tick
+        elapsed = time.perf_counter() - tick
         # What the schedule sent: each micro-batch's activation forward and its gradient back.
         element = self.precision.activation_dtype.itemsize
-        if s < last:
-            self.transport.count_sent(batch * math.prod(self.cut_shapes[s]) * element, s, s + 1)
-        if s > 0:
-            self.transport.count_sent(batch * math.prod(self.cut_shapes[s - 1]) * element, s, s - 1)
-        if s != last:
+        for s in self.stages:
+            stage_time[s] += elapsed / len(self.stages)
+            if s < last:
+                self.transport.count_sent(batch * math.prod(self.cut_shapes[s]) * element, s, s + 1)
+            if s > 0:
+                self.transport.count_sent(batch * math.prod(self.cut_shapes[s - 1]) * element, s, s - 1)
+        if last not in self.stages:
             return None
         return torch.stack([loss.detach() for loss in losses]).double().sum() / self.precision.loss_scale
-
 
 
 class _DenseOnWire(nn.Module):

@@ -110,11 +110,11 @@ class Trainer:
             self._check_resumable(config)
         self.config = config
         self.data_parallel = self.world > 1 and config.method == "serial"
-        if self.world > 1 and not self.data_parallel and self.world != config.stages * config.replicas:
+        if self.world > 1 and not self.data_parallel and self.world != config.workers_per_replica * config.replicas:
             raise ValueError(
                 f"{self.world} workers need --stages K --replicas D with K·D = {self.world} and --method penalty|al (one stage "
-                f"per worker), or --method serial (data-parallel); got --method {config.method} --stages {config.stages} "
-                f"--replicas {config.replicas}"
+                f"per worker; a looped --serial-schedule puts two on one), or --method serial (data-parallel); got --method "
+                f"{config.method} --stages {config.stages} --replicas {config.replicas} --serial-schedule {config.serial_schedule}"
             )
         if self.world == 1 and config.replicas > 1:
             raise ValueError(f"--replicas {config.replicas} runs under torchrun, one stage of one replica per worker: "
@@ -135,7 +135,7 @@ class Trainer:
         if len(self.train_data) < config.batch_size:
             raise ValueError(f"batch_size {config.batch_size} exceeds the {len(self.train_data)} training samples")
         # K stages × D replicas: which stage and replica this worker is, the groups it talks to.
-        self.mesh = build_mesh(config.stages, config.replicas, placement=config.placement) \
+        self.mesh = build_mesh(config.workers_per_replica, config.replicas, placement=config.placement) \
             if self.world > 1 and not self.data_parallel else None
         self.replica = self.mesh.replica if self.mesh is not None else 0
         self.batch_size = config.batch_size // config.replicas  # this replica's share of every batch

@@ -142,7 +142,8 @@ def _flat(tensor: Tensor, memory_format: torch.memory_format) -> Tensor:
 class DistTransport(Transport):
     """One stage per ``torch.distributed`` rank. Without a ``mesh`` stage ``i`` is rank ``i`` of the
     default group; with one (:func:`lpfast.mesh.build_mesh`) this rank holds ``mesh.stage`` of
-    ``mesh.replica``, and its messages go to the same replica's other stages."""
+    ``mesh.replica``, and its messages go to the same replica's other stages. A network of more
+    stages than ranks (a looped serial schedule) puts stage s with stage s mod K."""
 
     def __init__(self, timeout: datetime.timedelta, mesh: Mesh | None = None) -> None:
         super().__init__()
@@ -168,7 +169,7 @@ class DistTransport(Transport):
                                replicas=self.mesh.replicas, timeout=self.timeout, who=self.mesh.name(stage), peers=peers)
 
     def owns(self, stage: int) -> bool:
-        return stage == self.stage
+        return self.mesh.holds(stage)
 
     def isend(self, tensor: Tensor, src: int, dst: int, *, memory_format: torch.memory_format = torch.contiguous_format) -> None:
         tensor = tensor.contiguous(memory_format=memory_format)  # no copy when it is laid out so already

@@ -293,6 +293,11 @@ def test_report_page_numbers_come_from_the_records(smoke_records, tmp_path):
                "rows": [{"op": "aux_update_ (AL)", "cut": cut, "batch": 4, "speedup": speedup, "copy_fraction": fraction}
                         for cut, speedup, fraction in (("a", 2.0, 0.5), ("b", 4.0, 0.7))]}
     (tmp_path / "kernels-cpu.json").write_text(json.dumps(kernels))
+    # Mixed precision: backprop 12 s an epoch in float32, 8 s in bf16.
+    (tmp_path / "precision").mkdir()
+    (tmp_path / "precision" / "records.jsonl").write_text("".join(
+        json.dumps({**timed(by_kind["serial-1"], "20300101-000004", seconds, "serial"), "kind": kind, "peak_rss_mb": peak}) + "\n"
+        for kind, seconds, peak in (("serial-1", 12.0, 1000.0), ("serial-1+bf16", 8.0, 800.0))))
     full = make_report(loopback + slow, tmp_path)
     page = (tmp_path / "RESULTS.md").read_text()
     assert len(page.encode()) < 40_000 and "[ALL.md](ALL.md)" in page and "[narrative.md](narrative.md)" in page
@@ -326,6 +331,7 @@ def test_report_page_numbers_come_from_the_records(smoke_records, tmp_path):
     assert f"lpfast 2 stages × 2 replicas, pipelined λ {20 / 6:.2f}×; DDP 2.50×" in standing
 
     assert "| aux_update_ (AL) | 3.00× | 2.00–4.00× | 60% |" in page and "**GPU**: not measured yet" in page
+    assert "| backprop | 12.0 s | 8.0 s | 1.50× | 1000 → 800 MB |" in page and "bf16 epochs against float32: backprop 1.50×" in standing
     # Every four-device invocation has its section in the full page, and none of their rows joins the K=2 sections.
     assert "(invocation 20300101-000003)" in full and "(invocation 20300101-000001)" in full
     two_devices = full.split("## devices: mnist_resnet on embedded")[1].split("\n## ")[0]
@@ -639,6 +645,10 @@ def test_row_modifiers_and_errors():
     name, options, workers, threads = row("penalty+pipe+d2+rt", 2, None, 4, 30)
     assert name == "penalty K=2 × 2 replicas, --aux pipelined, a stage's replicas together" and (workers, threads) == (4, 1)
     assert options[-6:] == ["--replicas", "2", "--aux", "pipelined", "--placement", "replicas-together"]
+    # The looped schedules: two stages on each worker.
+    name, options, workers, _ = row("zero-bubble", 2, None, 8, 30)
+    assert name == "pipeline interleaved zero bubble K=4 on 2 workers, 8 micro-batches" and workers == 2
+    assert options[:4] == ["--method", "penalty", "--stages", "4"] and options[-2:] == ["--serial-schedule", "zero-bubble"]
     # bf16 / fp16: the row under autocast.
     assert row("serial-1+bf16", 2, None, 4, 30)[:2] == ("serial, 1 thread, bf16 autocast", ["--precision", "bf16"])
     assert row("penalty+pipe+fp16", 2, None, 4, 30)[1][-2:] == ["--precision", "fp16"]
@@ -653,13 +663,19 @@ def test_row_modifiers_and_errors():
 def test_devices_of_a_share_of_a_core_are_cgroups_pinned_two_to_a_core():
     from lpfast.benchmark import launch
     from lpfast.cpuquota import CGROUP_CPU, PERIOD_US, Devices, cpu_quotas, in_group
+    from lpfast.netns import Host
 
     devices = Devices([Path(f"/g{i}") for i in range(4)], per_core=2)
     processes = launch(["-m", "x"], 4, 29500, None, devices)
-    assert [p[:3] for p in processes] == [["taskset", "-c", str(i // 2)] for i in range(4)]
-    assert all(f"echo $$ > /g{i}/cgroup.procs" in p[5] and "--node-rank" in p and p[p.index("--node-rank") + 1] == str(i)
+    # Each worker joins its group, then runs pinned to its core.
+    assert [p[4:7] for p in processes] == [["taskset", "-c", str(i // 2)] for i in range(4)]
+    assert all(p[:2] == ["sh", "-c"] and f"echo $$ > /g{i}/cgroup.procs" in p[2] and p[p.index("--node-rank") + 1] == str(i)
                for i, p in enumerate(processes))
-    assert launch(["-m", "x"], 0, 29500, None, devices)[0][:3] == ["taskset", "-c", "0"]
+    assert launch(["-m", "x"], 0, 29500, None, devices)[0][4:7] == ["taskset", "-c", "0"]
+    # Over a link the group is joined before the namespace is entered: inside it /sys has no cgroups.
+    hosts = (Host("ns-a", "if-a", "10.0.0.1"), Host("ns-b", "if-b", "10.0.0.2"))
+    linked = launch(["-m", "x"], 4, 29500, hosts, devices)
+    assert all(p[2].startswith("echo $$ > /g") and p[4:8] == ["ip", "netns", "exec", f"ns-{'ab'[i // 2]}"] for i, p in enumerate(linked))
     if os.geteuid() != 0 or not (CGROUP_CPU / "cpu.cfs_quota_us").exists():
         pytest.skip("no cgroup v1 cpu controller to write to here")
     with cpu_quotas(1, 0.5, tag="test") as made:

@@ -460,6 +460,27 @@ def test_serial_phase_over_two_workers_is_backprop(tmp_path, micro_batches, sche
         assert worker["records"][-1]["bytes_backward"] == [steps * 32 * cut * 4]
 
 
+@pytest.mark.parametrize("schedule", ["interleaved-1f1b", "zero-bubble"])
+def test_looped_schedules_on_two_workers_are_the_four_stage_pipeline(tmp_path, schedule):
+    # Four stages looped over two workers (stages 0 and 2 on one, 1 and 3 on the other) under
+    # torch.distributed.pipelining's interleaved schedules: the four stages' pipeline of one process.
+    config = dict(model="mnist_resnet", method="penalty", stages=4, parallel_epochs=0, micro_batches=4, epochs=1, batch_size=32,
+                  threads=1, serial_schedule=schedule)
+    workers = run_workers(tmp_path, config)
+    train, test = small_data()
+    single = Trainer(TrainConfig(**{**config, "serial_schedule": "1f1b"}), train_data=train, test_data=test, log=lambda s: None)
+    records = single.fit()
+    state = single.lp.state_dict()
+    cuts = partition(describe(mnist_resnet()), 4, (1, 28, 28)).cut_shapes
+    for rank, worker in enumerate(workers):
+        assert worker["state"]["stages"].keys() == {rank, rank + 2}
+        for s, stage in worker["state"]["stages"].items():
+            for name, value in stage.items():
+                torch.testing.assert_close(value, state["stages"][s][name], rtol=1e-5, atol=1e-6, msg=f"stage {s} {name}")
+        assert worker["records"][-1]["test_acc"] == pytest.approx(records[-1]["test_acc"])
+        assert worker["records"][-1]["bytes_forward"] == [6 * 32 * math.prod(shape) * 4 for shape in cuts]
+
+
 def test_hybrid_switches_phase_and_augments_only_serially():
     train, test = small_data()
     trainer = Trainer(TrainConfig(method="al", stages=2, epochs=3, parallel_epochs=2, augment=True, batch_size=32, threads=1),

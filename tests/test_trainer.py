@@ -84,6 +84,9 @@ def test_config_validation():
         TrainConfig(model="vgg")
     with pytest.raises(ValueError, match="momentum must be in"):
         TrainConfig(momentum=1.0)
+    with pytest.raises(ValueError, match="in the serial phase only"):
+        TrainConfig(method="penalty", stages=4, serial_schedule="interleaved-1f1b")  # parallel epochs too
+    assert TrainConfig(method="penalty", stages=4, parallel_epochs=0, serial_schedule="zero-bubble").workers_per_replica == 2
 
 
 def test_cli_train_and_resume(tmp_path, capsys):
