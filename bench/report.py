@@ -1238,7 +1238,8 @@ def lpfast_lead(rate: LinkRate) -> tuple[float, float] | None:
 FOUR_DEVICE_PLAN = tuple((model, link) for model in ("resnet20", "wrn_16_4") for link in ("loopback", "1gbit", "100mbit"))
 
 
-PEER_NAMES = {"serial-1": "backprop, one device", "ddp": "DDP", "gpipe": "GPipe", "1f1b": "1F1B"}
+PEER_NAMES = {"serial-1": "backprop, one device", "ddp": "DDP", "gpipe": "GPipe", "1f1b": "1F1B",
+              "interleaved-1f1b": "interleaved 1F1B (2 stages a device)", "zero-bubble": "interleaved zero bubble (2 stages a device)"}
 
 
 def device_label(r: dict) -> str:
@@ -1248,7 +1249,8 @@ def device_label(r: dict) -> str:
         return PEER_NAMES[family(kind)]
     replicas = r["config"].get("replicas") or 1
     layout = f"{r['workers'] // replicas} stages × {replicas} replicas" if replicas > 1 else f"K={r['workers']}"
-    return f"lpfast {layout}, " + describe("+".join(m for m in kind.split("+") if not re.fullmatch(r"[kd]\d+", m)))
+    placement = ", a stage's replicas together" if "rt" in kind.split("+") else ""
+    return f"lpfast {layout}, " + describe("+".join(m for m in kind.split("+") if not re.fullmatch(r"[kd]\d+", m))) + placement
 
 
 def four_device_headlines(four: dict[str, list[dict]]) -> dict[tuple[str, str, str], list[dict]]:
