@@ -26,6 +26,7 @@ speed-limit tables of ``bench/ceiling.py``. The hand-written history of the meas
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import re
@@ -40,7 +41,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from lpfast.benchmark import PRESETS  # noqa: E402
+from lpfast.describe import describe as describe_model  # noqa: E402
+from lpfast.models import build_model  # noqa: E402
 from lpfast.plan import PartCosts, link_bytes_per_s, predict  # noqa: E402
+from lpfast.stages import partition  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 NOISY = 1.5  # timing spread above which a row's times are flagged
@@ -196,8 +200,9 @@ def bench_command(records: list[dict], rows: list[str] | None = None) -> str:
     preset, _, link = first["benchmark"].partition(" over a ")
     parts = ["lpfast bench", preset, "--model", first["model"], "--dataset", first["dataset"], "--epochs", str(first["epoch_budget"]),
              "--batch-size", str(first["config"]["batch_size"]), "--workers", str(max(max(r["workers"], r["threads"]) for r in records))]
-    if first["config"].get("train_subset") is not None:
-        parts += ["--train-subset", str(first["config"]["train_subset"])]
+    for option in ("train_subset", "test_subset"):
+        if first["config"].get(option) is not None:
+            parts += [f"--{option.replace('_', '-')}", str(first["config"][option])]
     hybrid = [r["config"] for r in records if r["config"]["method"] != "serial" and r["config"]["parallel_epochs"]]
     # The micro-batches of the serial phase's pipeline: a row with every epoch parallel records 1.
     piped = [r["config"] for r in records
@@ -446,51 +451,99 @@ def ceilings(folder: Path) -> list[str]:
     return lines
 
 
-def planner_check(key: tuple[str, str, str], records: list[dict], folder: Path) -> list[str]:
-    """``lpfast plan``'s predictions against the section's measured epoch speed-ups over the baseline:
-    the plan's cost measurement (``plan-<model>-<dataset>.json`` beside the records) put through
-    :func:`lpfast.plan.predict` for each row's cut, micro-batches and the section's link. Only the
-    ``devices`` sections, whose rows run on one-core devices like the ones the planner measures."""
-    path = folder / f"plan-{key[1]}-{key[2]}.json"
-    if key[0].partition(" over a ")[0] != "devices" or not path.exists():
-        return []
+class Planned(NamedTuple):
+    """One measured row beside the planner's prediction for it."""
+    name: str
+    label: str  # the row in words, as the four-device tables name it
+    layout: str  # K × D and the cut
+    what: str  # which speed-up: of an epoch, of the parallel epoch, of the whole run
+    predicted: float
+    measured: float
+
+    @property
+    def error(self) -> float:
+        return self.predicted / self.measured - 1
+
+
+def on_share(costs: PartCosts, share: float | None) -> PartCosts:
+    """The plan's costs, measured on a whole core, on a device of ``share`` of a core: compute takes 1/share as long."""
+    if not share:
+        return costs
+    times = ("forward_s", "backward_s", "micro_forward_s", "micro_backward_s", "cut_regress_s", "cut_lambda_s")
+    return dataclasses.replace(costs, **{field: [t / share for t in getattr(costs, field)] for field in times})
+
+
+def default_cut(plan: dict, dataset: str, k: int) -> list[int]:
+    """The cut ``lpfast train`` makes for ``k`` stages of the plan's model: as the plan recorded it,
+    else as ``lpfast.stages.partition`` makes it."""
+    recorded = [p["cut"] for p in plan["predictions"] if p["stages"] == k and p["default"]]
+    if recorded:
+        return recorded[0]
+    described = describe_model(build_model(plan["model"], in_channels=plan["input_shape"][0], num_classes=100 if dataset == "cifar100" else 10))
+    return list(partition(described, k, plan["input_shape"]).blocks_per_stage)
+
+
+def planned_rows(records: list[dict], folder: Path) -> tuple[str, list[Planned]]:
+    """``lpfast plan``'s predictions for the rows of a ``devices`` invocation against their measured
+    speed-ups over its backprop on one device: the block and cut costs of ``plan-<model>-<dataset>.json``
+    beside the records (measured on one core; on a device of a share of a core, each takes
+    1/share as long) put through :func:`lpfast.plan.predict` for each row's layout, cut,
+    micro-batches, placement and link (two machines of half the devices each, as ``--slow-link``
+    makes them). The plan file's name and the rows; none where the plan or the baseline is missing.
+    The looped schedules, ψ and stored λ's filtered messages are not planned."""
+    first = records[0]
+    path = folder / f"plan-{first['model']}-{first['dataset']}.json"
+    kinds = {row_kind(r) for r in records}
+    if first["benchmark"].partition(" over a ")[0] != "devices" or not path.exists() or "serial-1" not in kinds:
+        return path.name, []
     plan = json.loads(path.read_text())
-    costs = PartCosts.from_dict(plan["costs"])
-    link = records[0].get("slow_link")
+    costs = on_share(PartCosts.from_dict(plan["costs"]), first.get("device_share"))
+    link = first.get("slow_link")
+    on_link = dict(link=link_bytes_per_s(link), hosts=2 if link else None)
     base = baseline(records)
-    lines = []
+    over_one = speedups_over_one_device(records)
+    planned = []
     for r in records:
-        kind, config = row_kind(r).split("+")[0], r["config"]
-        ds = config.get("ds_factor", 1) > 1
-        pipelined = config.get("aux") == "pipelined"
-        if kind not in ("ddp", "gpipe", "1f1b", "penalty", "al") or config.get("aux") == "net" or (ds and link and not pipelined):
-            continue  # ψ's cost, and stored λ's filtered messages, are not planned
-        default = [p["cut"] for p in plan["predictions"] if p["stages"] == r["workers"] and p["default"]]
-        cut = config.get("stage_blocks") or (default[0] if default else None)
-        if cut is None:
+        kind, config = row_kind(r), r["config"]
+        family_, ds, pipelined = kind.split("+")[0], config.get("ds_factor", 1) > 1, config.get("aux") == "pipelined"
+        if family_ not in ("ddp", "gpipe", "1f1b", "penalty", "al") or config.get("aux") == "net" or (ds and link and not pipelined):
             continue
-        p = predict(costs, r["workers"], cut=cut, link=link_bytes_per_s(link), micro_batches=config.get("micro_batches", 4))
-        if kind == "ddp":
-            predicted, measured, what = p.ddp_speedup, epoch_speedup(base, r), "epoch"
-        elif kind in ("gpipe", "1f1b"):
-            predicted = p.gpipe_speedup if kind == "gpipe" else p.pipeline_speedup
-            measured, what = epoch_speedup(base, r), "epoch"
+        if family_ == "ddp":  # one stage on every device
+            p = predict(costs, 1, replicas=r["workers"], **on_link)
+            planned.append(Planned(r["name"], device_label(r), "—", "epoch", p.ddp_speedup, over_one[kind]))
+            continue
+        replicas = config.get("replicas") or 1
+        k = r["workers"] // replicas
+        cut = config.get("stage_blocks") or default_cut(plan, first["dataset"], k)
+        p = predict(costs, k, cut=cut, micro_batches=config.get("micro_batches", 4), replicas=replicas,
+                    placement=config.get("placement", "stages-together"), **on_link)
+        if family_ in ("gpipe", "1f1b"):
+            predicted, measured, what = p.gpipe_speedup if family_ == "gpipe" else p.pipeline_speedup, over_one[kind], "epoch"
         else:
             share = sum(phase == "parallel" for phase in r["phase"]) / len(r["phase"])
             parallel = (p.pipelined_ds_step_s if ds else p.pipelined_step_s) if pipelined else p.parallel_step_s
             predicted = p.serial_step_s / (share * parallel + (1 - share) * p.pipeline_step_s)
             if share == 1:
-                what, measured = "parallel epoch", phase_speedup(base, r, "parallel")
+                what, measured = "parallel epoch", over_one[kind]
             else:
                 what, measured = f"whole run ({share:.2f} parallel)", run_speedup(base, r)
-        lines.append(f"| {r['name']} | {','.join(map(str, cut))} | {what} | {predicted:.2f}x | {measured:.2f}x | {100 * (predicted / measured - 1):+.0f}% |")
-    if not lines:
+        layout = f"{k} × {replicas}, cut {','.join(map(str, cut))}" if replicas > 1 else ",".join(map(str, cut))
+        planned.append(Planned(r["name"], device_label(r), layout, what, predicted, measured))
+    return path.name, planned
+
+
+def planner_check(records: list[dict], folder: Path) -> list[str]:
+    """The planner's predictions against an invocation's measured speed-ups (:func:`planned_rows`), as a table."""
+    name, planned = planned_rows(records, folder)
+    if not planned:
         return []
-    return [f"**`lpfast plan` against the measurement** (the block and cut costs of `{path.name}`, measured on this machine "
-            f"{'on ' + plan['date'] if 'date' in plan else 'before these rows'}, put through the planner's cost model for each row's cut"
-            + (f" and the {link} link" if link else "") + "; speed-ups over the baseline; the planner leaves data loading and "
-            "evaluation out):", "",
-            "| row | cut | what | predicted | measured | error |", "|---|---|---|---|---|---|", *lines, ""]
+    link = records[0].get("slow_link")
+    return [f"**`lpfast plan` against the measurement** (the block and cut costs of `{name}`, measured on one core of this machine, "
+            "put through the planner's cost model for each row's layout and cut"
+            + (f" on two machines joined by the {link} link" if link else "") + "; speed-ups over the baseline; the planner leaves data "
+            "loading and evaluation out):", "",
+            "| row | cut | what | predicted | measured | error |", "|---|---|---|---|---|---|",
+            *(f"| {p.name} | {p.layout} | {p.what} | {p.predicted:.2f}x | {p.measured:.2f}x | {100 * p.error:+.0f}% |" for p in planned), ""]
 
 
 # How much faster one GPU runs a small ResNet's training step than one of these CPU cores (ResNet-20,
@@ -790,7 +843,7 @@ def real_time_to_accuracy(composed: list[Composed], plot_dir: Path, page: Path) 
     return lines
 
 
-def real_time_to_accuracy_plot(c: Composed, plot_dir: Path) -> Path:
+def real_time_to_accuracy_plot(c: Composed, plot_dir: Path, devices: str = "") -> Path:
     """Test accuracy against composed training time (one device's backprop epochs), one panel per
     link rate, for the rows that reach the target; the legend in a panel of its own."""
     columns = 3
@@ -809,10 +862,10 @@ def real_time_to_accuracy_plot(c: Composed, plot_dir: Path) -> Path:
     panels[len(c.links)].legend([legend[label] for label in order], order, loc="center", fontsize=6.5, frameon=False)
     for ax in panels[len(c.links):]:
         ax.axis("off")
-    fig.suptitle(f"{c.model} on {c.dataset}, {c.epochs} epochs: time to backprop's accuracy less one point (dotted), composed",
-                 fontsize=9)
+    fig.suptitle(f"{c.model} on {c.dataset}, {c.epochs} epochs{devices and ', ' + devices}: time to backprop's accuracy less one point "
+                 "(dotted), composed", fontsize=9)
     fig.tight_layout()
-    return _save(fig, plot_dir / f"real-{c.model}-{c.dataset}-e{c.epochs}-time-to-accuracy.png")
+    return _save(fig, plot_dir / f"real-{c.model}-{c.dataset}-e{c.epochs}-time-to-accuracy{devices and '-' + devices.replace(' ', '-')}.png")
 
 
 def real_tables(folder: Path) -> list[tuple[Path, list[dict]]]:
@@ -902,7 +955,7 @@ def invocation_section(heading: str, records: list[dict], notes: list[str], plot
             *notes, *(image(plot.name, plot, page) for plot in plots_made), ""]
 
 
-def four_device_sections(four: dict[str, list[dict]], page: Path) -> list[str]:
+def four_device_sections(four: dict[str, list[dict]], folder: Path, page: Path) -> list[str]:
     """The four-device records (``bench/four_devices.sh``), one section per invocation: the checks of
     the device model on two devices, then the rows on four."""
     if not four:
@@ -916,7 +969,8 @@ def four_device_sections(four: dict[str, list[dict]], page: Path) -> list[str]:
         first = rows[0]
         share = f"{first['device_share']:g} of a core" if first.get("device_share") else "a whole core"
         lines += invocation_section(f"{first['benchmark']} on {max(r['workers'] for r in rows)} devices of {share} each: {first['model']} "
-                                    f"on {first['dataset']}, {budget(first)} (invocation {invocation})", rows, [], [], page)
+                                    f"on {first['dataset']}, {budget(first)} (invocation {invocation})", rows,
+                                    planner_check(rows, folder), [], page)
     return lines
 
 
@@ -934,8 +988,8 @@ def full_page(groups: dict, four: dict, loaded: list, folder: Path, plot_dir: Pa
         if key[0] == "real":
             continue  # the real-budgets section above shows the campaign, from its tables
         lines += invocation_section(f"{key[0]}: {key[1]} on {key[2]}, {budget(records[0])}", records,
-                                    planner_check(key, records, folder), plots(key, records, plot_dir), page)
-    return lines + four_device_sections(four, page) + ceilings(folder)
+                                    planner_check(records, folder), plots(key, records, plot_dir), page)
+    return lines + four_device_sections(four, folder, page) + ceilings(folder)
 
 
 def relative(target: Path, page: Path) -> str:
@@ -1086,24 +1140,58 @@ def backprop_at(loaded: list, r: dict) -> float | None:
     return ref["test_acc"][len(r["test_acc"]) - 1] if ref and len(ref["test_acc"]) >= len(r["test_acc"]) else None
 
 
-def many_stages_section(loaded: list, plot_dir: Path, page: Path) -> list[str]:
+# Issue 36's targets: points under backprop's final accuracy (the mean of its seeds) allowed per model, data set and K.
+MANY_STAGE_TARGETS = {("resnet56", "cifar10", 4): 0.3, ("resnet56", "cifar10", 8): 0.5, ("resnet20", "cifar100", 4): 0.5}
+
+
+def many_stages_section(loaded: list, folder: Path, plot_dir: Path, page: Path) -> list[str]:
     runs = many_stage_runs(loaded)
     lines = ["## Many stages (K = 4, 8)", ""]
     missing = [k for k in (4, 8) if not any(stages(r) == k for r in runs)]
     if not runs:
-        return lines + ["Not measured yet.", ""]
-    lines += ["Full training sets, every stage of a run in one process (accuracy is the measure). A run still under way "
-              "is set against backprop at its own epoch: **partial numbers, not final ones**.", "",
-              "| run | K | epochs | test acc (%) | backprop at that epoch | Δ | state |", "|---|---|---|---|---|---|---|"]
-    for r in runs:
-        done, last, ref = len(r["test_acc"]), r["test_acc"][-1], backprop_at(loaded, r)
-        state = "finished" if done == r["epoch_budget"] else f"**in progress ({done} of {r['epoch_budget']} epochs)**"
-        lines.append(f"| {model_on(r['model'], r['dataset'])}: {describe(row_kind(r), parallel_share(r))} | {stages(r)} | "
-                     f"{done}/{r['epoch_budget']} | {last:.2f} | " + ("| |" if ref is None else f"{ref:.2f} | {last - ref:+.2f} |")
-                     + f" {state} |")
+        return lines + ["Not measured yet.", ""] + published_many_stages(folder)
+    by_budget = {(b.model, b.dataset, b.epochs): b for b in budgets(loaded)}
+    lines += ["Full training sets, every stage of a run in one process (accuracy is the measure), beside backprop (K=1) and "
+              "the K=2 runs of the same budget. A finished run is set against the mean of backprop's seeds, a run still under way "
+              "against backprop (seed 0) at its own epoch: **partial numbers, not final ones**.", "",
+              "| run | K | epochs | test acc (%) | backprop | Δ | state |", "|---|---|---|---|---|---|---|"]
+    for key in dict.fromkeys((r["model"], r["dataset"], r["epoch_budget"]) for r in runs):
+        b, name = by_budget.get(key), model_on(key[0], key[1])
+        if b is not None:
+            lines.append(f"| {name}: backprop | 1 | {key[2]}/{key[2]} | {seeds_cell(b)} | | | finished |")
+            lines += [f"| {name}: {describe(kind, parallel_share(r))} | 2 | {key[2]}/{key[2]} | {r['final_test_acc']:.2f} | {b.backprop:.2f} | "
+                      f"{r['final_test_acc'] - b.backprop:+.2f} | finished |" for kind, r in b.runs.items() if r["config"].get("aux") == "pipelined"]
+        for r in (r for r in runs if (r["model"], r["dataset"], r["epoch_budget"]) == key):
+            done, last = len(r["test_acc"]), r["test_acc"][-1]
+            ref = b.backprop if done == r["epoch_budget"] and b is not None else backprop_at(loaded, r)
+            target = MANY_STAGE_TARGETS.get((r["model"], r["dataset"], stages(r)))
+            if done < r["epoch_budget"]:
+                state = f"**in progress ({done} of {r['epoch_budget']} epochs)**"
+            elif target is None or ref is None:
+                state = "finished"
+            else:
+                state = f"finished: {'within' if last - ref >= -target else '**short of**'} the target (−{target:g})"
+            lines.append(f"| {name}: {describe(row_kind(r), parallel_share(r))} | {stages(r)} | "
+                         f"{done}/{r['epoch_budget']} | {last:.2f} | " + ("| |" if ref is None else f"{ref:.2f} | {last - ref:+.2f} |")
+                         + f" {state} |")
     lines += [""] + ([f"K={' and K='.join(map(str, missing))}: not started yet.", ""] if missing else [])
-    return lines + [image("many stages", many_stages_plot(loaded, runs, plot_dir), page), "",
+    return lines + [image("many stages", many_stages_plot(loaded, runs, plot_dir), page), "", *published_many_stages(folder),
                     "```", "bash bench/real_budgets.sh   # its many-* invocations", "```", ""]
+
+
+def published_many_stages(folder: Path) -> list[str]:
+    """Published accuracies of other delayed-gradient methods at several stages, each against its
+    own paper's backprop (``published-many-stages.json``: each number with the text it was read from)."""
+    path = folder / "published-many-stages.json"
+    if not path.exists():
+        return []
+    rows = sorted(json.loads(path.read_text()), key=lambda e: (e["model"], e["stages"], e["name"]))
+    return [f"Published, for comparison (`{path.name}` holds each number's source and the text it was read from): other "
+            "delayed-gradient methods against their own backprop, mostly at 300 epochs with a step schedule, where a gap closes more "
+            "than in our 30 cosine epochs.", "",
+            "| method | model, data | K | epochs | backprop | method | Δ |", "|---|---|---|---|---|---|---|",
+            *(f"| {e['name']} | {e['model']}, {e['dataset']} | {e['stages']} | {e['epochs'] or '?'} | {e['backprop_acc']:.2f} | "
+              f"{e['method_acc']:.2f} | {e['method_acc'] - e['backprop_acc']:+.2f} |" for e in rows), ""]
 
 
 def many_stages_plot(loaded: list, runs: list[dict], plot_dir: Path) -> Path:
@@ -1242,9 +1330,14 @@ PEER_NAMES = {"serial-1": "backprop, one device", "ddp": "DDP", "gpipe": "GPipe"
               "interleaved-1f1b": "interleaved 1F1B (2 stages a device)", "zero-bubble": "interleaved zero bubble (2 stages a device)"}
 
 
-def device_label(r: dict) -> str:
-    """A row on several devices in words: the peer, or lpfast's λ and its layout of stages and replicas."""
-    kind = row_kind(r)
+def without_cut(kind: str) -> str:
+    return "+".join(m for m in kind.split("+") if not m.startswith("cut"))
+
+
+def device_label(r: dict, *, cut: bool = True) -> str:
+    """A row on several devices in words: the peer, or lpfast's λ and its layout of stages and replicas
+    (and its cut, unless ``cut`` is False)."""
+    kind = row_kind(r) if cut else without_cut(row_kind(r))
     if family(kind) in PEER_NAMES:
         return PEER_NAMES[family(kind)]
     replicas = r["config"].get("replicas") or 1
@@ -1254,12 +1347,13 @@ def device_label(r: dict) -> str:
 
 
 def four_device_headlines(four: dict[str, list[dict]]) -> dict[tuple[str, str, str], list[dict]]:
-    """The latest invocation on four devices or more per model, data set and link rate."""
+    """The latest invocation on four devices or more per model, data set and link rate, each model's
+    fastest link first."""
     latest = {}
     for rows in four.values():
         if max(r["workers"] for r in rows) >= 4:
             latest[(rows[0]["model"], rows[0]["dataset"], rows[0].get("slow_link") or "loopback")] = rows
-    return latest
+    return dict(sorted(latest.items(), key=lambda item: (item[0][:2], -(link_bytes_per_s(item[0][2].replace("loopback", "none")) or float("inf")))))
 
 
 def device_model_check(four: dict[str, list[dict]]) -> tuple[list[dict], list[dict]] | None:
@@ -1285,7 +1379,76 @@ def overlap_lines(folder: Path) -> list[str]:
     return lines
 
 
-def four_devices_section(four: dict[str, list[dict]], folder: Path, plot_dir: Path, page: Path) -> list[str]:
+def four_device_time_to_accuracy(heads: dict[tuple[str, str, str], list[dict]], loaded: list) -> list[Composed]:
+    """Time to accuracy on four devices, composed as on two (:func:`time_to_accuracy`), per model and
+    data set with a finished backprop run at the campaign's smallest budget, one column per link
+    rate: the exact peers on backprop's curve; an lpfast row of K stages (× D replicas) on the curve
+    of the finished real-budget run of K stages with its options (D replicas on the global batch
+    compute the one-replica step, batch-norm statistics over a replica's share aside), each epoch at
+    the row's per-epoch speed-up at that rate. Rows without such a run are left out."""
+    backprop, done = seed_zero_backprop(loaded), finished(loaded)
+    composed = []
+    for model, dataset in sorted({(m, d) for m, d, _ in heads}):
+        columns = {link: rows for (m, d, link), rows in heads.items() if (m, d) == (model, dataset)}
+        epochs = min((e for m, d, e in backprop if (m, d) == (model, dataset)), default=None)
+        if epochs is None or len(backprop[(model, dataset, epochs)]["test_acc"]) < epochs:
+            continue
+        ref = backprop[(model, dataset, epochs)]
+        rho = {link: speedups_over_one_device(rows) for link, rows in columns.items()}
+        target = ref["final_test_acc"] - 1.0
+        reach = first_epoch_at(ref, target)
+        rows = [ComposedRow(label, kind, "", reach, ref["test_acc"],
+                            {link: composed_times(["serial"] * epochs, rho[link], kind, kind) for link in columns}, None)
+                for kind, label in EXACT_PEERS.items() if any(kind in speedups for speedups in rho.values())]
+        ours = {row_kind(r): r for rows in columns.values() for r in rows if row_kind(r).split("+")[0] in ("penalty", "al")}
+        for kind, r in ours.items():
+            k = r["workers"] // (r["config"].get("replicas") or 1)
+            trained_as = canonical("+".join(m for m in kind.split("+") if not re.fullmatch(r"[kd]\d+|rt", m)))
+            run = next((x for x in done if (x["model"], x["dataset"], x["epoch_budget"]) == (model, dataset, epochs)
+                        and canonical(row_kind(x)) == trained_as and stages(x) == k and set(x["phase"]) == {"parallel"}), None)
+            if run is not None:
+                rows.append(ComposedRow(device_label(r), kind, f" (the {k}-stage run `{row_kind(run)}`)", first_epoch_at(run, target),
+                                        run["test_acc"], {link: composed_times(run["phase"], rho[link], kind, kind) for link in columns}, run))
+        composed.append(Composed(model, dataset, epochs, ref, target, reach, list(columns), rows))
+    return composed
+
+
+def four_device_time_to_accuracy_lines(c: Composed, plot_dir: Path, page: Path) -> list[str]:
+    ddp = next((row for row in c.rows if row.kind == "ddp"), None)
+    lines = [f"Time to accuracy, {model_on(c.model, c.dataset, c.epochs)}: speed-up over one device until backprop's final accuracy "
+             f"less one point ({c.target:.2f}%, after {c.reach} epochs for backprop), composed as on two devices: each row's epochs "
+             "to the target at the real budget (lpfast: its real-budget run of as many stages), each at its per-epoch speed "
+             "above (in brackets: against DDP).", "",
+             "| row | epochs to the target | " + " | ".join(c.links) + " |", "|---|---|" + "---|" * len(c.links)]
+    for row in c.rows:
+        cells = []
+        for link in c.links:
+            mine, theirs = c.speedup(row, link), None if ddp is None else c.speedup(ddp, link)
+            cells.append("" if mine is None else f"{mine:.2f}×" + ("" if theirs is None else f" ({mine / theirs:.2f}×)"))
+        lines.append(f"| {row.name}{row.timed_by} | {row.reached or '— (never)'} | " + " | ".join(cells) + " |")
+    return lines + ["", image("time to accuracy on four devices", real_time_to_accuracy_plot(c, plot_dir, "four devices"), page), ""]
+
+
+def planner_summary(heads: dict[tuple[str, str, str], list[dict]], folder: Path, page: Path) -> list[str]:
+    """Per four-device invocation, how far ``lpfast plan``'s predictions fall from the measured rows
+    (every row in bench/results/ALL.md), and whether it names the measured fastest layout."""
+    said = []
+    for (model, dataset, link), rows in heads.items():
+        name, planned = planned_rows(rows, folder)
+        if not planned:
+            continue
+        errors = sorted(planned, key=lambda p: abs(p.error))
+        predicted, measured = max(planned, key=lambda p: p.predicted), max(planned, key=lambda p: p.measured)
+        said.append(f"{model_on(model, dataset)}, {link}: median error {100 * statistics.median(abs(p.error) for p in planned):.0f}%, "
+                    f"largest {100 * errors[-1].error:+.0f}% ({errors[-1].label}); its fastest is "
+                    + ("the measured fastest" if predicted is measured else f"{predicted.label}, the measured fastest {measured.label}"))
+    if not said:
+        return []
+    return [f"`lpfast plan` against these rows (block costs of one core scaled to the device's share, `--hosts 2` over a link; every "
+            f"row in [ALL.md]({relative(folder / 'ALL.md', page)})): " + "; ".join(said) + ".", ""]
+
+
+def four_devices_section(four: dict[str, list[dict]], loaded: list, folder: Path, plot_dir: Path, page: Path) -> list[str]:
     heads = four_device_headlines(four)
     lines = ["## Four devices", ""]
     check = device_model_check(four)
@@ -1298,9 +1461,10 @@ def four_devices_section(four: dict[str, list[dict]], folder: Path, plot_dir: Pa
                   f"device loses them). The device model's check, two devices per epoch over one, on shares against whole cores "
                   f"(invocations {check[0][0]['invocation']} and {check[1][0]['invocation']}): {said}.", ""]
     if heads:
+        # One line per row whatever its cut: each model's rows take the cut chosen for that model (said below the table).
         columns = list(heads)
-        speedups = [speedups_over_one_device(heads[key]) for key in columns]
-        names = {row_kind(r): device_label(r) for key in columns for r in heads[key]}
+        speedups = [{without_cut(kind): x for kind, x in speedups_over_one_device(heads[key]).items()} for key in columns]
+        names = {without_cut(row_kind(r)): device_label(r, cut=False) for key in columns for r in heads[key]}
         ddp = [s.get("ddp") for s in speedups]
         lines += [f"Per-epoch speed-up over backprop on one device (against DDP on the same devices), {budget(heads[columns[0]][0])}:", "",
                   "| row | " + " | ".join(f"{model_on(model, dataset)}, {link}" for model, dataset, link in columns) + " |",
@@ -1309,7 +1473,15 @@ def four_devices_section(four: dict[str, list[dict]], folder: Path, plot_dir: Pa
             cells = ["" if kind not in s else f"{s[kind]:.2f}×" + ("" if d is None else f" ({s[kind] / d:.2f}× DDP)")
                      for s, d in zip(speedups, ddp)]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
-        lines += ["", image("four devices", four_devices_plot(heads, plot_dir), page), ""]
+        cuts = {model: {device_label(r, cut=False): "+".join(map(str, r["config"]["stage_blocks"]))
+                        for (m, _, _), rows in heads.items() if m == model for r in rows if r["config"].get("stage_blocks")}
+                for model in dict.fromkeys(model for model, _, _ in columns)}
+        said = [f"{model}: " + ", ".join(f"{label} {cut}" for label, cut in rows.items()) for model, rows in cuts.items() if rows]
+        lines += [""] + ([f"Cuts (blocks per stage) where a row sets one, else `lpfast train`'s: {'; '.join(said)}.", ""] if said else [])
+        lines += [image("four devices", four_devices_plot(heads, plot_dir), page), ""]
+        lines += planner_summary(heads, folder, page)
+        for c in four_device_time_to_accuracy(heads, loaded):
+            lines += four_device_time_to_accuracy_lines(c, plot_dir, page)
     missing = [f"{model} on {link}" for model, link in FOUR_DEVICE_PLAN if not any(key[0] == model and key[2] == link for key in heads)]
     if missing:
         lines += [f"Not measured yet on four devices: {', '.join(missing)}.", ""]
@@ -1517,13 +1689,19 @@ def link_standing(groups: dict) -> str | None:
 
 
 def four_devices_standing(four: dict) -> list[str]:
-    lines = []
+    """Per model, at each link rate: lpfast's fastest layout, DDP and the fastest pipeline schedule, per epoch over one device."""
+    said = defaultdict(list)
     for (model, dataset, link), rows in four_device_headlines(four).items():
         s = speedups_over_one_device(rows)
-        ranked = sorted(((s[row_kind(r)], device_label(r)) for r in rows if row_kind(r) != "serial-1"), reverse=True)
-        lines.append(f"- **Four devices** ({model_on(model, dataset)}, {link}, per epoch over one device): "
-                     + "; ".join(f"{label} {x:.2f}×" for x, label in ranked) + ".")
-    return lines
+        best = {who: max(((s[row_kind(r)], device_label(r)) for r in rows if pick(row_kind(r))), default=None)
+                for who, pick in (("lpfast", lambda kind: kind.split("+")[0] in ("penalty", "al")),
+                                  ("pipeline", lambda kind: family(kind) in ("gpipe", "1f1b", "interleaved-1f1b", "zero-bubble")))}
+        parts = [f"{best['lpfast'][1]} {best['lpfast'][0]:.2f}×"] if best["lpfast"] else []
+        parts += [f"DDP {s['ddp']:.2f}×"] if "ddp" in s else []
+        parts += [f"best pipeline ({best['pipeline'][1]}) {best['pipeline'][0]:.2f}×"] if best["pipeline"] else []
+        said[(model, dataset)].append(f"{link}: " + "; ".join(parts))
+    return [f"- **Four devices** ({model_on(model, dataset)}, per epoch over one device, lpfast's fastest layout, DDP, the fastest "
+            "pipeline): " + " — ".join(rates) + "." for (model, dataset), rates in said.items()]
 
 
 def many_stages_standing(loaded: list) -> str:
@@ -1569,9 +1747,9 @@ def short_page(groups: dict, four: dict, loaded: list, folder: Path, plot_dir: P
             "Rebuild: `python bench/report.py`.", "",
             f"## Where things stand ({latest_date(groups, four, loaded)})", "",
             *standing(groups, four, loaded, composed, folder), "",
-            *accuracy_section(budgets(loaded), plot_dir, page), *many_stages_section(loaded, plot_dir, page),
+            *accuracy_section(budgets(loaded), plot_dir, page), *many_stages_section(loaded, folder, plot_dir, page),
             *speed_section(groups, composed, plot_dir, page), *link_section(groups, plot_dir, page),
-            *four_devices_section(four, folder, plot_dir, page), *memory_section(loaded, plot_dir, page),
+            *four_devices_section(four, loaded, folder, plot_dir, page), *memory_section(loaded, plot_dir, page),
             *precision_section(folder), *kernels_section(folder, plot_dir, page)]
 
 

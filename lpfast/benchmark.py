@@ -364,6 +364,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--train-subset", type=int, default=None, help="train on N samples only, balanced over the classes (quick checks)")
+    parser.add_argument("--test-subset", type=int, default=None,
+                        help="evaluate on N test samples only, balanced over the classes (where evaluation outweighs the training timed)")
     parser.add_argument("--workers", type=int, default=2, help="K: stages / data-parallel workers / threads of the serial row")
     parser.add_argument("--parallel-epochs", type=int, default=None, help="P: the layer-parallel rows run SPH, P parallel epochs first")
     parser.add_argument("--micro-batches", type=int, default=4, help="micro-batches of the serial phase's pipeline")
@@ -519,8 +521,9 @@ def run_benchmark(args: argparse.Namespace, runs: Path, suffix: str) -> None:
     args.common = ["--model", args.model, "--dataset", args.dataset, "--epochs", str(args.epochs), "--batch-size", str(args.batch_size)]
     if args.dataset != "embedded":
         args.common += ["--data-dir", args.data_dir]
-    if args.train_subset is not None:
-        args.common += ["--train-subset", str(args.train_subset)]
+    for option, value in (("--train-subset", args.train_subset), ("--test-subset", args.test_subset)):
+        if value is not None:
+            args.common += [option, str(value)]
     rows = {}
     for kind in args.kinds:
         name, options, workers, threads = row(kind, args.workers, args.parallel_epochs, args.micro_batches, args.epochs)

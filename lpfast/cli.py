@@ -112,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     _option(train, "aux_depth", "conv layers of each auxiliary network", type=int)
     _option(train, "aux_width", "channels of each auxiliary network (none: the widest costing <= 10%% of the stage it feeds)", type=int)
     _option(train, "train_subset", "train on N training samples only, balanced over the classes (quick checks)", type=int)
+    _option(train, "test_subset", "evaluate on N test samples only, balanced over the classes (timing runs)", type=int)
     _option(train, "checkpoint_every", "also checkpoint every N steps within an epoch (resume loses at most N steps)", type=int)
     _option(train, "dist_timeout", "seconds a worker waits for a silent neighbour before stopping with an error", type=float)
     train.add_argument("--serial-epochs", type=int, default=None, metavar="S",
@@ -240,6 +241,9 @@ def add_plan_parser(sub) -> None:
     plan.add_argument("--stages", type=_int_list, default=(2, 4, 8), help="the K to predict, e.g. 2,4,8")
     plan.add_argument("--replicas", type=_int_list, default=(1,), help="the D to predict with each K (K × D devices), e.g. 1,2")
     plan.add_argument("--link", default=None, help="link rate between devices, tc syntax (10mbit, 1gbit; default none: messages free)")
+    plan.add_argument("--hosts", type=int, default=None,
+                      help="the devices are this many machines of adjacent ranks, the link between machines (free within one); "
+                           "each K × D is then predicted in both --placement's (default: every device a machine of its own)")
     plan.add_argument("--batch-size", type=int, default=128)
     plan.add_argument("--micro-batches", type=int, default=4, help="micro-batches of the serial phase's pipeline")
     plan.add_argument("--parallel-share", type=float, default=0.5, help="share of the SPH run's epochs that are parallel")
@@ -268,14 +272,16 @@ def plan_command(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     model = build_model(args.model, in_channels=args.input_shape[0], num_classes=args.num_classes, cifar_stem=args.cifar_stem)
+    if args.hosts is not None and args.link is None:
+        raise ValueError("--hosts says which devices the link joins: give the link's rate too (--link 1gbit)")
     print(f"lpfast plan: measuring {args.model}'s blocks and cuts on this device ({args.repeats} repeats each)...", flush=True)
     costs, predictions = plan(model, args.input_shape, args.stages, link=args.link, batch_size=args.batch_size,
                               micro_batches=args.micro_batches, parallel_share=args.parallel_share, dataset_size=args.dataset_size, aux=args.aux,
-                              method=args.method, repeats=args.repeats, replicas=args.replicas)
+                              method=args.method, repeats=args.repeats, replicas=args.replicas, hosts=args.hosts)
     print(f"{args.model}, input {','.join(map(str, args.input_shape))}, batch {args.batch_size}, {args.threads} thread(s) per device")
     print(as_table(costs, predictions, link=args.link, parallel_share=args.parallel_share))
     if args.out is not None:
-        args.out.write_text(json.dumps({"model": args.model, "input_shape": list(args.input_shape), "link": args.link,
+        args.out.write_text(json.dumps({"model": args.model, "input_shape": list(args.input_shape), "link": args.link, "hosts": args.hosts,
                                         "threads": args.threads, "date": datetime.date.today().isoformat(),
                                         **to_record(costs, predictions)}, indent=1) + "\n")
 

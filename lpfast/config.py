@@ -57,7 +57,9 @@ class TrainConfig:
     in the ablation of bench/results/narrative.md, where flips did not help at that α.
     ``checkpoint_every`` N also checkpoints every N steps within an epoch (None: after each epoch
     only); a run resumed from one gives the numbers of an uninterrupted run.
-    ``train_subset`` N trains on N training samples only, balanced over the classes (quick checks).
+    ``train_subset`` N trains on N training samples only, balanced over the classes (quick checks);
+    ``test_subset`` N evaluates on N test samples only, so chosen (timing runs, where evaluation
+    is not what is measured).
     ``aux`` None means ``pipelined`` with the penalty method, ``store`` otherwise
     (:func:`lpfast.parallel.default_aux`); ``store`` keeps λ (and μ) per training sample. ``aux`` ``net`` replaces the per-sample λ/μ store by a small network per cut (``aux_depth``
     layers of ``aux_width`` channels; None: the widest costing at most 10% of the stage it
@@ -115,6 +117,7 @@ class TrainConfig:
     ds_mode: str = "nearest"
     store_ds_factor: int = 1
     train_subset: int | None = None
+    test_subset: int | None = None
     aux: str | None = None
     aux_depth: int = 2
     aux_width: int | None = None
@@ -144,6 +147,8 @@ class TrainConfig:
             raise ValueError(f"warmup_epochs must be in [0, epochs={self.epochs}), got {self.warmup_epochs}")
         if self.train_subset is not None and self.train_subset < 1:
             raise ValueError(f"train_subset must be >= 1 samples, got {self.train_subset}")
+        if self.test_subset is not None and self.test_subset < self.replicas:
+            raise ValueError(f"test_subset must be at least one sample per replica ({self.replicas}), got {self.test_subset}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1, got {self.threads}")
         if self.method not in METHODS:

@@ -30,13 +30,16 @@ predicts for each K from the cost model of ALGORITHM.md §8:
 
 With ``--replicas`` each K is also predicted as K stages × D replicas on K·D devices (each replica
 on 1/D of the batch, each stage's gradient all-reduced over its replicas, :func:`predict`), and the
-table ends with the fastest layout for each device count.
+table ends with the fastest layout for each device count. With ``--hosts H`` the devices are H
+machines of adjacent ranks (as torchrun places them) joined by the link, messages within a machine
+free, and each K × D is predicted in both placements of :mod:`lpfast.mesh` (a replica's stages on
+one machine, or a stage's replicas); without it every device is a machine of its own.
 
 Data loading is left out of every row alike. Predictions are checked against measured rows in
 bench/results/ALL.md.
 
     lpfast plan --model resnet20 --input-shape 3,32,32 --stages 2,4,8 --link 1gbit
-    lpfast plan --model resnet20 --stages 1,2,4 --replicas 1,2,4 --link 100mbit
+    lpfast plan --model resnet20 --stages 1,2,4 --replicas 1,2,4 --link 100mbit --hosts 2
 """
 from __future__ import annotations
 
@@ -54,6 +57,7 @@ from torch import nn
 from lpfast import ops
 from lpfast.describe import describe
 from lpfast.localheads import LocalHead
+from lpfast.mesh import PLACEMENTS, Mesh, check_layout
 from lpfast.parallel import default_aux
 from lpfast.replicas import DEFAULT_BUCKET_BYTES
 from lpfast.stages import balanced_split, partition
@@ -226,6 +230,8 @@ class Prediction:
     aux_bytes_per_stage: list[int]
     replicas: int = 1
     allreduce_bytes_per_device: list[int] | None = None  # with replicas: per stage, what each of its devices all-reduces a step
+    hosts: int | None = None  # machines of adjacent ranks joined by the link (None: each device its own)
+    placement: str = "stages-together"
 
     @property
     def devices(self) -> int:
@@ -234,7 +240,8 @@ class Prediction:
 
 def predict(costs: PartCosts, k: int, *, cut: Sequence[int] | None = None, default_cut: Sequence[int] | None = None,
             link: float | None, micro_batches: int = 4, parallel_share: float = 0.5, dataset_size: int = 50_000,
-            method: str = "penalty", aux: str | None = None, replicas: int = 1) -> Prediction:
+            method: str = "penalty", aux: str | None = None, replicas: int = 1, hosts: int | None = None,
+            placement: str = "stages-together") -> Prediction:
     """The §8 prediction for ``k`` stages cut into ``cut`` blocks per stage (None: the fastest cut)
     from measured ``costs``; ``default_cut`` is the one ``lpfast train`` makes; ``link`` in bytes per
     second (None: free); ``aux``: ``"store"`` or ``"pipelined"`` λ for the SPH run and the memory
@@ -246,11 +253,18 @@ def predict(costs: PartCosts, k: int, *, cut: Sequence[int] | None = None, defau
     bytes): with pipelined λ in buckets of :data:`lpfast.replicas.DEFAULT_BUCKET_BYTES` as the
     stage's backward produces them, what outlasts the backward adding to the stage's step; in the
     stored-λ and serial phases after the step. DDP is then DDP on all k·D devices, and λ memory
-    per stage a D-th."""
+    per stage a D-th.
+
+    With ``hosts`` H the k·D devices are H machines of adjacent ranks, ranked by ``placement`` as
+    :class:`lpfast.mesh.Mesh` ranks them: only what passes between machines takes the link, and
+    the copies of one traffic that leave a machine at once (a cut's message in each replica, the
+    stages' all-reduces) share its link (:func:`_link_loads`). None: every device a machine of its
+    own, every message on the link."""
     if aux not in (None, "store", "pipelined") or (aux == "pipelined" and method != "penalty"):
         raise ValueError(f"aux must be 'store' or 'pipelined' (pipelined with the penalty method only), got {aux!r} with {method!r}")
-    if replicas < 1:
-        raise ValueError(f"replicas must be >= 1, got {replicas}")
+    check_layout(k, replicas, placement)
+    if hosts is not None and (hosts < 1 or k * replicas % hosts):
+        raise ValueError(f"hosts must be >= 1 and divide the {k * replicas} devices of {k} stages × {replicas} replicas, got {hosts}")
     n_parts = len(costs.forward_s)
     if not 1 <= k <= n_parts:
         raise ValueError(f"stages must be between 1 and the model's {n_parts} blocks, got {k}")
@@ -274,6 +288,7 @@ def predict(costs: PartCosts, k: int, *, cut: Sequence[int] | None = None, defau
     crossing = [costs.batch_size // d * c * element for c in cut_elements]  # one activation-sized tensor, one way
     crossing_ds = [costs.batch_size // d * c // 4 * 2 for c in cut_elements]  # pooled 2×2, bfloat16
     seconds = (lambda nbytes: 0.0) if link is None else (lambda nbytes: nbytes / link)
+    cut_load, reduce_load, ddp_load = _link_loads(k, d, hosts, placement)
     # Stage s does its compute, the work of the cut after it (penalty, head) and of the cut before it (its input λ).
     work = [compute[s] + (costs.cut_regress_s[cuts[s]] / d if s < k - 1 else 0.0) + (costs.cut_lambda_s[cuts[s - 1]] / d if s > 0 else 0.0)
             for s in range(k)]
@@ -281,23 +296,26 @@ def predict(costs: PartCosts, k: int, *, cut: Sequence[int] | None = None, defau
     # and what of it outlasts the stage's backward when its buckets leave as the backward goes.
     stage_parts = [range(bounds[i], bounds[i + 1]) for i in range(k)]
     reduced = [int(2 * (d - 1) / d * sum(costs.part_parameter_bytes[j] for j in parts)) for parts in stage_parts]
-    reduce_s = [seconds(n) for n in reduced]
-    exposed = [_exposed_allreduce(costs, parts, d, seconds) for parts in stage_parts]
+    reduce_s = [load * seconds(n) for load, n in zip(reduce_load, reduced)]
+    exposed = [_exposed_allreduce(costs, parts, d, lambda n, load=load: load * seconds(n)) for parts, load in zip(stage_parts, reduce_load)]
 
-    def messages(sizes: list[int]) -> list[float]:  # per stage: its cuts' messages one way (full duplex)
-        return [sum(seconds(sizes[c]) for c in (s - 1, s) if 0 <= c < k - 1) for s in range(k)]
+    def on_link(sizes: list[float]) -> list[float]:  # per cut: its message one way (full duplex)
+        return [load * seconds(n) for load, n in zip(cut_load, sizes)]
+
+    def messages(sizes: list[int]) -> list[float]:  # per stage: its cuts' messages one way
+        cut_s = on_link(sizes)
+        return [sum(cut_s[c] for c in (s - 1, s) if 0 <= c < k - 1) for s in range(k)]
 
     parallel = max(max(w + r, m) for w, r, m in zip(work, reduce_s, messages(crossing)))
-    on_link = [seconds(n) for n in crossing]
     backward_reduced = [b + e for b, e in zip(backward, exposed)]
-    pipelined = steady_step(pipelined_program(forward, backward_reduced, on_link), k)
-    pipelined_ds = steady_step(pipelined_program(forward, backward_reduced, [seconds(n) for n in crossing_ds]), k)
-    on_link_micro = [seconds(n / micro_batches) for n in crossing]
+    pipelined = steady_step(pipelined_program(forward, backward_reduced, on_link(crossing)), k)
+    pipelined_ds = steady_step(pipelined_program(forward, backward_reduced, on_link(crossing_ds)), k)
+    on_link_micro = on_link([n / micro_batches for n in crossing])
     pipeline = steady_step(one_f_one_b_program(micro_forward, micro_backward, on_link_micro, micro_batches), k) + max(reduce_s)
     gpipe = steady_step(gpipe_program(micro_forward, micro_backward, on_link_micro, micro_batches), k) + max(reduce_s)
     devices = k * d
     allreduce = int(2 * (devices - 1) / devices * costs.parameter_bytes)
-    ddp = _ddp_step(costs, devices, seconds)
+    ddp = _ddp_step(costs, devices, lambda n: ddp_load * seconds(n))
     per_store = [dataset_size // d * c * element for c in cut_elements]
     pipelined_aux = (aux or default_aux(method)) == "pipelined"
     aux_bytes = [0] + [0 if pipelined_aux else per_store[c] * (2 if method == "al" else 1) for c in range(k - 1)]
@@ -309,7 +327,34 @@ def predict(costs: PartCosts, k: int, *, cut: Sequence[int] | None = None, defau
         pipelined_ds_speedup=serial / pipelined_ds, pipeline_speedup=serial / pipeline, gpipe_speedup=serial / gpipe,
         ddp_speedup=serial / ddp, sph_speedup=sph, bytes_per_step=2 * sum(crossing), bytes_per_step_ds=2 * sum(crossing_ds),
         ddp_allreduce_bytes=allreduce, aux_bytes_per_stage=aux_bytes, replicas=d, allreduce_bytes_per_device=reduced if d > 1 else None,
+        hosts=hosts, placement=placement,
     )
+
+
+def _link_loads(k: int, d: int, hosts: int | None, placement: str) -> tuple[list[int], list[int], int]:
+    """How many copies of each traffic share the link out of the busiest machine at once, 0 where
+    it stays within machines: per cut, its message in each replica (both ways: full duplex); per
+    stage, the ring all-reduces over replicas (each ring edge out of a machine carries 2(D-1)/D of
+    the bytes, and every stage's backward, so its all-reduce, runs at once); DDP's one ring over all
+    devices. ``hosts`` None: each device a machine of its own."""
+    devices = k * d
+    per_host = 1 if hosts is None else devices // hosts
+    layout = Mesh(k, d, placement, stage=0, replica=0)
+
+    def host(stage: int, replica: int) -> int:
+        return layout.rank_of(stage, replica) // per_host
+
+    def busiest(edges: list[tuple[int, int]]) -> int:  # the most edges leaving one machine
+        leaving = [a for a, b in edges if a != b]
+        return max((leaving.count(h) for h in set(leaving)), default=0)
+
+    cut = [max(busiest([(host(c, r), host(c + 1, r)) for r in range(d)]), busiest([(host(c + 1, r), host(c, r)) for r in range(d)]))
+           for c in range(k - 1)]
+    rings = [[(host(s, r), host(s, (r + 1) % d)) for r in range(d)] for s in range(k)]
+    every_ring = busiest([edge for ring in rings for edge in ring])
+    reduce = [every_ring if busiest(ring) else 0 for ring in rings]
+    ddp = busiest([(r // per_host, (r + 1) % devices // per_host) for r in range(devices)])
+    return cut, reduce, ddp
 
 
 def _exposed_allreduce(costs: PartCosts, parts: range, d: int, seconds) -> float:
@@ -364,16 +409,20 @@ def _best_cut(step: Sequence[float], regress: Sequence[float], own: Sequence[flo
 
 def plan(model: nn.Module, input_shape: Sequence[int], stages: Sequence[int], *, link: str | None = None,
          batch_size: int = 128, micro_batches: int = 4, parallel_share: float = 0.5, dataset_size: int = 50_000,
-         method: str = "penalty", aux: str | None = None, repeats: int = 5, replicas: Sequence[int] = (1,)) -> tuple[PartCosts, list[Prediction]]:
+         method: str = "penalty", aux: str | None = None, repeats: int = 5, replicas: Sequence[int] = (1,),
+         hosts: int | None = None) -> tuple[PartCosts, list[Prediction]]:
     """Measures ``model`` once and predicts every K in ``stages`` × D in ``replicas`` (see the
     module's documentation): for the fastest cut, and for ``lpfast train``'s default cut where that
-    is another."""
+    is another; on ``hosts`` machines, in each placement where the layout has stages and replicas."""
     if not 0 <= parallel_share <= 1:
         raise ValueError(f"parallel_share must be in [0, 1], got {parallel_share}")
     if len(input_shape) != 3:
         raise ValueError(f"input_shape is one sample's C,H,W (e.g. 3,32,32), got {','.join(map(str, input_shape))}")
     if any(d < 1 or batch_size % d for d in replicas):
         raise ValueError(f"replicas {list(replicas)} must be >= 1 and divide batch_size ({batch_size}): each replica takes its share of a batch")
+    if hosts is not None and any(hosts < 1 or k * d % hosts for k in stages for d in replicas):
+        raise ValueError(f"hosts ({hosts}) must divide every layout's devices (stages × replicas: "
+                         f"{sorted({k * d for k in stages for d in replicas})}): each machine holds as many devices as the others")
     rate = link_bytes_per_s(link)
     described = describe(model)
     n_blocks = len(described.blocks)
@@ -382,14 +431,16 @@ def plan(model: nn.Module, input_shape: Sequence[int], stages: Sequence[int], *,
             raise ValueError(f"stages must be between 1 and the model's {n_blocks} blocks, got {k}")
     partition(described, 1, input_shape)  # a shape the model cannot take is a one-line error here
     costs = measure(model, input_shape, batch_size=batch_size, micro_batches=micro_batches, repeats=repeats)
-    options = dict(link=rate, micro_batches=micro_batches, parallel_share=parallel_share, dataset_size=dataset_size, method=method, aux=aux)
+    options = dict(link=rate, micro_batches=micro_batches, parallel_share=parallel_share, dataset_size=dataset_size, method=method, aux=aux,
+                   hosts=hosts)
     predictions = []
     for k in stages:
         default = partition(described, k, input_shape).blocks_per_stage
         for d in replicas:
-            predictions.append(predict(costs, k, default_cut=default, replicas=d, **options))
-            if not predictions[-1].default:
-                predictions.append(predict(costs, k, cut=default, default_cut=default, replicas=d, **options))
+            for placement in PLACEMENTS if hosts is not None and k > 1 and d > 1 else PLACEMENTS[:1]:
+                predictions.append(predict(costs, k, default_cut=default, replicas=d, placement=placement, **options))
+                if not predictions[-1].default:
+                    predictions.append(predict(costs, k, cut=default, default_cut=default, replicas=d, placement=placement, **options))
     return costs, predictions
 
 
@@ -412,7 +463,9 @@ def as_table(costs: PartCosts, predictions: Sequence[Prediction], *, link: str |
              f"(forward {1e3 * sum(costs.forward_s):.1f}, backward {1e3 * sum(costs.backward_s):.1f}); method work per cut after "
              "each block, before / after the cut (ms): " + ", ".join(f"{1e3 * a:.1f}/{1e3 * b:.1f}" for a, b in zip(costs.cut_regress_s, costs.cut_lambda_s))
              + "; "
-             f"link {link or 'none (messages free)'}.", "",
+             f"link {link or 'none (messages free)'}"
+             + (f" between {predictions[0].hosts} machines of adjacent ranks (free within one)" if predictions and predictions[0].hosts else "")
+             + ".", "",
              f"| K × D | cut (blocks per stage) | parallel epoch | the same, pipelined λ | pipelined λ with DS | 1F1B epoch | GPipe epoch "
              f"| DDP epoch on K·D | SPH run ({parallel_share:.2f} parallel) | bytes/step | with DS | all-reduce/step per device (by stage) "
              "| DDP all-reduce/step | λ memory per stage |",
@@ -420,17 +473,30 @@ def as_table(costs: PartCosts, predictions: Sequence[Prediction], *, link: str |
     for p in predictions:
         reduced = ", ".join(f"{b / 1e6:.2f}" for b in p.allreduce_bytes_per_device) + " MB" if p.allreduce_bytes_per_device else "-"
         lines.append(
-            f"| {p.stages} × {p.replicas} | {_cut_label(p)} | {p.parallel_speedup:.2f}x | {p.pipelined_speedup:.2f}x | {p.pipelined_ds_speedup:.2f}x | "
+            f"| {_layout_label(p)} | {_cut_label(p)} | {p.parallel_speedup:.2f}x | {p.pipelined_speedup:.2f}x | {p.pipelined_ds_speedup:.2f}x | "
             f"{p.pipeline_speedup:.2f}x | {p.gpipe_speedup:.2f}x | {p.ddp_speedup:.2f}x | {p.sph_speedup:.2f}x | {p.bytes_per_step / 1e6:.2f} MB | "
             f"{p.bytes_per_step_ds / 1e6:.2f} MB | {reduced} | {p.ddp_allreduce_bytes / 1e6:.2f} MB | "
             + ", ".join(f"{b / 1e9:.2f} GB" for b in p.aux_bytes_per_stage) + " |")
     lines += ["", "Speed-ups over backprop on one device; data loading left out. K × D: K stages × D replicas on K·D devices (bytes/step: "
               "what one replica sends across its cuts). Where the fastest cut is not lpfast train's default, pass it as --stage-blocks.", ""]
     for devices, (p, ds) in best_layouts(predictions).items():
-        layout = f"{p.stages} stages × {p.replicas} replicas (cut {','.join(map(str, p.cut))}){', with DS' if ds else ''}"
+        placed = f", {_PLACED[p.placement]}" if _placed(p) else ""
+        layout = f"{p.stages} stages × {p.replicas} replicas{placed} (cut {','.join(map(str, p.cut))}){', with DS' if ds else ''}"
         lines.append(f"Best on {devices} device(s): {layout}: {p.pipelined_ds_speedup if ds else p.pipelined_speedup:.2f}x, "
                      f"DDP {p.ddp_speedup:.2f}x.")
     return "\n".join(lines)
+
+
+_PLACED = {"stages-together": "a replica's stages on one machine", "replicas-together": "a stage's replicas on one machine"}
+
+
+def _placed(p: Prediction) -> bool:
+    """Whether the placement changes what crosses the link: stages and replicas on several machines."""
+    return p.hosts is not None and p.stages > 1 and p.replicas > 1
+
+
+def _layout_label(p: Prediction) -> str:
+    return f"{p.stages} × {p.replicas}" + (f" ({_PLACED[p.placement]}, --placement {p.placement})" if _placed(p) else "")
 
 
 def _cut_label(p: Prediction) -> str:

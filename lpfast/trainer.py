@@ -132,6 +132,8 @@ class Trainer:
         self.test_data = test_data if test_data is not None else load_dataset(config.dataset, "test", config.data_dir)
         if config.train_subset is not None:
             self.train_data = self.train_data.subset(config.train_subset)
+        if config.test_subset is not None:
+            self.test_data = self.test_data.subset(config.test_subset)
         if len(self.train_data) < config.batch_size:
             raise ValueError(f"batch_size {config.batch_size} exceeds the {len(self.train_data)} training samples")
         # K stages × D replicas: which stage and replica this worker is, the groups it talks to.

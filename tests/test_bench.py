@@ -236,7 +236,7 @@ def test_report_link_sweep_and_time_to_accuracy_at_each_rate(smoke_records, tmp_
     for link, rate in (("", None), (" over a 100mbit link", 12.5e6)):
         section = text.split(f"## devices{link}: mnist_resnet on embedded")[1].split("\n## ")[0]
         ddp = predict(costs, 2, cut=[4, 4], link=rate).ddp_speedup
-        assert f"| DDP, 2 workers x 1 thread | 4,4 | epoch | {ddp:.2f}x |" in section
+        assert f"| DDP, 2 workers x 1 thread | — | epoch | {ddp:.2f}x |" in section
     assert predict(costs, 2, link=12.5e6).ddp_speedup < 1.5 < predict(costs, 2, link=None).ddp_speedup
 
     sweep = text.split("### The link sweep: mnist_resnet on embedded")[1].split("\n### ")[0].split("\n## ")[0]
@@ -273,7 +273,8 @@ def test_report_page_numbers_come_from_the_records(smoke_records, tmp_path):
     loopback, slow = devices_on_loopback_and_100mbit(smoke_records)
     # Backprop's two seeds end at 90.0 and 89.6 (mean 89.8); the rows are set against that mean.
     table = [real_run("serial-K", [50, 70, 85, 90.0]), real_run("serial-K+seed1", [50, 70, 85, 89.6]),
-             real_run("penalty+pipe", [50, 89.0, 89.5, 89.5], 2, "pipelined"), real_run("penalty", [40, 60, 80, 88.0], 2)]
+             real_run("penalty+pipe", [50, 89.0, 89.5, 89.5], 2, "pipelined"), real_run("penalty", [40, 60, 80, 88.0], 2),
+             real_run("penalty+pipe+share1", [55, 80, 89.2, 89.4], 4, "pipelined")]
     (tmp_path / "real-mnist_resnet-embedded.json").write_text(json.dumps({"benchmark": "real", "records": table}))
     # K=4 after 2 of its 4 epochs: partial, against backprop's second epoch.
     many = [real_run("penalty+pipe+share1+k4+oneprocess", [30, 50], 2, "pipelined", stages=4)]
@@ -289,6 +290,12 @@ def test_report_page_numbers_come_from_the_records(smoke_records, tmp_path):
               (("20300101-000001", 0.5, (20.0, 11.0)), ("20300101-000002", None, (10.0, 5.2))) for kind, seconds in zip(("serial-1", "ddp"), times)]
     (tmp_path / "four-devices").mkdir()
     (tmp_path / "four-devices" / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in checks + four))
+    # The planner's costs (one core): DDP and the 2 × 2 predicted on the devices of half a core.
+    costs = PartCosts(forward_s=[0.01] * 8, backward_s=[0.02] * 8, micro_forward_s=[0.003] * 8, micro_backward_s=[0.006] * 8,
+                      cut_regress_s=[0.0] * 7, cut_lambda_s=[0.0] * 7, cut_shapes=[(16, 14, 14)] * 7, part_parameter_bytes=[1 << 20] * 8,
+                      batch_size=64, micro_batch_size=16)
+    (tmp_path / "plan-mnist_resnet-embedded.json").write_text(json.dumps(
+        {"costs": dataclasses.asdict(costs), "predictions": [{"stages": 2, "cut": [3, 5], "default": True}]}))
     kernels = {"machine": {"threads": 2, "torch": "x"}, "repeats": 3, "copy_GBps": 10.0,
                "rows": [{"op": "aux_update_ (AL)", "cut": cut, "batch": 4, "speedup": speedup, "copy_fraction": fraction}
                         for cut, speedup, fraction in (("a", 2.0, 0.5), ("b", 4.0, 0.7))]}
@@ -324,11 +331,26 @@ def test_report_page_numbers_come_from_the_records(smoke_records, tmp_path):
 
     many_stages = page.split("## Many stages")[1].split("\n## ")[0]
     assert "| 4 | 2/4 | 50.00 | 70.00 | -20.00 | **in progress (2 of 4 epochs)** |" in many_stages and "K=8: not started yet." in many_stages
+    # Beside it backprop (K=1) and the finished K=2 runs with pipelined λ, against backprop's two seeds.
+    assert "| mnist_resnet, embedded: backprop | 1 | 4/4 | **89.80** (mean of 2 seeds: 90.00, 89.60) | | | finished |" in many_stages
+    assert "| mnist_resnet, embedded: pipelined λ, every epoch parallel | 2 | 4/4 | 89.40 | 89.80 | -0.40 | finished |" in many_stages
+    assert "stored λ" not in many_stages
 
     devices = page.split("## Four devices")[1].split("\n## ")[0]
     assert f"| lpfast 2 stages × 2 replicas, pipelined λ | {20 / 6:.2f}× ({20 / 6 / 2.5:.2f}× DDP) |" in devices
     assert f"DDP {20 / 11:.2f}× against {10 / 5.2:.2f}×" in devices and "Not measured yet on four devices: resnet20 on loopback" in devices
     assert f"lpfast 2 stages × 2 replicas, pipelined λ {20 / 6:.2f}×; DDP 2.50×" in standing
+    # The planner: DDP on four and the 2 × 2 at the recorded cut, against 2.50× and 20/6 measured.
+    errors = [predict(costs, 1, replicas=4, link=None).ddp_speedup / 2.5 - 1,
+              predict(costs, 2, cut=[3, 5], replicas=2, link=None).pipelined_speedup / (20 / 6) - 1]
+    assert (f"mnist_resnet, embedded, loopback: median error {100 * statistics.median(map(abs, errors)):.0f}%, "
+            f"largest {100 * max(errors, key=abs):+.0f}%") in devices
+    # Time to accuracy (89.0%): backprop and DDP after 4 epochs, the all-parallel 2-stage run after 3.
+    tta = 4 / (3 * 6 / 20)
+    assert "| row | epochs to the target | loopback |" in devices and f"| DDP (backprop's curve) | 4 | 2.50× (1.00×) |" in devices
+    assert (f"| lpfast 2 stages × 2 replicas, pipelined λ (the 2-stage run `penalty+pipe+share1`) | 3 | {tta:.2f}× ({tta / 2.5:.2f}×) |"
+            in devices)
+    assert (tmp_path / "plots" / "real-mnist_resnet-embedded-e4-time-to-accuracy-four-devices.png").stat().st_size > 0
 
     assert "| aux_update_ (AL) | 3.00× | 2.00–4.00× | 60% |" in page and "**GPU**: not measured yet" in page
     assert "| backprop | 12.0 s | 8.0 s | 1.50× | 1000 → 800 MB |" in page and "bf16 epochs against float32: backprop 1.50×" in standing

@@ -10,7 +10,7 @@ import torch
 from lpfast.filters import DsFilter
 from lpfast.models import mnist_resnet
 from lpfast.parallel import LayerParallel
-from lpfast.plan import DDP_BUCKET_BYTES, PartCosts, best_layouts, link_bytes_per_s, measure, predict
+from lpfast.plan import DDP_BUCKET_BYTES, PartCosts, _link_loads, best_layouts, link_bytes_per_s, measure, predict
 
 
 def synthetic(regress=(0.0, 0.0, 0.0), own=(0.0, 0.0, 0.0), part_bytes=(250, 250, 250, 250), micro=(0.25, 0.5)) -> PartCosts:
@@ -100,6 +100,31 @@ def test_replicas_share_the_batch_and_all_reduce_their_stages_gradient():
         predict(costs, 2, link=None, replicas=0)
 
 
+def test_on_machines_only_what_passes_between_them_takes_the_link():
+    # Per traffic, the copies that leave the busiest machine at once (0: it stays within machines):
+    # (per cut, per stage's all-reduce, DDP's ring).
+    assert _link_loads(2, 2, None, "stages-together") == ([1], [1, 1], 1)  # every device a machine: as without hosts
+    assert _link_loads(2, 2, 1, "stages-together") == ([0], [0, 0], 0)  # one machine: nothing on the link
+    assert _link_loads(2, 2, 2, "stages-together") == ([0], [2, 2], 1)  # a replica a machine: both stages' all-reduces cross
+    assert _link_loads(2, 2, 2, "replicas-together") == ([2], [0, 0], 1)  # a stage a machine: the cut in both replicas crosses
+    assert _link_loads(4, 1, 2, "stages-together") == ([0, 1, 0], [0, 0, 0, 0], 1)  # only the middle cut crosses
+    assert _link_loads(2, 4, 2, "stages-together") == ([0], [2, 2], 1)  # each ring of four leaves each machine once
+    # One cut's message is 6 samples × 128 elements × 4 bytes per replica, 6 s at 512 bytes/s; no parameters.
+    costs, link = synthetic(part_bytes=(0, 0, 0, 0)), 512.0
+    together = predict(costs, 2, cut=[2, 2], link=link, replicas=2, hosts=2)
+    apart = predict(costs, 2, cut=[2, 2], link=link, replicas=2, hosts=2, placement="replicas-together")
+    assert together.pipelined_step_s == pytest.approx(3.0)  # half the batch's 6 s of compute, the messages on loopback
+    # Both replicas' messages leave the first machine at once: 12 s each way on a cycle with the two
+    # stages' 3 s, two steps long (as in test_a_slow_link_bounds_the_step_and_ds_shrinks_its_bytes).
+    assert apart.pipelined_step_s == pytest.approx(3.0 + 12.0)
+    assert predict(costs, 2, cut=[2, 2], link=link, replicas=2, hosts=1).pipelined_step_s == pytest.approx(3.0)
+    assert best_layouts([apart, together])[4][0] is together
+    with pytest.raises(ValueError, match="hosts must be >= 1 and divide the 4 devices"):
+        predict(costs, 2, link=link, replicas=2, hosts=3)
+    with pytest.raises(ValueError, match="placement must be one of"):
+        predict(costs, 2, link=link, replicas=2, hosts=2, placement="mixed")
+
+
 def test_a_cut_must_fit_the_model():
     with pytest.raises(ValueError, match="at least one of the model's 4 blocks"):
         predict(synthetic(), 2, cut=[4, 0], link=None)
@@ -150,23 +175,28 @@ def test_bytes_and_memory_are_what_layer_parallel_sends_and_holds(method, ds):
 def test_plan_command_writes_its_predictions(tmp_path):
     out = tmp_path / "plan.json"
     result = subprocess.run([sys.executable, "-m", "lpfast", "plan", "--model", "mnist_resnet", "--input-shape", "1,28,28", "--stages", "2,4",
-                             "--batch-size", "16", "--repeats", "1", "--link", "1gbit", "--replicas", "1,2", "--out", str(out)],
+                             "--batch-size", "16", "--repeats", "1", "--link", "1gbit", "--replicas", "1,2", "--hosts", "2", "--out", str(out)],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     record = json.loads(out.read_text())
-    # Per K and D the fastest cut, then lpfast train's default where that is another.
+    # Per K, D and placement (both where the layout has stages and replicas on two machines) the
+    # fastest cut, then lpfast train's default where that is another.
     ks = [p["stages"] for p in record["predictions"]]
-    assert sorted(set(ks)) == [2, 4] and ks == sorted(ks)
+    assert sorted(set(ks)) == [2, 4] and ks == sorted(ks) and record["hosts"] == 2
     for k in (2, 4):
         for d in (1, 2):
-            mine = [p for p in record["predictions"] if p["stages"] == k and p["replicas"] == d]
-            assert mine[0]["fastest"] and any(p["default"] for p in mine) and len(mine) == (1 if mine[0]["default"] else 2)
-            assert all(sum(p["cut"]) == 8 and p["parallel_speedup"] > 0 for p in mine)
-            assert (mine[0]["allreduce_bytes_per_device"] is None) == (d == 1)
-    assert "| 4 × 1 |" in result.stdout and "| 2 × 2 |" in result.stdout
+            placements = ("stages-together", "replicas-together") if d > 1 else ("stages-together",)
+            assert {p["placement"] for p in record["predictions"] if p["stages"] == k and p["replicas"] == d} == set(placements)
+            for placement in placements:
+                mine = [p for p in record["predictions"] if p["stages"] == k and p["replicas"] == d and p["placement"] == placement]
+                assert mine[0]["fastest"] and any(p["default"] for p in mine) and len(mine) == (1 if mine[0]["default"] else 2)
+                assert all(sum(p["cut"]) == 8 and p["parallel_speedup"] > 0 and p["hosts"] == 2 for p in mine)
+                assert (mine[0]["allreduce_bytes_per_device"] is None) == (d == 1)
+    assert "| 4 × 1 |" in result.stdout and "| 2 × 2 (a stage's replicas on one machine, --placement replicas-together) |" in result.stdout
     assert "Best on 4 device(s): " in result.stdout and "Best on 8 device(s): 4 stages × 2 replicas" in result.stdout
     for args, message in ((["--stages", "9"], "between 1 and the model's 8 blocks"), (["--input-shape", "1,28"], "one sample's C,H,W"),
-                          (["--input-shape", "1,0,28"], "does not fit the model")):
+                          (["--input-shape", "1,0,28"], "does not fit the model"), (["--hosts", "2"], "give the link's rate too"),
+                          (["--hosts", "3", "--link", "1gbit"], "hosts (3) must divide every layout's devices")):
         bad = subprocess.run([sys.executable, "-m", "lpfast", "plan", "--model", "mnist_resnet", "--input-shape", "1,28,28", *args],
                              capture_output=True, text=True, timeout=300)
         assert bad.returncode == 2 and message in bad.stderr and len(bad.stderr.strip().splitlines()) == 1, bad.stderr

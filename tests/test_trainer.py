@@ -10,7 +10,7 @@ import torch
 from lpfast.cli import main, pin_to_own_cores
 from lpfast.config import TrainConfig
 from lpfast.datasets import load_embedded
-from lpfast.trainer import RunFolderError, Trainer
+from lpfast.trainer import RunFolderError, Trainer, evaluate
 from test_datasets import write_mnist
 
 
@@ -62,6 +62,17 @@ def test_training_learns(small_data):
     records = t.fit()
     assert records[-1]["train_loss"] < 0.6 * records[0]["train_loss"]
     assert records[-1]["test_acc"] > 50
+
+
+def test_test_subset_evaluates_on_a_balanced_part_of_the_test_set(small_data):
+    train, test = small_data
+    t = trainer(TrainConfig(epochs=1, batch_size=32, threads=1, test_subset=30), None, small_data)
+    part = test.subset(30)
+    assert torch.equal(t.test_data.images, part.images) and torch.equal(t.test_data.labels, part.labels)
+    assert t.evaluate() == evaluate(t.model, part, batch_size=1000, device=torch.device("cpu"), channels_last=True)
+    assert t.evaluate() != evaluate(t.model, test, batch_size=1000, device=torch.device("cpu"), channels_last=True)
+    with pytest.raises(ValueError, match="test_subset must be at least one sample per replica"):
+        TrainConfig(test_subset=0)
 
 
 def test_run_folder_guards(tmp_path, small_data):
