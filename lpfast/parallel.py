@@ -483,8 +483,7 @@ class LayerParallel:
         scaler = self.precision.scaler
         if scaler is None:
             return 1.0
-        overflowed = self.transport.all_sum(scaler.overflows.reshape(1).double()).item()
-        scaler.update(overflowed, self.steps - self._steps_at_scale_update)
+        scaler.agree(self.transport.all_sum, self.steps - self._steps_at_scale_update)
         self._steps_at_scale_update = self.steps
         return scaler.scale
 

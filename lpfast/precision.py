@@ -10,7 +10,7 @@ where that overflowed.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -67,6 +67,11 @@ class LossScaler:
                 self.scale *= self.growth_factor
                 self.growth_tracker = 0
         self.overflows.zero_()
+
+    def agree(self, all_sum: Callable[[Tensor], Tensor], steps: int) -> None:
+        """:meth:`update` with one count for every worker: :attr:`overflows` summed over the workers
+        by ``all_sum`` (an all-reduce; the identity on one worker) and read once."""
+        self.update(all_sum(self.overflows.reshape(1).double()).item(), steps)
 
     def state_dict(self) -> dict:
         return {"scale": self.scale, "growth_tracker": self.growth_tracker, "overflows": self.overflows}

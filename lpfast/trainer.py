@@ -77,6 +77,13 @@ def distributed_rank() -> tuple[int, int]:
     return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
 
 
+def summed_over_workers(values: Tensor) -> Tensor:
+    """``values`` summed over every worker of the default process group."""
+    values = values.clone()
+    dist.all_reduce(values)
+    return values
+
+
 class Trainer:
     """Trains ``config.model`` on ``config.dataset`` by ``config.method``.
 
@@ -390,13 +397,8 @@ class Trainer:
         if self.lp is not None:
             self.lp.update_loss_scale()
             return
-        scaler = self.precision.scaler
-        if scaler is None:
-            return
-        overflows = scaler.overflows.clone()
-        if self.data_parallel:
-            dist.all_reduce(overflows)
-        scaler.update(overflows.item(), steps)
+        if self.precision.scaler is not None:
+            self.precision.scaler.agree(summed_over_workers if self.data_parallel else lambda values: values, steps)
 
     def _stop_if_diverged(self, first_bad: Tensor) -> None:
         """Raises :class:`DivergenceError` on every worker if any worker saw a diverged loss."""

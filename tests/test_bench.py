@@ -361,9 +361,11 @@ def test_report_page_numbers_come_from_the_records(smoke_records, tmp_path):
 
 
 def load_bench_script(name: str):
-    """A script of bench/ as a module."""
+    """A script of bench/ as a module, bench/ on the import path as when it runs (``python bench/NAME.py``)."""
     import importlib.util
 
+    if str(ROOT / "bench") not in sys.path:
+        sys.path.insert(0, str(ROOT / "bench"))
     spec = importlib.util.spec_from_file_location(name, ROOT / "bench" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
