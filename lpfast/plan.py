@@ -18,7 +18,7 @@ predicts for each K from the cost model of ALGORITHM.md §8:
   the steady step of each schedule's order of compute, sends and waits played out on the link
   (:mod:`lpfast.timeline`); with free messages a pipeline's step is (M + K - 1)/M of the slowest
   stage's;
-- DDP on K devices: a K-th of the compute, and the gradient all-reduce (2(K-1)/K of the
+- DDP on K devices: the compute of a K-th of the batch, and the gradient all-reduce (2(K-1)/K of the
   parameters' bytes) in DDP's buckets (1 MiB, then 25 MiB, filled in the backward's order), each
   overlapping the backward only once all of its gradients are ready: the last bucket's all-reduce
   (for a model under 26 MiB of gradients, nearly all of it) follows the backward;
@@ -106,16 +106,18 @@ class PartCosts:
     def parameter_bytes(self) -> int:
         return sum(self.part_parameter_bytes)
 
-    def per_micro_batch(self, full_s: float, micro_s: float, micro_batches: int) -> float:
-        """Seconds of a part for one of ``micro_batches`` micro-batches, given its measured seconds at
-        ``batch_size`` and ``micro_batch_size``: on the line through the two, and at least its share
-        of the full batch's."""
-        size = self.batch_size / micro_batches
-        share = full_s * size / self.batch_size
+    def at_fraction(self, full_s: float, micro_s: float, parts: int) -> float:
+        """Seconds of a part on 1/``parts`` of the batch (a micro-batch, a replica's or a DDP worker's
+        share), given its measured seconds at ``batch_size`` and ``micro_batch_size``: on the line
+        through the two between them (a smaller batch may cost more than its share, a fixed cost per
+        call, or less, where it fits a cache), below the smaller size at least that size's cost per
+        sample."""
+        size = self.batch_size / parts
         if self.micro_batch_size == self.batch_size:
-            return share
+            return full_s * size / self.batch_size
         slope = (full_s - micro_s) / (self.batch_size - self.micro_batch_size)
-        return max(micro_s + slope * (size - self.micro_batch_size), share)
+        line = micro_s + slope * (size - self.micro_batch_size)
+        return line if size >= self.micro_batch_size else max(line, micro_s * size / self.micro_batch_size)
 
     @classmethod
     def from_dict(cls, record: dict) -> PartCosts:
@@ -248,7 +250,8 @@ def predict(costs: PartCosts, k: int, *, cut: Sequence[int] | None = None, defau
     (None: ``lpfast train``'s default for ``method``).
 
     With ``replicas`` D > 1, ``k`` × D devices (ALGORITHM.md §9): each replica's stages work on 1/D
-    of the batch (a D-th of the compute and of the cut messages, as DDP's model takes a K-th), and
+    of the batch (its compute at that size, :meth:`PartCosts.at_fraction`, and a D-th of the cut
+    messages, as DDP's model takes a K-th of the batch), and
     each stage's gradient is all-reduced over its D replicas (2(D-1)/D of the stage's parameter
     bytes): with pipelined λ in buckets of :data:`lpfast.replicas.DEFAULT_BUCKET_BYTES` as the
     stage's backward produces them, what outlasts the backward adding to the stage's step; in the
@@ -276,12 +279,15 @@ def predict(costs: PartCosts, k: int, *, cut: Sequence[int] | None = None, defau
         raise ValueError(f"cut {chosen} must give each of the {k} stages at least one of the model's {n_parts} blocks")
     bounds = [sum(chosen[:i]) for i in range(k + 1)]
     d = replicas
-    compute = [sum(step[bounds[i]:bounds[i + 1]]) / d for i in range(k)]
-    forward = [sum(costs.forward_s[bounds[i]:bounds[i + 1]]) / d for i in range(k)]
-    backward = [c - f for c, f in zip(compute, forward)]
-    micro_forward, micro_backward = ([sum(costs.per_micro_batch(full[j], micro[j], micro_batches) for j in range(bounds[i], bounds[i + 1])) / d
-                                      for i in range(k)]
-                                     for full, micro in ((costs.forward_s, costs.micro_forward_s), (costs.backward_s, costs.micro_backward_s)))
+
+    def stage_seconds(full: list[float], micro: list[float], parts: int) -> list[float]:  # per stage, on 1/parts of the batch
+        return [sum(costs.at_fraction(full[j], micro[j], parts) for j in range(bounds[i], bounds[i + 1])) for i in range(k)]
+
+    forward = stage_seconds(costs.forward_s, costs.micro_forward_s, d)  # a replica's share of the batch
+    backward = stage_seconds(costs.backward_s, costs.micro_backward_s, d)
+    compute = [f + b for f, b in zip(forward, backward)]
+    micro_forward = stage_seconds(costs.forward_s, costs.micro_forward_s, d * micro_batches)
+    micro_backward = stage_seconds(costs.backward_s, costs.micro_backward_s, d * micro_batches)
     cuts = [bounds[i] - 1 for i in range(1, k)]  # the part after which each cut sits
     cut_elements = [math.prod(costs.cut_shapes[c]) for c in cuts]
     element = 4
@@ -368,7 +374,7 @@ def _exposed_allreduce(costs: PartCosts, parts: range, d: int, seconds) -> float
     clock = sent = 0.0
     bucket = 0
     for part in reversed(parts):
-        clock += costs.backward_s[part] / d
+        clock += costs.at_fraction(costs.backward_s[part], costs.micro_backward_s[part], d)
         bucket += costs.part_parameter_bytes[part]
         if bucket >= DEFAULT_BUCKET_BYTES or part == parts.start:
             sent = max(sent, clock) + seconds(share * bucket)
@@ -377,20 +383,21 @@ def _exposed_allreduce(costs: PartCosts, parts: range, d: int, seconds) -> float
 
 
 def _ddp_step(costs: PartCosts, k: int, seconds) -> float:
-    """DDP's step on ``k`` devices: a k-th of the forward, then a k-th of each block's backward from the
-    last block to the first; a bucket's all-reduce (2(K-1)/K of its bytes) starts once the backward
+    """DDP's step on ``k`` devices: the forward on a k-th of the batch, then each block's backward on it
+    (:meth:`PartCosts.at_fraction`) from the last block to the first; a bucket's all-reduce (2(K-1)/K of its bytes) starts once the backward
     has produced all of its gradients and the bucket before it has gone, and what outlasts the
     backward adds to the step."""
     share = 2 * (k - 1) / k
     clock = sent = 0.0
     bucket, cap = 0, DDP_BUCKET_BYTES[0]
     for part in reversed(range(len(costs.backward_s))):
-        clock += costs.backward_s[part] / k
+        clock += costs.at_fraction(costs.backward_s[part], costs.micro_backward_s[part], k)
         bucket += costs.part_parameter_bytes[part]
         if bucket >= cap or part == 0:
             sent = max(sent, clock) + seconds(share * bucket)
             bucket, cap = 0, DDP_BUCKET_BYTES[1]
-    return sum(costs.forward_s) / k + max(clock, sent)
+    forward = sum(costs.at_fraction(f, micro, k) for f, micro in zip(costs.forward_s, costs.micro_forward_s))
+    return forward + max(clock, sent)
 
 
 def _best_cut(step: Sequence[float], regress: Sequence[float], own: Sequence[float], k: int) -> list[int]:

@@ -55,12 +55,19 @@ def test_a_slow_link_bounds_the_step_and_ds_shrinks_its_bytes():
 def test_a_micro_batch_costs_what_was_measured_at_its_size():
     # Measured: 1 s forward at 12 samples, 0.5 s at 3 (not the quarter, 0.25 s: a fixed cost per call).
     costs = synthetic(micro=(0.5, 1.0))
-    assert costs.per_micro_batch(1.0, 0.5, 4) == pytest.approx(0.5)  # at the measured size
-    assert costs.per_micro_batch(1.0, 0.5, 2) == pytest.approx(0.5 + 0.5 / 9 * 3)  # on the line through both sizes
-    assert costs.per_micro_batch(1.0, 0.5, 12) == pytest.approx(0.5 - 0.5 / 9 * 2)  # beyond: on the line, here above the share
-    assert costs.per_micro_batch(1.0, 0.2, 12) == pytest.approx(1 / 12)  # never under the full batch's share
+    assert costs.at_fraction(1.0, 0.5, 4) == pytest.approx(0.5)  # at the measured size
+    assert costs.at_fraction(1.0, 0.5, 2) == pytest.approx(0.5 + 0.5 / 9 * 3)  # on the line through both sizes
+    assert costs.at_fraction(1.0, 0.5, 12) == pytest.approx(0.5 - 0.5 / 9 * 2)  # below: on the line, here above 3's cost per sample
+    # A part whose small batch fits a cache: 0.2 s at 3 samples, under the share of 12's 1 s. Between the
+    # sizes on the line (6 samples: under their share, 0.5 s), below them at 3's cost per sample.
+    assert costs.at_fraction(1.0, 0.2, 2) == pytest.approx(0.2 + 0.8 / 9 * 3)
+    assert costs.at_fraction(1.0, 0.2, 12) == pytest.approx(0.2 / 3)
     # Two stages of 2 blocks: a micro-batch's step 1 + 2 s on each, five of them in the pipeline.
     assert predict(costs, 2, link=None).pipeline_step_s == pytest.approx(5 * 3.0)
+    # A DDP worker and a replica take half the batch, 6 samples: a block's step costs what the line says there.
+    half = 0.5 + 0.5 / 9 * 3 + 1.0 + 1.0 / 9 * 3
+    assert predict(costs, 2, link=None).ddp_step_s == pytest.approx(4 * half)
+    assert predict(costs, 2, cut=[2, 2], link=None, replicas=2).pipelined_step_s == pytest.approx(2 * half)
 
 
 @pytest.mark.parametrize("bucket_s, step_s", [(2.0, 6.0), (5.0, 8.0)])
