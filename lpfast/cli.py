@@ -109,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
             "previous stage's output one step earlier (pipelined: backprop with stage k's gradient K-1-k steps late)", choices=AUX_KINDS)
     _option(train, "predict_weights", "with --aux pipelined: run each stage's forward on the weights its late gradient will "
             "be applied to, extrapolated along SGD's momentum (None: on with --aux pipelined)", action=argparse.BooleanOptionalAction)
+    _option(train, "gradient_shrink", "with --aux pipelined: g in (0, 1]; each stage backpropagates g times the gradient it "
+            "receives, so stage k's late gradient is scaled by g^(K-1-k) (gradient shrinking, as in FDG)", type=float)
     _option(train, "aux_depth", "conv layers of each auxiliary network", type=int)
     _option(train, "aux_width", "channels of each auxiliary network (none: the widest costing <= 10%% of the stage it feeds)", type=int)
     _option(train, "train_subset", "train on N training samples only, balanced over the classes (quick checks)", type=int)

@@ -68,6 +68,7 @@ class TrainConfig:
     no store, augmented images; penalty method only, no local heads (``local_loss`` None means 3,
     or 0 with it). ``predict_weights`` runs a pipelined stage's forward on the weights its late
     gradient will meet, extrapolated along SGD's momentum (None: on with --aux pipelined and momentum > 0).
+    ``gradient_shrink`` g < 1 scales stage k's late gradient by g^(K-1-k) (``--aux pipelined``).
     """
 
     model: str = "mnist_resnet"
@@ -122,6 +123,7 @@ class TrainConfig:
     aux_depth: int = 2
     aux_width: int | None = None
     predict_weights: bool | None = None
+    gradient_shrink: float = 1.0
     precision: str = "fp32"
 
     RUN_LOCATION_FIELDS = ("device", "threads", "data_dir", "dist_timeout", "store_location", "checkpoint_every")
@@ -213,6 +215,10 @@ class TrainConfig:
         if self.predict_weights and (self.aux != "pipelined" or self.momentum == 0):
             raise ValueError("--predict-weights extrapolates the late gradients of --aux pipelined along SGD's momentum: "
                              "use it with --aux pipelined and --momentum > 0")
+        if not 0 < self.gradient_shrink <= 1:
+            raise ValueError(f"--gradient-shrink must be in (0, 1] (1: no shrinking), got {self.gradient_shrink}")
+        if self.gradient_shrink != 1 and self.aux != "pipelined":
+            raise ValueError("--gradient-shrink scales the late gradients of --aux pipelined: use it with --aux pipelined")
         if self.aux_depth < 1 or (self.aux_width is not None and self.aux_width < 1):
             raise ValueError(f"aux_depth and aux_width must be >= 1, got {self.aux_depth} and {self.aux_width}")
         if self.method != "serial" and self.aux == "store" and self.augment and self.parallel_epochs is None:

@@ -86,6 +86,9 @@ class LayerParallel:
       (or :meth:`drain`) finishes the batches in flight. ``predict_weights`` runs each stage's
       forward on the weights its late gradient will be applied to, extrapolated along SGD's
       momentum (needs torch.optim.SGD with momentum; None: on where the optimizer is that).
+      ``gradient_shrink`` g in (0, 1]: every stage but the last backpropagates g times the gradient
+      it receives, so stage k's late gradient is scaled by g^(K-1-k) (FDG's gradient shrinking;
+      1, the default, is plain late backprop).
     - ``store_dtype``, ``store_location``: how λ and μ are kept (``"device"`` or ``"pinned"``).
     - ``memory_format``: layout of λ and μ rows and of what crosses a cut; the model's
       (``torch.channels_last`` for a channels-last model), so gathered batches, messages and the
@@ -147,6 +150,7 @@ class LayerParallel:
         serial_schedule: str = "1f1b",
         restore_norms: bool = False,
         predict_weights: bool | None = None,
+        gradient_shrink: float = 1.0,
         autocast: torch.dtype | None = None,
         transport: Transport | None = None,
     ) -> None:
@@ -182,6 +186,10 @@ class LayerParallel:
             raise ValueError("a down-sampled store (store_filter) needs aux='store': with aux='net' nothing is stored")
         if predict_weights and not pipelined:
             raise ValueError("predict_weights acts on late gradients, which only aux='pipelined' has")
+        if not 0 < gradient_shrink <= 1:
+            raise ValueError(f"gradient_shrink must be in (0, 1] (1: no shrinking), got {gradient_shrink}")
+        if gradient_shrink != 1 and not pipelined:
+            raise ValueError("gradient_shrink scales late gradients, which only aux='pipelined' has")
         if pipelined and (method != "penalty" or local_loss or restore_norms
                           or (store_filter is not None and (store_filter.factor > 1 or store_filter.wire_dtype is not None))):
             raise ValueError("aux='pipelined' (the penalty method's default) backpropagates the next stage's gradient exactly: it takes "
@@ -252,7 +260,8 @@ class LayerParallel:
         # The cuts into this worker's stages, which keep the violation statistics (none when pipelined).
         self._cut_inputs = {} if self.aux_phase is None else self.aux_phase.cut_inputs
         self.pipelined = PipelinedPhase(self.stages, self.own, self.optimizers, self.plan.cut_shapes, self.transport,
-                                        predict_weights=predict_weights, wire=self.wire, averages=self.averages,
+                                        predict_weights=predict_weights, gradient_shrink=gradient_shrink,
+                                        wire=self.wire, averages=self.averages,
                                         precision=self.precision, **(layout | dict(dtype=self.activation_dtype))) if pipelined else None
         self.serial_pipeline: LocalPipeline | TorchPipeline
         if len(self.own) == self.num_stages:

@@ -24,6 +24,10 @@ bench/results/narrative.md, one step late for the first stage raised the train l
 With ``predict_weights`` (the default where the optimizer is SGD with momentum) stage k's forward runs on the weights it is expected to have when the
 batch's gradient is applied, K-1-k steps on: θ - (K-1-k)·lr·v, v the SGD momentum buffer
 (SpecTrain, Chen et al. 2018; linear weight prediction, Kosson et al. 2020).
+With ``gradient_shrink`` g < 1 every stage but the last backpropagates g times the gradient it
+receives (and so passes g times its input gradient on): stage k's gradient is scaled by g^(K-1-k),
+the later a gradient the smaller its step (gradient shrinking; Zhuang et al.'s fully decoupled
+training, FDG). Weight decay is not scaled.
 
 With a DS filter (``wire``) the cut carries its wire form both ways: stage k sends encode(φ_k),
 stage k+1 trains on decode(received), and the gradient it sends back is the one with respect to
@@ -71,7 +75,8 @@ class PipelinedPhase:
     def __init__(self, stages: Sequence[Stage], own: Sequence[int], optimizers: dict[int, torch.optim.Optimizer],
                  cut_shapes: Sequence[tuple[int, ...]], transport: Transport, *, predict_weights: bool | None,
                  wire: DsFilter, dtype: torch.dtype, device: torch.device, memory_format: torch.memory_format,
-                 averages: dict[int, GradientAverage], precision: Precision) -> None:
+                 averages: dict[int, GradientAverage], precision: Precision, gradient_shrink: float) -> None:
+        self.gradient_shrink = gradient_shrink
         self.stages, self.own, self.optimizers, self.averages = stages, list(own), optimizers, averages
         self.precision = precision  # dtype: what the forwards produce (under autocast, its dtype)
         with_momentum = all(isinstance(o, torch.optim.SGD) and all(g["momentum"] > 0 for g in o.param_groups) for o in optimizers.values())
@@ -177,7 +182,7 @@ class PipelinedPhase:
 
     def _backward(self, s: int, grad: Tensor) -> None:
         done = self._in_flight[s].popleft()
-        done.out.backward(grad.to(done.out.dtype))
+        done.out.backward(grad.to(done.out.dtype) * self.gradient_shrink)
         if s > 0:
             self.transport.isend(done.inp.grad, s, s - 1, memory_format=self.memory_format)
         if done.reduction is not None:

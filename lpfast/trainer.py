@@ -179,7 +179,7 @@ class Trainer:
                 wire_filter=DsFilter(config.ds_factor, WIRE_DTYPES.get(config.wire_dtype), config.ds_mode),
                 store_filter=DsFilter(config.store_ds_factor, None, config.ds_mode),
                 serial_schedule=config.serial_schedule, restore_norms=config.restore_norms,
-                predict_weights=config.predict_weights, autocast=PRECISIONS[config.precision],
+                predict_weights=config.predict_weights, gradient_shrink=config.gradient_shrink, autocast=PRECISIONS[config.precision],
             )
             self.optimizers = self.lp.all_optimizers()
         # The forwards' autocast and fp16's loss scale: the layer-parallel run's own, or backprop's.

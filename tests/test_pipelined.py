@@ -20,10 +20,10 @@ def sgd(params):
     return torch.optim.SGD(params, lr=0.05, momentum=0.9, weight_decay=5e-4)
 
 
-def delayed_backprop(model, batches, k, shape, wire=None):
+def delayed_backprop(model, batches, k, shape, wire=None, shrink=1.0):
     """The reference, written out: for batch b stage s takes backprop's gradient of the whole
-    network evaluated with its weights as they were b - (K-1-s) updates ago (0 at the start);
-    with a DS filter ``wire`` the network has decode(encode(.)) at every cut."""
+    network evaluated with its weights as they were b - (K-1-s) updates ago (0 at the start),
+    times shrink^(K-1-s); with a DS filter ``wire`` the network has decode(encode(.)) at every cut."""
     stages = split(describe(model), partition(describe(model), k, shape))
     optimizers = [sgd(stage.parameters()) for stage in stages]
     history = [[{n: p.detach().clone() for n, p in stage.named_parameters()}] for stage in stages]
@@ -37,14 +37,14 @@ def delayed_backprop(model, batches, k, shape, wire=None):
         F.cross_entropy(h, y).backward()
         for s, stage in enumerate(stages):
             for n, p in stage.named_parameters():
-                p.grad = used[s][n].grad
+                p.grad = used[s][n].grad * shrink ** (k - 1 - s)
             optimizers[s].step()
             history[s].append({n: p.detach().clone() for n, p in stage.named_parameters()})
     return model
 
 
-@pytest.mark.parametrize("k, ds", [(2, False), (3, False), (3, True)])
-def test_each_stage_takes_backprops_gradient_with_the_weights_of_its_forward(k, ds):
+@pytest.mark.parametrize("k, ds, shrink", [(2, False, 1.0), (3, False, 1.0), (3, True, 1.0), (3, False, 0.5)])
+def test_each_stage_takes_backprops_gradient_with_the_weights_of_its_forward(k, ds, shrink):
     torch.manual_seed(0)
     model = mnist_resnet(depth=4, width=4).double()
     reference = copy.deepcopy(model)
@@ -52,14 +52,14 @@ def test_each_stage_takes_backprops_gradient_with_the_weights_of_its_forward(k, 
     batches = [(train.images[i:i + 12].double() / 255, train.labels[i:i + 12]) for i in range(0, 60, 12)]
     wire = DsFilter(2, None, "bilinear") if ds else None  # float64 on the wire: the comparison stays exact
     lp = LayerParallel(model, optimizer=sgd, stages=k, dataset_size=60, input_shape=(1, 28, 28), aux="pipelined",
-                       predict_weights=False, wire_filter=wire)
+                       predict_weights=False, wire_filter=wire, gradient_shrink=shrink)
     for b, (x, y) in enumerate(batches):
         losses = lp.step(x, y, torch.arange(12 * b, 12 * b + 12))
         assert bool(losses) == (b >= k - 1)  # the last stage trains once the pipeline is full
     with pytest.raises(RuntimeError, match="drain"):
         lp.state_dict()
     lp.end_epoch()  # drains
-    delayed_backprop(reference, batches, k, (1, 28, 28), wire)
+    delayed_backprop(reference, batches, k, (1, 28, 28), wire, shrink)
     for (name, mine), theirs in zip(model.state_dict().items(), reference.state_dict().values()):
         torch.testing.assert_close(mine, theirs, rtol=1e-12, atol=1e-13, msg=name)
     if ds:  # tested as trained, with the filter at every cut, unless asked for the plain network
@@ -124,6 +124,13 @@ def test_run_resumed_from_a_mid_epoch_checkpoint_gives_the_uninterrupted_numbers
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_the_cli_option_reaches_the_pipelined_phase(tmp_path):
+    train, test = small_data(n_train=32, n_test=16)
+    config = TrainConfig(method="penalty", stages=3, gradient_shrink=0.25, batch_size=16, threads=1)
+    trainer = Trainer(config, tmp_path, train_data=train, test_data=test, log=lambda s: None)
+    assert trainer.lp.pipelined.gradient_shrink == 0.25
+
+
 def test_options_it_cannot_take_are_refused():
     def build(**options):
         return LayerParallel(mnist_resnet(depth=4, width=4), **{"optimizer": sgd, **options}, stages=2, dataset_size=8,
@@ -138,6 +145,16 @@ def test_options_it_cannot_take_are_refused():
         build().step(torch.zeros(4, 1, 28, 28), torch.zeros(4, dtype=torch.long), torch.arange(4), torch.zeros(4, dtype=torch.bool))
     with pytest.raises(ValueError, match="pipelined"):
         TrainConfig(method="al", stages=2, aux="pipelined")
+    for shrink in (0.0, 1.5):
+        with pytest.raises(ValueError, match=r"gradient_shrink must be in \(0, 1\]"):
+            build(gradient_shrink=shrink)
+        with pytest.raises(ValueError, match=r"--gradient-shrink must be in \(0, 1\]"):
+            TrainConfig(method="penalty", stages=2, gradient_shrink=shrink)
+    with pytest.raises(ValueError, match="only aux='pipelined'"):
+        LayerParallel(mnist_resnet(depth=4, width=4), optimizer=sgd, stages=2, dataset_size=8, input_shape=(1, 28, 28),
+                      aux="store", gradient_shrink=0.5)
+    with pytest.raises(ValueError, match="use it with --aux pipelined"):
+        TrainConfig(method="penalty", stages=2, aux="store", gradient_shrink=0.5)
     config = TrainConfig(method="penalty", stages=2, aux="pipelined", dataset="cifar10", epochs=4, parallel_epochs=2)
     assert config.local_loss == 0.0 and config.predict_weights and config.use_augmentation(0)  # augmented images in the parallel phase
     assert not TrainConfig(method="penalty", stages=2, aux="pipelined", momentum=0.0).predict_weights
