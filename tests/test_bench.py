@@ -650,6 +650,8 @@ def test_row_modifiers_and_errors():
     assert name == "penalty+SPH K=2, norms restored" and options[-1] == "--restore-norms"
     name, options, _, _ = row("penalty+pipe", 2, 15, 4, 30)
     assert name == "penalty+SPH K=2, --aux pipelined" and options[-2:] == ["--aux", "pipelined"]
+    name, options, _, _ = row("penalty+pipe+k8+gs0.5", 2, 15, 4, 30)
+    assert name.endswith("--aux pipelined, gradient shrink 0.5") and options[-2:] == ["--gradient-shrink", "0.5"]
     # A row keeps its λ whatever lpfast train's default: stored unless a modifier says otherwise.
     from lpfast.cli import _config_from_args, build_parser
 
