@@ -70,10 +70,11 @@ INVOCATIONS=(
     "devices-resnet56|devices --model resnet56 --dataset cifar10 --epochs 3 --train-subset 10000 --parallel-epochs 3 --rows serial-1,ddp,1f1b,penalty+pipe+share1"
     "cifar100-resnet20-seed1-share1|real --model resnet20 --dataset cifar100 $COMMON --tag seed1-share1 --rows serial-K+seed1,penalty+pipe+ds+cut3-6+share1"
     # The levers against late gradients, ranked on the proxy (a class-balanced 20 000-image
-    # subset, 12 epochs, every epoch parallel) at K=8, where ResNet-20 lost 0.8 points in 15 epochs:
-    # gradient shrinking first (FDG: stage k's gradient scaled by g^(K-1-k)). It runs ahead of the
-    # deep network's unfinished rows, being short (~1 h) and able to change what K=8 runs with.
-    "levers-resnet20-k8|real --model resnet20 --dataset cifar10 --epochs 12 --parallel-epochs 12 --train-subset 20000 --order sequential --snapshot-every 30 --tag levers-k8 --rows serial-K,penalty+pipe+share1+k8+oneprocess,penalty+pipe+share1+k8+oneprocess+gs0.9,penalty+pipe+share1+k8+oneprocess+gs0.75,penalty+pipe+share1+k8+oneprocess+gs0.5"
+    # subset, 12 epochs) at K=8, where ResNet-20 lost 0.8 points in 15 epochs: gradient shrinking
+    # (FDG: stage k's gradient scaled by g^(K-1-k)) with every epoch parallel, then a serial tail
+    # (half the epochs parallel, the least the target allows). It runs ahead of the deep network's
+    # unfinished rows, being short (~1 h) and able to change what K=8 runs with.
+    "levers-resnet20-k8|real --model resnet20 --dataset cifar10 --epochs 12 --parallel-epochs 12 --train-subset 20000 --order sequential --snapshot-every 30 --tag levers-k8 --rows serial-K,penalty+pipe+share1+k8+oneprocess,penalty+pipe+share1+k8+oneprocess+gs0.9,penalty+pipe+share1+k8+oneprocess+gs0.75,penalty+pipe+share1+k8+oneprocess+gs0.5,penalty+pipe+share0.5+k8+oneprocess"
     # Many stages (K = 4 and 8), in the order the question needs them: the deep network at K=4 and 8
     # with every epoch parallel, then its second backprop seed; ResNet-20 at K=8 and stored λ at
     # K=4; CIFAR-100 at K=4. Every stage of a row in one process (two threads): accuracy is the
