@@ -516,10 +516,25 @@ def real_time_to_accuracy_plot(c: Composed, plot_dir: Path, devices: str = "") -
     return save_plot(fig, plot_dir / f"real-{c.model}-{c.dataset}-e{c.epochs}-time-to-accuracy{devices and '-' + devices.replace(' ', '-')}.png")
 
 
-def real_tables(folder: Path) -> list[tuple[Path, list[dict]]]:
-    """The real-budget campaign's tables ``real-<model>-<dataset>[-tag].json`` (``bench/real_budgets.sh``
+def campaign_tables(folder: Path) -> list[tuple[Path, list[dict]]]:
+    """The campaign's tables ``real-<model>-<dataset>[-tag].json`` (``bench/real_budgets.sh``
     rewrites them after every epoch), each with its records."""
     return [(path, json.loads(path.read_text())["records"]) for path in sorted(folder.glob("real-*.json"))]
+
+
+def on_a_subset(records: list[dict]) -> bool:
+    """A campaign table trained on part of the training set: a proxy for ranking levers, not a real budget."""
+    return any(r["config"].get("train_subset") for r in records)
+
+
+def real_tables(folder: Path) -> list[tuple[Path, list[dict]]]:
+    """The campaign's real-budget tables: full training sets."""
+    return [(path, records) for path, records in campaign_tables(folder) if not on_a_subset(records)]
+
+
+def proxy_tables(folder: Path) -> list[tuple[Path, list[dict]]]:
+    """The campaign's proxy tables: levers ranked on part of the training set at a short budget."""
+    return [(path, records) for path, records in campaign_tables(folder) if on_a_subset(records)]
 
 
 def seed_zero_backprop(loaded: list) -> dict[tuple[str, str, int], dict]:
@@ -544,6 +559,7 @@ def describe(kind: str, share: float | None = None) -> str:
     words[0] += " + DS" if "ds" in modifiers else ""
     words += [f"K={m[1:]}" for m in modifiers if re.fullmatch(r"k\d+", m)]
     words += [f"cut {m[3:].replace('-', '+')}" for m in modifiers if m.startswith("cut")]
+    words += [f"gradient shrink {m[2:]}" for m in modifiers if m.startswith("gs")]
     if share is not None:
         words.append("every epoch parallel" if share == 1 else "half of the epochs parallel" if share == 0.5
                      else f"{share:.2f} of the epochs parallel")

@@ -26,7 +26,7 @@ from lpfast.plan import link_bytes_per_s  # noqa: E402
 from records import (  # noqa: E402
     bench_command, budget, canonical, Composed, composed_times, ComposedRow, describe, device_label, device_speedups,
     EXACT_PEERS, family, finished, first_epoch_at, GPU_OVER_CORE, image, invocations, link_rates, LINK_ROWS, link_sweeps,
-    LinkRate, merge_invocations, planned_rows, real_time_to_accuracy_plot, relative, row_kind, save_plot, section_commands, seed_zero_backprop,
+    LinkRate, merge_invocations, planned_rows, proxy_tables, real_time_to_accuracy_plot, relative, row_kind, save_plot, section_commands, seed_zero_backprop,
     speedup_cells, speedups_over_one_device, spread, TARGETS, time_to_accuracy, without_cut,
 )
 
@@ -189,8 +189,37 @@ def many_stages_section(loaded: list, folder: Path, plot_dir: Path, page: Path) 
                          f"{done}/{r['epoch_budget']} | {last:.2f} | " + ("| |" if ref is None else f"{ref:.2f} | {last - ref:+.2f} |")
                          + f" {state} |")
     lines += [""] + ([f"K={' and K='.join(map(str, missing))}: not started yet.", ""] if missing else [])
-    return lines + [image("many stages", many_stages_plot(loaded, runs, plot_dir), page), "", *published_many_stages(folder),
-                    "```", "bash bench/real_budgets.sh   # its many-* invocations", "```", ""]
+    return lines + [image("many stages", many_stages_plot(loaded, runs, plot_dir), page), "", *levers(proxy_tables(folder)),
+                    *published_many_stages(folder), "```", "bash bench/real_budgets.sh   # its many-* and levers-* invocations", "```", ""]
+
+
+# What a lever must move the proxy by to be taken to the full budget (issue 36, step 3).
+LEVER_THRESHOLD = 0.3
+
+
+def levers(tables: list[tuple[Path, list[dict]]]) -> list[str]:
+    """The levers against late gradients on their proxies (part of the training set, a short budget,
+    one seed): each run's accuracy against the proxy's backprop and against the plain run of as
+    many stages (every epoch parallel, no gradient shrinking), at the same epoch."""
+    lines = []
+    for path, records in tables:
+        first = records[0]
+        backprop = next((r for r in records if row_kind(r).startswith("serial")), None)
+        plain = {stages(r): r for r in records if r is not backprop and parallel_share(r) == 1
+                 and not any(m.startswith("gs") for m in row_kind(r).split("+"))}
+        lines += [f"What keeps the accuracy as the delay grows, ranked on a proxy (`{path.name}`): {model_on(first['model'], first['dataset'])}, "
+                  f"{first['config']['train_subset']} training images, {first['epoch_budget']} epochs, one seed. A lever is taken to the "
+                  f"full budget if it moves the proxy by {LEVER_THRESHOLD} points or more over the plain run.", "",
+                  "| run | K | epochs | test acc (%) | Δ backprop | Δ plain | train loss at the end |", "|---|---|---|---|---|---|---|"]
+        for r in records:
+            done, last = len(r["test_acc"]), r["test_acc"][-1]
+            base = plain.get(stages(r)) if r is not backprop else None
+            cells = [f"{last - ref['test_acc'][done - 1]:+.2f}" if ref is not None and ref is not r and len(ref["test_acc"]) >= done else ""
+                     for ref in (backprop, base)]
+            lines.append(f"| {describe(row_kind(r), parallel_share(r))} | {1 if r is backprop else stages(r)} | {done}/{r['epoch_budget']} | "
+                         f"{last:.2f} | {cells[0]} | {cells[1]} | {r['epochs'][-1]['train_loss']:.3f} |")
+        lines.append("")
+    return lines
 
 
 def published_many_stages(folder: Path) -> list[str]:

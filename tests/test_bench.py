@@ -279,6 +279,12 @@ def test_report_page_numbers_come_from_the_records(smoke_records, tmp_path):
     # K=4 after 2 of its 4 epochs: partial, against backprop's second epoch.
     many = [real_run("penalty+pipe+share1+k4+oneprocess", [30, 50], 2, "pipelined", stages=4)]
     (tmp_path / "real-mnist_resnet-embedded-many.json").write_text(json.dumps({"benchmark": "real", "records": many}))
+    # A proxy (part of the training set, 3 epochs): its backprop and K=8 rows rank the levers and join no real-budget table.
+    proxy = [real_run(kind, accuracies, parallel, "pipelined" if parallel else "store", budget=3, train_subset=100,
+                      stages=8 if parallel else None)
+             for kind, accuracies, parallel in (("serial-K", [40, 60, 80.0], 0), ("penalty+pipe+share1+k8+oneprocess", [30, 50, 78.0], 3),
+                                                ("penalty+pipe+share1+k8+oneprocess+gs0.5", [30, 50, 78.5], 3))]
+    (tmp_path / "real-mnist_resnet-embedded-levers.json").write_text(json.dumps({"benchmark": "real", "records": proxy}))
     # Four devices of half a core: backprop on one 20 s an epoch, DDP 8 s, 2 stages x 2 replicas 6 s; the device
     # model's check on two devices, DDP 11 s against one device's 20 s on half cores, 5.2 s against 10 s on whole ones.
     by_kind = {r["kind"]: r for r in smoke_records}
@@ -335,6 +341,9 @@ def test_report_page_numbers_come_from_the_records(smoke_records, tmp_path):
     assert "| mnist_resnet, embedded: backprop | 1 | 4/4 | **89.80** (mean of 2 seeds: 90.00, 89.60) | | | finished |" in many_stages
     assert "| mnist_resnet, embedded: pipelined λ, every epoch parallel | 2 | 4/4 | 89.40 | 89.80 | -0.40 | finished |" in many_stages
     assert "stored λ" not in many_stages
+    assert "| pipelined λ, K=8, gradient shrink 0.5, every epoch parallel | 8 | 3/3 | 78.50 | -1.50 | +0.50 | 0.500 |" in many_stages
+    assert "| pipelined λ, K=8, every epoch parallel | 8 | 3/3 | 78.00 | -2.00 |  | 0.500 |" in many_stages
+    assert "| 8 | 3/3 | 78.00 | 80.00 |" not in many_stages  # not a real-budget run
 
     devices = page.split("## Four devices")[1].split("\n## ")[0]
     assert f"| lpfast 2 stages × 2 replicas, pipelined λ | {20 / 6:.2f}× ({20 / 6 / 2.5:.2f}× DDP) |" in devices
