@@ -29,7 +29,7 @@ from lpfast.parallel import LayerParallel
 from lpfast.precision import PRECISIONS, Precision
 from lpfast.progress import Progress
 from lpfast.schedule import lr_factor
-from lpfast.transport import DistTransport, LocalTransport
+from lpfast.transport import DistTransport, LocalTransport, summed_over_workers
 
 CIFAR_PADDING = 4
 
@@ -75,13 +75,6 @@ def evaluate(model: nn.Module, data: ImageDataset, *, batch_size: int, device: t
 def distributed_rank() -> tuple[int, int]:
     """(rank, world size) of this process; (0, 1) outside ``torch.distributed``."""
     return (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-
-
-def summed_over_workers(values: Tensor) -> Tensor:
-    """``values`` summed over every worker of the default process group."""
-    values = values.clone()
-    dist.all_reduce(values)
-    return values
 
 
 class Trainer:

@@ -30,6 +30,13 @@ class WorkerLostError(RuntimeError):
                    f"{timeout.total_seconds():.0f}s")
 
 
+def summed_over_workers(values: Tensor) -> Tensor:
+    """``values`` summed over every worker of the default process group (a new tensor)."""
+    values = values.clone()
+    dist.all_reduce(values)
+    return values
+
+
 class Pending:
     """A posted receive; :meth:`wait` returns the tensor."""
 
@@ -200,10 +207,8 @@ class DistTransport(Transport):
                 raise self._lost(f"sending to {self.mesh.name(dst)}", dst, exc) from None
 
     def all_sum(self, values: Tensor) -> Tensor:
-        values = values.clone()
         try:
-            dist.all_reduce(values)
+            return summed_over_workers(values)
         except RuntimeError as exc:
             raise WorkerLostError(f"{self.mesh.name(self.stage)}: summing statistics over the workers failed "
                                   f"({str(exc).splitlines()[0]})") from None
-        return values
