@@ -32,7 +32,8 @@ Presets (rows; ``+SPH`` where ``--parallel-epochs`` is given):
 Row modifiers (``--rows penalty+ds+seed1``): ``kN`` (N stages or workers instead of ``--workers``),
 ``dN`` (N replicas of the K stages, on K·N workers), ``rt`` (``--placement replicas-together``),
 ``oneprocess`` (every stage in one process: the numbers of K workers, for accuracy-only rows), ``ds``, ``net``, ``pipe`` (``--aux pipelined``), ``lr0.1``, ``rn`` (``--restore-norms``), ``seedN`` (another seed),
-``pmbM`` (``--parallel-micro-batches M``), ``gsG`` (``--gradient-shrink G``), ``awN`` / ``adN`` (``--aux-width N`` / ``--aux-depth N`` of ``net``'s ψ),
+``pmbM`` (``--parallel-micro-batches M``), ``gsG`` (``--gradient-shrink G``), ``wuE`` (``--warmup-epochs E``:
+the learning rate's linear warm-up), ``swN`` (``--serial-warmup N``: N epochs of backprop before the parallel ones), ``awN`` / ``adN`` (``--aux-width N`` / ``--aux-depth N`` of ``net``'s ψ),
 ``shareF`` (F of the epochs parallel, rounded; ``share1``: the parallel phase alone), ``cutA-B``
 (blocks per stage, ``--stage-blocks A,B``: e.g. the cut ``lpfast plan`` finds fastest).
 
@@ -134,6 +135,15 @@ def modifier(tag: str, epochs: int) -> tuple[str, list[str]]:
             shrink = -1.0
         if 0 < shrink <= 1:
             return f"gradient shrink {tag[2:]}", ["--gradient-shrink", tag[2:]]
+    if tag.startswith("wu"):
+        try:
+            warmup = float(tag[2:])
+        except ValueError:
+            warmup = -1.0
+        if warmup > 0:
+            return f"lr warm-up {tag[2:]} epochs", ["--warmup-epochs", tag[2:]]
+    if tag.startswith("sw") and tag[2:].isdigit():
+        return f"{tag[2:]} serial warm-up epochs", ["--serial-warmup", tag[2:]]
     if tag.startswith("cut") and all(part.isdigit() for part in tag[3:].split("-")):
         blocks = tag[3:].split("-")
         return f"cut {'+'.join(blocks)}", ["--stage-blocks", ",".join(blocks)]
@@ -146,7 +156,7 @@ def modifier(tag: str, epochs: int) -> tuple[str, list[str]]:
             parallel = round(share * epochs)
             return f"{parallel} of {epochs} epochs parallel", ["--parallel-epochs", str(parallel)]
     raise ValueError(f"unknown row modifier {tag!r}: use kN, dN, oneprocess, rt, ds, net, pipe, lr0.1, rn, bf16, fp16, seedN, pmbM (parallel steps in M micro-batches), "
-                     "gsG (--gradient-shrink G, 0 < G <= 1), blocksB, "
+                     "gsG (--gradient-shrink G, 0 < G <= 1), wuE (--warmup-epochs E), swN (--serial-warmup N), blocksB, "
                      "awN / adN (--aux net's ψ width / depth), "
                      "shareF (0 <= F <= 1) or cutA-B-... (blocks per stage)")
 

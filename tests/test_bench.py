@@ -661,6 +661,9 @@ def test_row_modifiers_and_errors():
     assert name == "penalty+SPH K=2, --aux pipelined" and options[-2:] == ["--aux", "pipelined"]
     name, options, _, _ = row("penalty+pipe+k8+gs0.5", 2, 15, 4, 30)
     assert name.endswith("--aux pipelined, gradient shrink 0.5") and options[-2:] == ["--gradient-shrink", "0.5"]
+    name, options, _, _ = row("penalty+pipe+k8+wu1.5+sw1", 2, 15, 4, 30)
+    assert name.endswith("lr warm-up 1.5 epochs, 1 serial warm-up epochs")
+    assert options[-4:] == ["--warmup-epochs", "1.5", "--serial-warmup", "1"]
     # A row keeps its λ whatever lpfast train's default: stored unless a modifier says otherwise.
     from lpfast.cli import _config_from_args, build_parser
 
