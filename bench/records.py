@@ -560,6 +560,8 @@ def describe(kind: str, share: float | None = None) -> str:
     words += [f"K={m[1:]}" for m in modifiers if re.fullmatch(r"k\d+", m)]
     words += [f"cut {m[3:].replace('-', '+')}" for m in modifiers if m.startswith("cut")]
     words += [f"gradient shrink {m[2:]}" for m in modifiers if m.startswith("gs")]
+    words += [f"lr warm-up {m[2:]} epoch{'s' if m[2:] != '1' else ''}" for m in modifiers if m.startswith("wu")]
+    words += [f"{m[2:]} serial warm-up epoch{'s' if m[2:] != '1' else ''}" for m in modifiers if m.startswith("sw")]
     if share is not None:
         words.append("every epoch parallel" if share == 1 else "half of the epochs parallel" if share == 0.5
                      else f"{share:.2f} of the epochs parallel")

@@ -195,20 +195,30 @@ def many_stages_section(loaded: list, folder: Path, plot_dir: Path, page: Path) 
 
 # What a lever must move the proxy by to be taken to the full budget (issue 36, step 3).
 LEVER_THRESHOLD = 0.3
+# The row modifiers that are levers against late gradients: gradient shrinking, lr warm-up, serial warm-up.
+LEVER_MODIFIERS = ("gs", "wu", "sw")
 
 
 def levers(tables: list[tuple[Path, list[dict]]]) -> list[str]:
     """The levers against late gradients on their proxies (part of the training set, a short budget,
     one seed): each run's accuracy against the proxy's backprop and against the plain run of as
-    many stages (every epoch parallel, no gradient shrinking), at the same epoch."""
-    lines = []
+    many stages (every epoch parallel, no lever), at the same epoch. Tables of one proxy (model,
+    data set, budget and subset) are read as one."""
+    proxies: dict = defaultdict(list)
+    names: dict = defaultdict(list)
     for path, records in tables:
-        first = records[0]
+        for r in records:
+            key = (r["model"], r["dataset"], r["epoch_budget"], r["config"]["train_subset"])
+            proxies[key].append(r)
+            names[key] += [] if path.name in names[key] else [path.name]
+    lines = []
+    for key, records in proxies.items():
+        model, dataset, budget, subset = key
         backprop = next((r for r in records if row_kind(r).startswith("serial")), None)
         plain = {stages(r): r for r in records if r is not backprop and parallel_share(r) == 1
-                 and not any(m.startswith("gs") for m in row_kind(r).split("+"))}
-        lines += [f"What keeps the accuracy as the delay grows, ranked on a proxy (`{path.name}`): {model_on(first['model'], first['dataset'])}, "
-                  f"{first['config']['train_subset']} training images, {first['epoch_budget']} epochs, one seed. A lever is taken to the "
+                 and not any(m.startswith(LEVER_MODIFIERS) for m in row_kind(r).split("+"))}
+        lines += [f"What keeps the accuracy as the delay grows, ranked on a proxy ({', '.join(f'`{n}`' for n in names[key])}): "
+                  f"{model_on(model, dataset)}, {subset} training images, {budget} epochs, one seed. A lever is taken to the "
                   f"full budget if it moves the proxy by {LEVER_THRESHOLD} points or more over the plain run.", "",
                   "| run | K | epochs | test acc (%) | Δ backprop | Δ plain | train loss at the end |", "|---|---|---|---|---|---|---|"]
         for r in records:

@@ -141,9 +141,9 @@ def modifier(tag: str, epochs: int) -> tuple[str, list[str]]:
         except ValueError:
             warmup = -1.0
         if warmup > 0:
-            return f"lr warm-up {tag[2:]} epochs", ["--warmup-epochs", tag[2:]]
+            return f"lr warm-up {tag[2:]} epoch{'s' if tag[2:] != '1' else ''}", ["--warmup-epochs", tag[2:]]
     if tag.startswith("sw") and tag[2:].isdigit():
-        return f"{tag[2:]} serial warm-up epochs", ["--serial-warmup", tag[2:]]
+        return f"{tag[2:]} serial warm-up epoch{'s' if tag[2:] != '1' else ''}", ["--serial-warmup", tag[2:]]
     if tag.startswith("cut") and all(part.isdigit() for part in tag[3:].split("-")):
         blocks = tag[3:].split("-")
         return f"cut {'+'.join(blocks)}", ["--stage-blocks", ",".join(blocks)]

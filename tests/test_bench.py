@@ -283,8 +283,11 @@ def test_report_page_numbers_come_from_the_records(smoke_records, tmp_path):
     proxy = [real_run(kind, accuracies, parallel, "pipelined" if parallel else "store", budget=3, train_subset=100,
                       stages=8 if parallel else None)
              for kind, accuracies, parallel in (("serial-K", [40, 60, 80.0], 0), ("penalty+pipe+share1+k8+oneprocess", [30, 50, 78.0], 3),
-                                                ("penalty+pipe+share1+k8+oneprocess+gs0.5", [30, 50, 78.5], 3))]
-    (tmp_path / "real-mnist_resnet-embedded-levers.json").write_text(json.dumps({"benchmark": "real", "records": proxy}))
+                                                ("penalty+pipe+share1+k8+oneprocess+gs0.5", [30, 50, 78.5], 3),
+                                                ("penalty+pipe+share1+k8+oneprocess+wu1", [30, 50, 79.0], 3))]
+    (tmp_path / "real-mnist_resnet-embedded-levers.json").write_text(json.dumps({"benchmark": "real", "records": proxy[:3]}))
+    # A second table of the same proxy, read with the first: its lever against the first's backprop and plain run.
+    (tmp_path / "real-mnist_resnet-embedded-levers2.json").write_text(json.dumps({"benchmark": "real", "records": proxy[3:]}))
     # Four devices of half a core: backprop on one 20 s an epoch, DDP 8 s, 2 stages x 2 replicas 6 s; the device
     # model's check on two devices, DDP 11 s against one device's 20 s on half cores, 5.2 s against 10 s on whole ones.
     by_kind = {r["kind"]: r for r in smoke_records}
@@ -343,6 +346,8 @@ def test_report_page_numbers_come_from_the_records(smoke_records, tmp_path):
     assert "stored λ" not in many_stages
     assert "| pipelined λ, K=8, gradient shrink 0.5, every epoch parallel | 8 | 3/3 | 78.50 | -1.50 | +0.50 | 0.500 |" in many_stages
     assert "| pipelined λ, K=8, every epoch parallel | 8 | 3/3 | 78.00 | -2.00 |  | 0.500 |" in many_stages
+    assert "| pipelined λ, K=8, lr warm-up 1 epoch, every epoch parallel | 8 | 3/3 | 79.00 | -1.00 | +1.00 | 0.500 |" in many_stages
+    assert "ranked on a proxy (`real-mnist_resnet-embedded-levers.json`, `real-mnist_resnet-embedded-levers2.json`)" in many_stages
     assert "| 8 | 3/3 | 78.00 | 80.00 |" not in many_stages  # not a real-budget run
 
     devices = page.split("## Four devices")[1].split("\n## ")[0]
@@ -662,7 +667,7 @@ def test_row_modifiers_and_errors():
     name, options, _, _ = row("penalty+pipe+k8+gs0.5", 2, 15, 4, 30)
     assert name.endswith("--aux pipelined, gradient shrink 0.5") and options[-2:] == ["--gradient-shrink", "0.5"]
     name, options, _, _ = row("penalty+pipe+k8+wu1.5+sw1", 2, 15, 4, 30)
-    assert name.endswith("lr warm-up 1.5 epochs, 1 serial warm-up epochs")
+    assert name.endswith("lr warm-up 1.5 epochs, 1 serial warm-up epoch")
     assert options[-4:] == ["--warmup-epochs", "1.5", "--serial-warmup", "1"]
     # A row keeps its λ whatever lpfast train's default: stored unless a modifier says otherwise.
     from lpfast.cli import _config_from_args, build_parser
