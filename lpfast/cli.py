@@ -95,7 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
             action=argparse.BooleanOptionalAction)
     _option(train, "micro_batches", "micro-batches per batch in the serial phase's pipeline across workers", type=int)
     _option(train, "parallel_micro_batches", "parts each stage's parallel step works through its batch in (one optimizer "
-            "step; on a CPU a smaller working set stays in cache)", type=int)
+            "step; on a CPU a smaller working set stays in cache; with --aux pipelined the parts follow one another down the "
+            "pipeline, so stage k's gradient is at most ceil((K-1-k)/M) steps late)", type=int)
     _option(train, "serial_schedule", "the serial phase's pipeline schedule across workers (torch.distributed.pipelining)",
             choices=SERIAL_SCHEDULES)
     _option(train, "ds_factor", "down-sampling factor s of what crosses a cut in the parallel phase (s×s average pooling)", type=int)

@@ -44,7 +44,8 @@ class TrainConfig:
     weights back to their lengths at the λ pass whenever a parallel phase ends (the function stays
     the same; shorter weights turn further per step in the serial epochs). ``parallel_micro_batches`` M makes each
     stage's parallel step work through its batch in M parts (one optimizer step; batch norm per
-    part): on a CPU the smaller working set stays in cache.
+    part): on a CPU the smaller working set stays in cache; with pipelined λ the parts follow one
+    another down the pipeline, so stage k's gradient is at most ceil((K-1-k)/M) steps late.
     ``ds_factor``, ``wire_dtype``, ``ds_mode``: the DS filter of what crosses a cut in the
     parallel phase (None wire dtype: the compute dtype); ``store_ds_factor`` keeps λ and μ
     down-sampled.
@@ -246,9 +247,10 @@ class TrainConfig:
         if self.parallel_micro_batches < 1 or replica_batch % self.parallel_micro_batches:
             raise ValueError(f"parallel_micro_batches ({self.parallel_micro_batches}) must be >= 1 and divide a replica's batch "
                              f"({replica_batch})")
-        if self.parallel_micro_batches > 1 and (self.method == "serial" or self.aux != "store"):
-            raise ValueError("--parallel-micro-batches splits the parallel step of stored λ: use it with --method penalty|al "
-                             "and --aux store (an auxiliary network regresses once per batch)")
+        if self.parallel_micro_batches > 1 and (self.method == "serial" or self.aux not in ("store", "pipelined")
+                                                or (self.aux == "pipelined" and self.replicas > 1)):
+            raise ValueError("--parallel-micro-batches splits the parallel step of stored or pipelined λ: use it with --method penalty|al "
+                             "and --aux store, or --aux pipelined without --replicas (an auxiliary network regresses once per batch)")
         if self.serial_schedule not in SERIAL_SCHEDULES:
             raise ValueError(f"serial_schedule must be one of {', '.join(SERIAL_SCHEDULES)}, got {self.serial_schedule!r}")
         looped = STAGES_PER_WORKER[self.serial_schedule]

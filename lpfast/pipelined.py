@@ -29,6 +29,13 @@ receives (and so passes g times its input gradient on): stage k's gradient is sc
 the later a gradient the smaller its step (gradient shrinking; Zhuang et al.'s fully decoupled
 training, FDG). Weight decay is not scaled.
 
+With ``micro_batches`` M > 1 a batch enters the pipeline as M equal parts, one a step of the
+pipeline, and every stage adds up the gradients of the batch's parts (each part's loss weighted by
+its share of the batch) for one optimizer step once the batch's last part is through it
+(PipeDream-2BW's double-buffered weights): stage k's gradient is then at most ceil((K-1-k)/M)
+optimizer steps late instead of K-1-k, one step whatever K is once M >= K-1. Batch norm
+normalises each part by its own statistics.
+
 With a DS filter (``wire``) the cut carries its wire form both ways: stage k sends encode(φ_k),
 stage k+1 trains on decode(received), and the gradient it sends back is the one with respect to
 the wire tensor (pooled, in the wire dtype), which stage k backpropagates through its encode. Each
@@ -90,7 +97,11 @@ class PipelinedPhase:
 
     def _reset(self) -> None:
         self._calls = 0  # steps since the pipeline was last empty (drain steps included)
-        self._sizes: list[int] = []  # batch sizes, in the order the batches entered
+        self._sizes: list[int] = []  # sizes of the parts (a batch is one part or several), in the order they entered
+        self._shares: list[float] = []  # each part's share of its batch: the weight of its loss in the batch's gradient
+        self._batch_ends: set[int] = set()  # the parts that end a batch: each stage steps its optimizer after them
+        self._parts = 1  # parts a batch comes in, the same for every batch of one fill
+        self._accumulated: dict[int, dict[str, Tensor]] = {s: {} for s in self.own}  # the batch's gradient so far (stages < K-1)
         self._labels: deque[Tensor] = deque()  # on the last stage's worker: labels of batches not yet trained on
         self._in_flight: dict[int, deque[_InFlight]] = {s: deque() for s in self.own}
         self._next_input: dict[int, Pending] = {}
@@ -100,13 +111,32 @@ class PipelinedPhase:
         """No batch is in flight: every batch that entered has been backpropagated by every stage."""
         return not self._sizes
 
-    def step(self, x: Tensor | None, y: Tensor | None, stage_time: dict[int, float], loss_sum: dict[int, Tensor]) -> dict[int, Tensor]:
-        """One step; ``x``/``y`` the batch entering (None while draining). Adds each owned stage's
-        compute time to ``stage_time`` and the last stage's summed cross-entropy to ``loss_sum``.
-        Returns the last stage's mean cross-entropy of the batch it trained on, if it is this
-        worker's and trained on one."""
+    def step(self, x: Tensor | None, y: Tensor | None, stage_time: dict[int, float], loss_sum: dict[int, Tensor], *,
+             micro_batches: int = 1) -> dict[int, Tensor]:
+        """The batch ``x``/``y`` entering in ``micro_batches`` equal parts, a step of the pipeline
+        each (None: one step while draining). Adds each owned stage's compute time to
+        ``stage_time`` and the last stage's summed cross-entropy to ``loss_sum``. Returns the last
+        stage's mean cross-entropy over the parts it trained on, if it is this worker's and trained on any."""
+        if x is None:
+            return self._advance(None, None, stage_time, loss_sum)
+        if self.empty:
+            self._parts = micro_batches
+        elif micro_batches != self._parts:
+            raise ValueError(f"a batch in {micro_batches} parts cannot follow batches in {self._parts} into the pipeline: drain it first")
+        trained = []
+        for i, (part_x, part_y) in enumerate(zip(x.tensor_split(micro_batches), y.tensor_split(micro_batches))):
+            trained += self._advance(part_x, part_y, stage_time, loss_sum, share=1 / micro_batches,
+                                     ends_batch=i == micro_batches - 1).values()
+        return {self.num_stages - 1: sum(trained) / len(trained)} if trained else {}
+
+    def _advance(self, x: Tensor | None, y: Tensor | None, stage_time: dict[int, float], loss_sum: dict[int, Tensor], *,
+                 share: float = 1.0, ends_batch: bool = True) -> dict[int, Tensor]:
+        """One step of the pipeline, the part ``x``/``y`` entering (None while draining)."""
         if x is not None:
             self._sizes.append(x.shape[0])
+            self._shares.append(share)
+            if ends_batch:
+                self._batch_ends.add(len(self._sizes) - 1)
             if self.num_stages - 1 in self.own:
                 self._labels.append(y)
         t, entered, last = self._calls, len(self._sizes), self.num_stages - 1
@@ -122,17 +152,17 @@ class PipelinedPhase:
                     # Next step's input; the batch exists whether or not the next step brings a new one.
                     self._next_input[s] = self._receive(t + 1 - s, s - 1, s)
                 if s == last:
-                    losses[s] = self._train_last(inp, self._labels.popleft())
+                    losses[s] = self._train_last(t - s, inp, self._labels.popleft())
                     loss_sum[s] += losses[s].double() * inp.shape[0]
                 else:
-                    self._forward(s, inp)
+                    self._forward(s, t - s, inp)
             elif s > 0 and t + 1 - s == 0:
                 self._next_input[s] = self._receive(0, s - 1, s)
             stage_time[s] += time.perf_counter() - start
         for s in reversed(self.own):  # backwards of the stages before the last, last to first
             if s in grads:
                 start = time.perf_counter()
-                self._backward(s, grads[s].wait())
+                self._backward(s, backward_batch, grads[s].wait())
                 stage_time[s] += time.perf_counter() - start
         self.transport.flush()
         self._calls += 1
@@ -156,13 +186,21 @@ class PipelinedPhase:
         leaf = received.detach().requires_grad_()
         return leaf, self.wire.decode(leaf, self.dtype)
 
-    def _forward(self, s: int, inp: Tensor) -> None:
+    def _steps_late(self, s: int, part: int) -> int:
+        """The optimizer steps stage ``s`` takes between its forward of ``part`` and the step that
+        applies the part's gradient: those after the batch ends in [part + s - (K-1), the part's
+        own batch end) (K-1-s with one part a batch)."""
+        m = self._parts
+        own_end = part // m * m + m - 1
+        return (own_end - m) // m - (part + s - (self.num_stages - 1) - m) // m
+
+    def _forward(self, s: int, part: int, inp: Tensor) -> None:
         stage = self.stages[s]
         # A copy of the weights for this batch's backward, a step or more from now: the optimizer
         # changes the live ones in place before then.
         weights = {name: p.detach().clone() for name, p in stage.named_parameters()}
         if self.predict_weights:
-            late = self.num_stages - 1 - s
+            late = self._steps_late(s, part)
             optimizer = self.optimizers[s]
             # Looked up here, not cached: Optimizer.load_state_dict (a resume) replaces the groups.
             group_of = {id(p): group for group in optimizer.param_groups for p in group["params"]}
@@ -180,31 +218,38 @@ class PipelinedPhase:
         reduction = self.averages[s].track(list(weights.values())) if s in self.averages else None
         self._in_flight[s].append(_InFlight(received, out, weights, reduction))
 
-    def _backward(self, s: int, grad: Tensor) -> None:
+    def _backward(self, s: int, part: int, grad: Tensor) -> None:
         done = self._in_flight[s].popleft()
         done.out.backward(grad.to(done.out.dtype) * self.gradient_shrink)
         if s > 0:
             self.transport.isend(done.inp.grad, s, s - 1, memory_format=self.memory_format)
         if done.reduction is not None:
             done.reduction.finish()
-        params = list(self.stages[s].parameters())
-        for name, p in self.stages[s].named_parameters():
-            p.grad = done.weights[name].grad
-        self.precision.step(self.optimizers[s], params)
+        batch_gradient = self._accumulated[s]
+        for name, w in done.weights.items():
+            batch_gradient[name] = w.grad if name not in batch_gradient else batch_gradient[name] + w.grad
+        if part in self._batch_ends:
+            for name, p in self.stages[s].named_parameters():
+                p.grad = batch_gradient.pop(name)
+            self.precision.step(self.optimizers[s], list(self.stages[s].parameters()))
 
-    def _train_last(self, inp: Tensor, y: Tensor) -> Tensor:
+    def _train_last(self, part: int, inp: Tensor, y: Tensor) -> Tensor:
         s = self.num_stages - 1
-        self.optimizers[s].zero_grad(set_to_none=True)
+        if part == 0 or part - 1 in self._batch_ends:  # the batch's first part: its gradient starts from zero
+            self.optimizers[s].zero_grad(set_to_none=True)
         received, inp = self._input(inp)
         reduction = self.averages[s].track(list(self.stages[s].parameters())) if s in self.averages else None
         with self.precision.autocast():
             logits = self.stages[s](inp)
         loss = F.cross_entropy(self.precision.for_loss(logits), y)
-        self.precision.scale(loss).backward()  # float16: every gradient down the pipeline is scaled
+        share = self._shares[part]
+        # float16: every gradient down the pipeline is scaled. A part's loss counts by its share of the batch.
+        self.precision.scale(loss if share == 1 else loss * share).backward()
         if s > 0:
             self.transport.isend(received.grad, s, s - 1, memory_format=self.memory_format)
         if reduction is not None:
             reduction.finish()
-        self.precision.step(self.optimizers[s], list(self.stages[s].parameters()))
+        if part in self._batch_ends:
+            self.precision.step(self.optimizers[s], list(self.stages[s].parameters()))
         return loss.detach()
 

@@ -43,6 +43,69 @@ def delayed_backprop(model, batches, k, shape, wire=None, shrink=1.0):
     return model
 
 
+def two_buffered_backprop(model, batches, k, shape, m):
+    """The reference for batches in ``m`` parts, written out: part i (of batch i // m) meets at
+    stage s the weights stage s had at its forward, i.e. after the updates of the batches whose
+    last part j it had finished by then (j + K-1 < i + s); each stage's update sums the gradients
+    of its batch's parts, each part's loss weighted by 1/m."""
+    stages = split(describe(model), partition(describe(model), k, shape))
+    optimizers = [sgd(stage.parameters()) for stage in stages]
+    history = [[{n: p.detach().clone() for n, p in stage.named_parameters()}] for stage in stages]
+    summed = [{} for _ in stages]
+    parts = [part for x, y in batches for part in zip(x.tensor_split(m), y.tensor_split(m))]
+    for i, (x, y) in enumerate(parts):
+        version = [sum(1 for j in range(m - 1, i, m) if j + k - 1 < i + s) for s in range(k)]
+        used = [{n: w.clone().requires_grad_() for n, w in history[s][version[s]].items()} for s in range(k)]
+        h = x
+        for s, stage in enumerate(stages):
+            h = functional_call(stage, used[s], (h,))
+        (F.cross_entropy(h, y) * (1 / m)).backward()
+        for s in range(k):
+            for n, w in used[s].items():
+                summed[s][n] = w.grad if n not in summed[s] else summed[s][n] + w.grad
+        if i % m == m - 1:
+            for s, stage in enumerate(stages):
+                for n, p in stage.named_parameters():
+                    p.grad = summed[s].pop(n)
+                optimizers[s].step()
+                history[s].append({n: p.detach().clone() for n, p in stage.named_parameters()})
+    return model
+
+
+@pytest.mark.parametrize("k, m", [(3, 2), (4, 3)])
+def test_batches_in_parts_step_each_stage_once_a_batch_on_the_weights_of_each_parts_forward(k, m):
+    torch.manual_seed(0)
+    model = mnist_resnet(depth=4, width=4).double()
+    reference = copy.deepcopy(model)
+    train, _ = small_data(n_train=60)
+    batches = [(train.images[i:i + 12].double() / 255, train.labels[i:i + 12]) for i in range(0, 60, 12)]
+    lp = LayerParallel(model, optimizer=sgd, stages=k, input_shape=(1, 28, 28), aux="pipelined", predict_weights=False)
+    for x, y in batches:
+        lp.step(x, y, micro_batches=m)
+    lp.end_epoch()
+    two_buffered_backprop(reference, batches, k, (1, 28, 28), m)
+    for (name, mine), theirs in zip(model.state_dict().items(), reference.state_dict().values()):
+        torch.testing.assert_close(mine, theirs, rtol=1e-12, atol=1e-13, msg=name)
+    # Not the one-part run: the first stage's gradient is fewer steps late.
+    one_part = copy.deepcopy(reference)
+    delayed_backprop(one_part, batches, k, (1, 28, 28))
+    assert not torch.allclose(next(one_part.parameters()), next(model.parameters()))
+    with pytest.raises(ValueError, match="must divide the batch of 12"):
+        lp.step(*batches[0], micro_batches=5)
+
+
+def test_a_part_is_late_by_the_batch_ends_between_its_forward_and_its_batchs_step():
+    def late(k, m, s, part):
+        lp = LayerParallel(mnist_resnet(depth=4, width=4), optimizer=sgd, stages=k, input_shape=(1, 28, 28))
+        lp.pipelined._parts = m
+        return lp.pipelined._steps_late(s, part)
+
+    assert all(late(4, 1, s, part) == 3 - s for s in range(4) for part in range(6))  # one part a batch: K-1-k steps
+    assert [late(3, 2, 0, part) for part in range(6)] == [1, 1, 1, 1, 1, 1]  # the batch before ends after the forward
+    assert [late(4, 2, 0, part) for part in range(6)] == [2, 1, 2, 1, 2, 1]  # ceil((K-1)/M) at most
+    assert all(late(4, 3, s, part) <= 1 for s in range(4) for part in range(12))  # M >= K-1: one step late at most
+
+
 @pytest.mark.parametrize("k, ds, shrink", [(2, False, 1.0), (3, False, 1.0), (3, True, 1.0), (3, False, 0.5)])
 def test_each_stage_takes_backprops_gradient_with_the_weights_of_its_forward(k, ds, shrink):
     torch.manual_seed(0)
@@ -155,6 +218,8 @@ def test_options_it_cannot_take_are_refused():
                       aux="store", gradient_shrink=0.5)
     with pytest.raises(ValueError, match="use it with --aux pipelined"):
         TrainConfig(method="penalty", stages=2, aux="store", gradient_shrink=0.5)
+    with pytest.raises(ValueError, match="without --replicas"):  # parts with replicas: each part's gradient would be averaged
+        TrainConfig(method="penalty", stages=2, replicas=2, parallel_micro_batches=2)
     config = TrainConfig(method="penalty", stages=2, aux="pipelined", dataset="cifar10", epochs=4, parallel_epochs=2)
     assert config.local_loss == 0.0 and config.predict_weights and config.use_augmentation(0)  # augmented images in the parallel phase
     assert not TrainConfig(method="penalty", stages=2, aux="pipelined", momentum=0.0).predict_weights
