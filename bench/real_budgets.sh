@@ -75,6 +75,10 @@ INVOCATIONS=(
     # (half the epochs parallel, the least the target allows). It runs ahead of the deep network's
     # unfinished rows, being short (~1 h) and able to change what K=8 runs with.
     "levers-resnet20-k8|real --model resnet20 --dataset cifar10 --epochs 12 --parallel-epochs 12 --train-subset 20000 --order sequential --snapshot-every 30 --tag levers-k8 --rows serial-K,penalty+pipe+share1+k8+oneprocess,penalty+pipe+share1+k8+oneprocess+gs0.9,penalty+pipe+share1+k8+oneprocess+gs0.75,penalty+pipe+share1+k8+oneprocess+gs0.5,penalty+pipe+share0.5+k8+oneprocess"
+    # PipeDream-2BW's lever on the same proxy: each batch down the pipeline in M parts, every stage
+    # stepping once a batch (at most ceil(7/M) steps late instead of 7 for the first stage): M=8,
+    # every stage at most one step late, and M=4. Set against the first proxy's rows.
+    "levers3-resnet20-k8|real --model resnet20 --dataset cifar10 --epochs 12 --parallel-epochs 12 --train-subset 20000 --order sequential --snapshot-every 30 --tag levers3-k8 --rows penalty+pipe+share1+k8+oneprocess+pmb8,penalty+pipe+share1+k8+oneprocess+pmb4"
     # The early-training levers on the same proxy, added after the first five rows had shown K=8
     # trailing backprop from the first epoch (−8.3 points at the end; gradient shrinking 0.9 took
     # back 1.9): the learning rate's linear warm-up over 2 epochs, one serial epoch before the
