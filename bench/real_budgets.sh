@@ -82,9 +82,10 @@ INVOCATIONS=(
     # The early-training levers on the same proxy, added after the first five rows had shown K=8
     # trailing backprop from the first epoch (−8.3 points at the end; gradient shrinking 0.9 took
     # back 1.9): the learning rate's linear warm-up over 2 epochs, one serial epoch before the
-    # parallel ones, and the warm-up with shrinking 0.75. Set against the first proxy's backprop
-    # and plain K=8 rows.
-    "levers2-resnet20-k8|real --model resnet20 --dataset cifar10 --epochs 12 --parallel-epochs 12 --train-subset 20000 --order sequential --snapshot-every 30 --tag levers2-k8 --rows penalty+pipe+share1+k8+oneprocess+wu2,penalty+pipe+share0.92+k8+oneprocess+sw1,penalty+pipe+share1+k8+oneprocess+gs0.75+wu2"
+    # parallel ones, the warm-up with shrinking 0.75, and the weights unpredicted (SpecTrain's
+    # extrapolation over 7 steps of momentum, measured only at one step so far). Set against the
+    # first proxy's backprop and plain K=8 rows.
+    "levers2-resnet20-k8|real --model resnet20 --dataset cifar10 --epochs 12 --parallel-epochs 12 --train-subset 20000 --order sequential --snapshot-every 30 --tag levers2-k8 --rows penalty+pipe+share1+k8+oneprocess+wu2,penalty+pipe+share0.92+k8+oneprocess+sw1,penalty+pipe+share1+k8+oneprocess+gs0.75+wu2,penalty+pipe+share1+k8+oneprocess+nopredict"
     # Many stages (K = 4 and 8), in the order the question needs them: the deep network at K=4 and 8
     # with every epoch parallel, then its second backprop seed; ResNet-20 at K=8 and stored λ at
     # K=4; CIFAR-100 at K=4. Every stage of a row in one process (two threads): accuracy is the

@@ -560,6 +560,7 @@ def describe(kind: str, share: float | None = None) -> str:
     words += [f"K={m[1:]}" for m in modifiers if re.fullmatch(r"k\d+", m)]
     words += [f"cut {m[3:].replace('-', '+')}" for m in modifiers if m.startswith("cut")]
     words += [f"gradient shrink {m[2:]}" for m in modifiers if m.startswith("gs")]
+    words += ["no weight prediction" for m in modifiers if m == "nopredict"]
     words += [f"batches in {m[3:]} parts" for m in modifiers if re.fullmatch(r"pmb\d+", m)]
     words += [f"lr warm-up {m[2:]} epoch{'s' if m[2:] != '1' else ''}" for m in modifiers if m.startswith("wu")]
     words += [f"{m[2:]} serial warm-up epoch{'s' if m[2:] != '1' else ''}" for m in modifiers if m.startswith("sw")]

@@ -196,8 +196,8 @@ def many_stages_section(loaded: list, folder: Path, plot_dir: Path, page: Path) 
 # What a lever must move the proxy by to be taken to the full budget (issue 36, step 3).
 LEVER_THRESHOLD = 0.3
 # The row modifiers that are levers against late gradients: gradient shrinking, lr warm-up, serial
-# warm-up, batches in parts (PipeDream-2BW).
-LEVER_MODIFIERS = ("gs", "wu", "sw", "pmb")
+# warm-up, batches in parts (PipeDream-2BW), weight prediction turned off.
+LEVER_MODIFIERS = ("gs", "wu", "sw", "pmb", "nopredict")
 
 
 def levers(tables: list[tuple[Path, list[dict]]]) -> list[str]:

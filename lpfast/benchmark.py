@@ -31,7 +31,7 @@ Presets (rows; ``+SPH`` where ``--parallel-epochs`` is given):
 
 Row modifiers (``--rows penalty+ds+seed1``): ``kN`` (N stages or workers instead of ``--workers``),
 ``dN`` (N replicas of the K stages, on K·N workers), ``rt`` (``--placement replicas-together``),
-``oneprocess`` (every stage in one process: the numbers of K workers, for accuracy-only rows), ``ds``, ``net``, ``pipe`` (``--aux pipelined``), ``lr0.1``, ``rn`` (``--restore-norms``), ``seedN`` (another seed),
+``oneprocess`` (every stage in one process: the numbers of K workers, for accuracy-only rows), ``ds``, ``net``, ``pipe`` (``--aux pipelined``), ``lr0.1``, ``rn`` (``--restore-norms``), ``nopredict`` (``--no-predict-weights``), ``seedN`` (another seed),
 ``pmbM`` (``--parallel-micro-batches M``), ``gsG`` (``--gradient-shrink G``), ``wuE`` (``--warmup-epochs E``:
 the learning rate's linear warm-up), ``swN`` (``--serial-warmup N``: N epochs of backprop before the parallel ones), ``awN`` / ``adN`` (``--aux-width N`` / ``--aux-depth N`` of ``net``'s ψ),
 ``shareF`` (F of the epochs parallel, rounded; ``share1``: the parallel phase alone), ``cutA-B``
@@ -115,6 +115,7 @@ def modifier(tag: str, epochs: int) -> tuple[str, list[str]]:
              "rt": ("a stage's replicas together", ["--placement", "replicas-together"]),
              "lr0.1": ("regression lr x0.1", ["--regression-lr-scale", "0.1"]),
              "rn": ("norms restored", ["--restore-norms"]),
+             "nopredict": ("no weight prediction", ["--no-predict-weights"]),
              "bf16": ("bf16 autocast", ["--precision", "bf16"]), "fp16": ("fp16 autocast", ["--precision", "fp16"])}
     if tag in fixed:
         return fixed[tag]
@@ -155,7 +156,7 @@ def modifier(tag: str, epochs: int) -> tuple[str, list[str]]:
         if 0 <= share <= 1:
             parallel = round(share * epochs)
             return f"{parallel} of {epochs} epochs parallel", ["--parallel-epochs", str(parallel)]
-    raise ValueError(f"unknown row modifier {tag!r}: use kN, dN, oneprocess, rt, ds, net, pipe, lr0.1, rn, bf16, fp16, seedN, pmbM (parallel steps in M micro-batches), "
+    raise ValueError(f"unknown row modifier {tag!r}: use kN, dN, oneprocess, rt, ds, net, pipe, lr0.1, rn, nopredict, bf16, fp16, seedN, pmbM (parallel steps in M micro-batches), "
                      "gsG (--gradient-shrink G, 0 < G <= 1), wuE (--warmup-epochs E), swN (--serial-warmup N), blocksB, "
                      "awN / adN (--aux net's ψ width / depth), "
                      "shareF (0 <= F <= 1) or cutA-B-... (blocks per stage)")

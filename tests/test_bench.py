@@ -669,6 +669,7 @@ def test_row_modifiers_and_errors():
     name, options, _, _ = row("penalty+pipe+k8+wu1.5+sw1", 2, 15, 4, 30)
     assert name.endswith("lr warm-up 1.5 epochs, 1 serial warm-up epoch")
     assert options[-4:] == ["--warmup-epochs", "1.5", "--serial-warmup", "1"]
+    assert row("penalty+pipe+k8+nopredict", 2, 15, 4, 30)[1][-1] == "--no-predict-weights"
     # A row keeps its λ whatever lpfast train's default: stored unless a modifier says otherwise.
     from lpfast.cli import _config_from_args, build_parser
 
