@@ -79,6 +79,9 @@ INVOCATIONS=(
     # stepping once a batch (at most ceil(7/M) steps late instead of 7 for the first stage): M=8,
     # every stage at most one step late, and M=4. Set against the first proxy's rows.
     "levers3-resnet20-k8|real --model resnet20 --dataset cifar10 --epochs 12 --parallel-epochs 12 --train-subset 20000 --order sequential --snapshot-every 30 --tag levers3-k8 --rows penalty+pipe+share1+k8+oneprocess+pmb8,penalty+pipe+share1+k8+oneprocess+pmb4"
+    # The control for the parts: backprop through the same 8 stages in 8 micro-batches (batch norm
+    # over 16-sample parts, as the parts have it), every epoch serial.
+    "levers4-resnet20-k8|real --model resnet20 --dataset cifar10 --epochs 12 --parallel-epochs 12 --train-subset 20000 --micro-batches 8 --order sequential --snapshot-every 30 --tag levers4-k8 --rows penalty+pipe+share0+k8+oneprocess"
     # The early-training levers on the same proxy, added after the first five rows had shown K=8
     # trailing backprop from the first epoch (−8.3 points at the end; gradient shrinking 0.9 took
     # back 1.9): the learning rate's linear warm-up over 2 epochs, one serial epoch before the

@@ -566,6 +566,7 @@ def describe(kind: str, share: float | None = None) -> str:
     words += [f"{m[2:]} serial warm-up epoch{'s' if m[2:] != '1' else ''}" for m in modifiers if m.startswith("sw")]
     if share is not None:
         words.append("every epoch parallel" if share == 1 else "half of the epochs parallel" if share == 0.5
+                     else "no epoch parallel (backprop through the stages)" if share == 0
                      else f"{share:.2f} of the epochs parallel")
     return ", ".join(words)
 

@@ -227,7 +227,8 @@ def levers(tables: list[tuple[Path, list[dict]]]) -> list[str]:
             base = plain.get(stages(r)) if r is not backprop else None
             cells = [f"{last - ref['test_acc'][done - 1]:+.2f}" if ref is not None and ref is not r and len(ref["test_acc"]) >= done else ""
                      for ref in (backprop, base)]
-            lines.append(f"| {describe(row_kind(r), parallel_share(r))} | {1 if r is backprop else stages(r)} | {done}/{r['epoch_budget']} | "
+            serial = f", serial epochs in {r['config']['micro_batches']} micro-batches" if r is not backprop and parallel_share(r) < 1 else ""
+            lines.append(f"| {describe(row_kind(r), parallel_share(r))}{serial} | {1 if r is backprop else stages(r)} | {done}/{r['epoch_budget']} | "
                          f"{last:.2f} | {cells[0]} | {cells[1]} | {r['epochs'][-1]['train_loss']:.3f} |")
         lines.append("")
     return lines
