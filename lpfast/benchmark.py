@@ -109,6 +109,14 @@ WALLS_FILE = "walls.json"
 FINISHED_FILE = "finished"  # written once the records are appended
 
 
+def _number(text: str) -> float:
+    """``text`` as a number, or -1 where it is none (every numeric modifier's value is >= 0)."""
+    try:
+        return float(text)
+    except ValueError:
+        return -1.0
+
+
 def modifier(tag: str, epochs: int) -> tuple[str, list[str]]:
     """(label, extra CLI options) of a row modifier."""
     fixed = {"ds": ("DS s=2 bf16", DS_OPTIONS), "net": ("--aux net", ["--aux", "net"]), "pipe": ("--aux pipelined", ["--aux", "pipelined"]),
@@ -129,30 +137,17 @@ def modifier(tag: str, epochs: int) -> tuple[str, list[str]]:
         return f"ψ depth {tag[2:]}", ["--aux-depth", tag[2:]]
     if tag.startswith("pmb") and tag[3:].isdigit():
         return f"parallel steps in {tag[3:]} micro-batches", ["--parallel-micro-batches", tag[3:]]
-    if tag.startswith("gs"):
-        try:
-            shrink = float(tag[2:])
-        except ValueError:
-            shrink = -1.0
-        if 0 < shrink <= 1:
-            return f"gradient shrink {tag[2:]}", ["--gradient-shrink", tag[2:]]
-    if tag.startswith("wu"):
-        try:
-            warmup = float(tag[2:])
-        except ValueError:
-            warmup = -1.0
-        if warmup > 0:
-            return f"lr warm-up {tag[2:]} epoch{'s' if tag[2:] != '1' else ''}", ["--warmup-epochs", tag[2:]]
+    if tag.startswith("gs") and 0 < _number(tag[2:]) <= 1:
+        return f"gradient shrink {tag[2:]}", ["--gradient-shrink", tag[2:]]
+    if tag.startswith("wu") and _number(tag[2:]) > 0:
+        return f"lr warm-up {tag[2:]} epoch{'s' if tag[2:] != '1' else ''}", ["--warmup-epochs", tag[2:]]
     if tag.startswith("sw") and tag[2:].isdigit():
         return f"{tag[2:]} serial warm-up epoch{'s' if tag[2:] != '1' else ''}", ["--serial-warmup", tag[2:]]
     if tag.startswith("cut") and all(part.isdigit() for part in tag[3:].split("-")):
         blocks = tag[3:].split("-")
         return f"cut {'+'.join(blocks)}", ["--stage-blocks", ",".join(blocks)]
     if tag.startswith("share"):
-        try:
-            share = float(tag[5:])
-        except ValueError:
-            share = -1.0
+        share = _number(tag[5:])
         if 0 <= share <= 1:
             parallel = round(share * epochs)
             return f"{parallel} of {epochs} epochs parallel", ["--parallel-epochs", str(parallel)]

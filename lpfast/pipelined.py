@@ -98,9 +98,7 @@ class PipelinedPhase:
     def _reset(self) -> None:
         self._calls = 0  # steps since the pipeline was last empty (drain steps included)
         self._sizes: list[int] = []  # sizes of the parts (a batch is one part or several), in the order they entered
-        self._shares: list[float] = []  # each part's share of its batch: the weight of its loss in the batch's gradient
-        self._batch_ends: set[int] = set()  # the parts that end a batch: each stage steps its optimizer after them
-        self._parts = 1  # parts a batch comes in, the same for every batch of one fill
+        self._parts = 1  # parts a batch comes in, the same for every batch of one fill: part p ends a batch where p % parts == parts - 1
         self._accumulated: dict[int, dict[str, Tensor]] = {s: {} for s in self.own}  # the batch's gradient so far (stages < K-1)
         self._labels: deque[Tensor] = deque()  # on the last stage's worker: labels of batches not yet trained on
         self._in_flight: dict[int, deque[_InFlight]] = {s: deque() for s in self.own}
@@ -124,19 +122,17 @@ class PipelinedPhase:
         elif micro_batches != self._parts:
             raise ValueError(f"a batch in {micro_batches} parts cannot follow batches in {self._parts} into the pipeline: drain it first")
         trained = []
-        for i, (part_x, part_y) in enumerate(zip(x.tensor_split(micro_batches), y.tensor_split(micro_batches))):
-            trained += self._advance(part_x, part_y, stage_time, loss_sum, share=1 / micro_batches,
-                                     ends_batch=i == micro_batches - 1).values()
+        for part_x, part_y in zip(x.tensor_split(micro_batches), y.tensor_split(micro_batches)):
+            trained += self._advance(part_x, part_y, stage_time, loss_sum).values()
         return {self.num_stages - 1: sum(trained) / len(trained)} if trained else {}
 
-    def _advance(self, x: Tensor | None, y: Tensor | None, stage_time: dict[int, float], loss_sum: dict[int, Tensor], *,
-                 share: float = 1.0, ends_batch: bool = True) -> dict[int, Tensor]:
+    def _ends_batch(self, part: int) -> bool:
+        return part % self._parts == self._parts - 1
+
+    def _advance(self, x: Tensor | None, y: Tensor | None, stage_time: dict[int, float], loss_sum: dict[int, Tensor]) -> dict[int, Tensor]:
         """One step of the pipeline, the part ``x``/``y`` entering (None while draining)."""
         if x is not None:
             self._sizes.append(x.shape[0])
-            self._shares.append(share)
-            if ends_batch:
-                self._batch_ends.add(len(self._sizes) - 1)
             if self.num_stages - 1 in self.own:
                 self._labels.append(y)
         t, entered, last = self._calls, len(self._sizes), self.num_stages - 1
@@ -228,28 +224,27 @@ class PipelinedPhase:
         batch_gradient = self._accumulated[s]
         for name, w in done.weights.items():
             batch_gradient[name] = w.grad if name not in batch_gradient else batch_gradient[name] + w.grad
-        if part in self._batch_ends:
+        if self._ends_batch(part):
             for name, p in self.stages[s].named_parameters():
                 p.grad = batch_gradient.pop(name)
             self.precision.step(self.optimizers[s], list(self.stages[s].parameters()))
 
     def _train_last(self, part: int, inp: Tensor, y: Tensor) -> Tensor:
         s = self.num_stages - 1
-        if part == 0 or part - 1 in self._batch_ends:  # the batch's first part: its gradient starts from zero
+        if part % self._parts == 0:  # the batch's first part: its gradient starts from zero
             self.optimizers[s].zero_grad(set_to_none=True)
         received, inp = self._input(inp)
         reduction = self.averages[s].track(list(self.stages[s].parameters())) if s in self.averages else None
         with self.precision.autocast():
             logits = self.stages[s](inp)
         loss = F.cross_entropy(self.precision.for_loss(logits), y)
-        share = self._shares[part]
         # float16: every gradient down the pipeline is scaled. A part's loss counts by its share of the batch.
-        self.precision.scale(loss if share == 1 else loss * share).backward()
+        self.precision.scale(loss if self._parts == 1 else loss * (1 / self._parts)).backward()
         if s > 0:
             self.transport.isend(received.grad, s, s - 1, memory_format=self.memory_format)
         if reduction is not None:
             reduction.finish()
-        if part in self._batch_ends:
+        if self._ends_batch(part):
             self.precision.step(self.optimizers[s], list(self.stages[s].parameters()))
         return loss.detach()
 
