@@ -82,24 +82,25 @@ INVOCATIONS=(
     # The control for the parts: backprop through the same 8 stages in 8 micro-batches (batch norm
     # over 16-sample parts, as the parts have it), every epoch serial.
     "levers4-resnet20-k8|real --model resnet20 --dataset cifar10 --epochs 12 --parallel-epochs 12 --train-subset 20000 --micro-batches 8 --order sequential --snapshot-every 30 --tag levers4-k8 --rows penalty+pipe+share0+k8+oneprocess"
-    # The early-training levers on the same proxy, added after the first five rows had shown K=8
-    # trailing backprop from the first epoch (−8.3 points at the end; gradient shrinking 0.9 took
-    # back 1.9): the learning rate's linear warm-up over 2 epochs, one serial epoch before the
-    # parallel ones, the warm-up with shrinking 0.75, and the weights unpredicted (SpecTrain's
-    # extrapolation over 7 steps of momentum, measured only at one step so far). Set against the
-    # first proxy's backprop and plain K=8 rows.
-    "levers2-resnet20-k8|real --model resnet20 --dataset cifar10 --epochs 12 --parallel-epochs 12 --train-subset 20000 --order sequential --snapshot-every 30 --tag levers2-k8 --rows penalty+pipe+share1+k8+oneprocess+wu2,penalty+pipe+share0.92+k8+oneprocess+sw1,penalty+pipe+share1+k8+oneprocess+gs0.75+wu2,penalty+pipe+share1+k8+oneprocess+nopredict"
     # Many stages (K = 4 and 8), in the order the question needs them: the deep network at K=4 and 8
     # with every epoch parallel, then its second backprop seed; ResNet-20 at K=8 and stored λ at
     # K=4; CIFAR-100 at K=4. Every stage of a row in one process (two threads): accuracy is the
     # measure, and one process gives the numbers of K workers (tests/test_parallel.py).
     # The lever the K=8 proxy took (batches in 8 parts: 76.39% against plain K=8's 67.26% and
     # backprop's 75.59%) at the full budget, ahead of the plain rows still to run: the deep network
-    # at K=8 in 8 parts (every stage at most one step late).
-    "many-resnet56-parts|real --model resnet56 --dataset cifar10 $COMMON --tag many-parts --rows penalty+pipe+share1+k8+oneprocess+pmb8"
+    # at K=8 in 8 parts (every stage at most one step late), and at K=4 in 4.
+    "many-resnet56-parts|real --model resnet56 --dataset cifar10 $COMMON --tag many-parts --rows penalty+pipe+share1+k8+oneprocess+pmb8,penalty+pipe+share1+k4+oneprocess+pmb4"
     "many-resnet56|real --model resnet56 --dataset cifar10 $COMMON --tag many --rows penalty+pipe+share1+k4+oneprocess,penalty+pipe+share1+k8+oneprocess,serial-K+seed1"
     "many-resnet20|real --model resnet20 --dataset cifar10 $COMMON --tag many --rows penalty+pipe+share1+k8+oneprocess,penalty+k4+oneprocess"
     "many-cifar100-resnet20|real --model resnet20 --dataset cifar100 $COMMON --tag many --rows penalty+pipe+share1+k4+oneprocess"
+    # The early-training levers on the same proxy, added after the first five rows had shown K=8
+    # trailing backprop from the first epoch (−8.3 points at the end; gradient shrinking 0.9 took
+    # back 1.9): the learning rate's linear warm-up over 2 epochs, one serial epoch before the
+    # parallel ones, the warm-up with shrinking 0.75, and the weights unpredicted (SpecTrain's
+    # extrapolation over 7 steps of momentum, measured only at one step so far). Set against the
+    # first proxy's backprop and plain K=8 rows. Stopped in its first row's 7th epoch and moved last:
+    # the parts closed on the proxy the gap these levers only narrow, and the full budget comes first.
+    "levers2-resnet20-k8|real --model resnet20 --dataset cifar10 --epochs 12 --parallel-epochs 12 --train-subset 20000 --order sequential --snapshot-every 30 --tag levers2-k8 --rows penalty+pipe+share1+k8+oneprocess+wu2,penalty+pipe+share0.92+k8+oneprocess+sw1,penalty+pipe+share1+k8+oneprocess+gs0.75+wu2,penalty+pipe+share1+k8+oneprocess+nopredict"
 )
 WHERE=(--out "$REPO/bench/results" --data-dir "$DATA" --commit-results)
 for entry in "${INVOCATIONS[@]}"; do
