@@ -247,10 +247,9 @@ class TrainConfig:
         if self.parallel_micro_batches < 1 or replica_batch % self.parallel_micro_batches:
             raise ValueError(f"parallel_micro_batches ({self.parallel_micro_batches}) must be >= 1 and divide a replica's batch "
                              f"({replica_batch})")
-        if self.parallel_micro_batches > 1 and (self.method == "serial" or self.aux not in ("store", "pipelined")
-                                                or (self.aux == "pipelined" and self.replicas > 1)):
+        if self.parallel_micro_batches > 1 and (self.method == "serial" or self.aux not in ("store", "pipelined")):
             raise ValueError("--parallel-micro-batches splits the parallel step of stored or pipelined λ: use it with --method penalty|al "
-                             "and --aux store, or --aux pipelined without --replicas (an auxiliary network regresses once per batch)")
+                             "and --aux store or pipelined (an auxiliary network regresses once per batch)")
         if self.serial_schedule not in SERIAL_SCHEDULES:
             raise ValueError(f"serial_schedule must be one of {', '.join(SERIAL_SCHEDULES)}, got {self.serial_schedule!r}")
         looped = STAGES_PER_WORKER[self.serial_schedule]

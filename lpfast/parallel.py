@@ -411,7 +411,7 @@ class LayerParallel:
         CPU keep a stage's activations in cache. With ``aux="pipelined"`` the parts enter the
         pipeline one after another and each stage steps once the batch's last part is through it,
         so stage k's gradient is at most ceil((K-1-k)/M) steps late instead of K-1-k
-        (:mod:`lpfast.pipelined`; not with replicas).
+        (:mod:`lpfast.pipelined`).
 
         Returns each owned stage's local loss over the batch (a detached 0-dim tensor: read it only
         when needed, a read synchronises with the device)."""
@@ -440,9 +440,6 @@ class LayerParallel:
             raise ValueError("with aux='pipelined' the images come augmented as they are: no flips argument")
         if micro_batches < 1 or y.numel() % micro_batches:
             raise ValueError(f"micro_batches must divide the batch of {y.numel()} samples, got {micro_batches}")
-        if micro_batches > 1 and self.averages:
-            raise ValueError("aux='pipelined' with micro_batches > 1 and replicas would average every part's gradient over the "
-                             "replicas: not supported; use micro_batches=1 with replicas")
         losses = self.pipelined.step(x, y, self._stage_time, self._loss_sum, micro_batches=micro_batches)
         self._samples += y.numel()
         self._phase = "parallel"

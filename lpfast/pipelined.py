@@ -44,7 +44,9 @@ gradient's cast to the wire dtype aside); the serial phase trains without it.
 
 With replicas (:mod:`lpfast.mesh`) each stage's gradient is averaged over the stage's replicas
 before its optimizer steps, bucket by bucket while its backward runs (:mod:`lpfast.replicas`):
-hooks on the stashed weights, where DistributedDataParallel's would never fire.
+hooks on the stashed weights, where DistributedDataParallel's would never fire. In parts, the
+batch's gradient is averaged once, during its last part's backward (the earlier parts' sum
+accumulates into that part's stash before it runs).
 
 The pipeline fills over the first K-1 steps and :meth:`PipelinedPhase.drain` empties it (K-1 steps
 without a new batch), after which no batch is in flight and the state is a plain checkpoint.
@@ -211,30 +213,38 @@ class PipelinedPhase:
         with self.precision.autocast():
             out = self.wire.encode(functional_call(stage, weights, (inp,)))
         self.transport.isend(out.detach(), s, s + 1, memory_format=self.memory_format)
-        reduction = self.averages[s].track(list(weights.values())) if s in self.averages else None
+        # The replicas average a batch's gradient once, during its last part's backward.
+        reduction = self.averages[s].track(list(weights.values())) if s in self.averages and self._ends_batch(part) else None
         self._in_flight[s].append(_InFlight(received, out, weights, reduction))
 
     def _backward(self, s: int, part: int, grad: Tensor) -> None:
         done = self._in_flight[s].popleft()
+        batch_gradient = self._accumulated[s]
+        ends = self._ends_batch(part)
+        if ends:  # the earlier parts' sum accumulates into the last part's stash, whose hooks then average the batch's gradient
+            for name, w in done.weights.items():
+                w.grad = batch_gradient.pop(name, None)
         done.out.backward(grad.to(done.out.dtype) * self.gradient_shrink)
         if s > 0:
             self.transport.isend(done.inp.grad, s, s - 1, memory_format=self.memory_format)
         if done.reduction is not None:
             done.reduction.finish()
-        batch_gradient = self._accumulated[s]
-        for name, w in done.weights.items():
-            batch_gradient[name] = w.grad if name not in batch_gradient else batch_gradient[name] + w.grad
-        if self._ends_batch(part):
+        if ends:
             for name, p in self.stages[s].named_parameters():
-                p.grad = batch_gradient.pop(name)
+                p.grad = done.weights[name].grad
             self.precision.step(self.optimizers[s], list(self.stages[s].parameters()))
+        else:
+            for name, w in done.weights.items():
+                batch_gradient[name] = w.grad if name not in batch_gradient else batch_gradient[name] + w.grad
 
     def _train_last(self, part: int, inp: Tensor, y: Tensor) -> Tensor:
         s = self.num_stages - 1
         if part % self._parts == 0:  # the batch's first part: its gradient starts from zero
             self.optimizers[s].zero_grad(set_to_none=True)
         received, inp = self._input(inp)
-        reduction = self.averages[s].track(list(self.stages[s].parameters())) if s in self.averages else None
+        ends = self._ends_batch(part)
+        # The parameters' .grad sums the batch's parts: averaged once, during the last part's backward.
+        reduction = self.averages[s].track(list(self.stages[s].parameters())) if s in self.averages and ends else None
         with self.precision.autocast():
             logits = self.stages[s](inp)
         loss = F.cross_entropy(self.precision.for_loss(logits), y)
@@ -244,7 +254,7 @@ class PipelinedPhase:
             self.transport.isend(received.grad, s, s - 1, memory_format=self.memory_format)
         if reduction is not None:
             reduction.finish()
-        if self._ends_batch(part):
+        if ends:
             self.precision.step(self.optimizers[s], list(self.stages[s].parameters()))
         return loss.detach()
 

@@ -218,8 +218,6 @@ def test_options_it_cannot_take_are_refused():
                       aux="store", gradient_shrink=0.5)
     with pytest.raises(ValueError, match="use it with --aux pipelined"):
         TrainConfig(method="penalty", stages=2, aux="store", gradient_shrink=0.5)
-    with pytest.raises(ValueError, match="without --replicas"):  # parts with replicas: each part's gradient would be averaged
-        TrainConfig(method="penalty", stages=2, replicas=2, parallel_micro_batches=2)
     config = TrainConfig(method="penalty", stages=2, aux="pipelined", dataset="cifar10", epochs=4, parallel_epochs=2)
     assert config.local_loss == 0.0 and config.predict_weights and config.use_augmentation(0)  # augmented images in the parallel phase
     assert not TrainConfig(method="penalty", stages=2, aux="pipelined", momentum=0.0).predict_weights

@@ -56,10 +56,10 @@ def data():
     return x, y, batches
 
 
-def train(aux: str, transport, replica: int, replicas: int, stages: int = 2) -> dict:
+def train(aux: str, transport, replica: int, replicas: int, stages: int = 2, parts: int = 1) -> dict:
     """``stages`` stages of ``network()`` trained by ``replica`` of ``replicas`` on its part of every global
-    batch (sample i belongs to replica i % replicas, as its row i // replicas): one parallel epoch,
-    then serial steps through the stages."""
+    batch (sample i belongs to replica i % replicas, as its row i // replicas): one parallel epoch
+    (each batch in ``parts`` parts), then serial steps through the stages."""
     x, y, batches = data()
     lp = LayerParallel(network(), optimizer=lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9, weight_decay=1e-3), stages=stages,
                        method="penalty", aux=aux, local_loss=0.0, dataset_size=N // replicas, input_shape=(1, 8, 8),
@@ -67,7 +67,7 @@ def train(aux: str, transport, replica: int, replicas: int, stages: int = 2) -> 
     mine = [ids[ids % replicas == replica] for ids in batches]
     lp.initialise((x[ids], ids // replicas) for ids in mine)
     for ids in mine:
-        lp.step(x[ids], y[ids], ids // replicas)
+        lp.step(x[ids], y[ids], ids // replicas, micro_batches=parts)
     stats = lp.end_epoch()
     for ids in mine:
         lp.serial_step(x[ids], y[ids], micro_batches=2)
@@ -83,6 +83,7 @@ def _worker(rank, store_file, out_dir):
         results["mesh"] = (mesh.stage, mesh.replica, build_mesh(2, 2, placement="replicas-together").stage)
         for aux in ("pipelined", "store"):
             results[aux] = train(aux, DistTransport(TIMEOUT, mesh), mesh.replica, 2)
+        results["pipelined-parts"] = train("pipelined", DistTransport(TIMEOUT, mesh), mesh.replica, 2, parts=2)
         # K=1 × D=4 against DDP on the same parts of the same batches.
         x, y, batches = data()
         mesh = build_mesh(1, 4)
@@ -126,9 +127,11 @@ def test_mesh_places_a_replicas_stages_or_a_stages_replicas_on_adjacent_ranks(wo
     assert Mesh(2, 2, "stages-together", stage=1, replica=1).name(0) == "stage 0 of replica 1 (rank 2)"
 
 
-@pytest.mark.parametrize("aux", ["pipelined", "store"])
+@pytest.mark.parametrize("aux", ["pipelined", "store", "pipelined-parts"])
 def test_two_stages_by_two_replicas_equal_two_stages_on_the_whole_batch(workers, aux):
-    single = train(aux, LocalTransport(), 0, 1)
+    # In parts (each replica's half batch in two), the replicas average each batch's gradient once:
+    # the bytes below are one all-reduce a step, not one a part.
+    single = train(aux.removesuffix("-parts"), LocalTransport(), 0, 1, parts=2 if aux.endswith("-parts") else 1)
     for rank, worker in enumerate(workers):
         stage = rank % 2
         for name, value in worker[aux]["state"]["stages"][stage].items():
