@@ -249,6 +249,8 @@ def add_plan_parser(sub) -> None:
                            "each K × D is then predicted in both --placement's (default: every device a machine of its own)")
     plan.add_argument("--batch-size", type=int, default=128)
     plan.add_argument("--micro-batches", type=int, default=4, help="micro-batches of the serial phase's pipeline")
+    plan.add_argument("--parallel-micro-batches", type=int, default=1,
+                      help="parts each stage's parallel step works through its batch in (lpfast train's --parallel-micro-batches)")
     plan.add_argument("--parallel-share", type=float, default=0.5, help="share of the SPH run's epochs that are parallel")
     plan.add_argument("--dataset-size", type=int, default=50_000, help="training samples N (for the λ memory)")
     plan.add_argument("--method", choices=PARALLEL_METHODS, default="penalty", help="al keeps μ beside λ")
@@ -280,7 +282,8 @@ def plan_command(args: argparse.Namespace) -> None:
     print(f"lpfast plan: measuring {args.model}'s blocks and cuts on this device ({args.repeats} repeats each)...", flush=True)
     costs, predictions = plan(model, args.input_shape, args.stages, link=args.link, batch_size=args.batch_size,
                               micro_batches=args.micro_batches, parallel_share=args.parallel_share, dataset_size=args.dataset_size, aux=args.aux,
-                              method=args.method, repeats=args.repeats, replicas=args.replicas, hosts=args.hosts)
+                              method=args.method, repeats=args.repeats, replicas=args.replicas, hosts=args.hosts,
+                              parallel_micro_batches=args.parallel_micro_batches)
     print(f"{args.model}, input {','.join(map(str, args.input_shape))}, batch {args.batch_size}, {args.threads} thread(s) per device")
     print(as_table(costs, predictions, link=args.link, parallel_share=args.parallel_share))
     if args.out is not None:

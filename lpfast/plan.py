@@ -234,6 +234,7 @@ class Prediction:
     allreduce_bytes_per_device: list[int] | None = None  # with replicas: per stage, what each of its devices all-reduces a step
     hosts: int | None = None  # machines of adjacent ranks joined by the link (None: each device its own)
     placement: str = "stages-together"
+    parallel_micro_batches: int = 1  # the parts pipelined λ sends each batch in
 
     @property
     def devices(self) -> int:
@@ -243,7 +244,7 @@ class Prediction:
 def predict(costs: PartCosts, k: int, *, cut: Sequence[int] | None = None, default_cut: Sequence[int] | None = None,
             link: float | None, micro_batches: int = 4, parallel_share: float = 0.5, dataset_size: int = 50_000,
             method: str = "penalty", aux: str | None = None, replicas: int = 1, hosts: int | None = None,
-            placement: str = "stages-together") -> Prediction:
+            placement: str = "stages-together", parallel_micro_batches: int = 1) -> Prediction:
     """The §8 prediction for ``k`` stages cut into ``cut`` blocks per stage (None: the fastest cut)
     from measured ``costs``; ``default_cut`` is the one ``lpfast train`` makes; ``link`` in bytes per
     second (None: free); ``aux``: ``"store"`` or ``"pipelined"`` λ for the SPH run and the memory
@@ -262,12 +263,20 @@ def predict(costs: PartCosts, k: int, *, cut: Sequence[int] | None = None, defau
     :class:`lpfast.mesh.Mesh` ranks them: only what passes between machines takes the link, and
     the copies of one traffic that leave a machine at once (a cut's message in each replica, the
     stages' all-reduces) share its link (:func:`_link_loads`). None: every device a machine of its
-    own, every message on the link."""
+    own, every message on the link.
+
+    With ``parallel_micro_batches`` M > 1 each stage's parallel step works through a replica's batch
+    in M parts, each part's compute as measured at its size; pipelined λ sends each part down the
+    pipeline on its own (:mod:`lpfast.pipelined`): M steady steps a batch, messages of 1/M the bytes,
+    the stages' all-reduce (once a batch) spread over the parts."""
     if aux not in (None, "store", "pipelined") or (aux == "pipelined" and method != "penalty"):
         raise ValueError(f"aux must be 'store' or 'pipelined' (pipelined with the penalty method only), got {aux!r} with {method!r}")
     check_layout(k, replicas, placement)
     if hosts is not None and (hosts < 1 or k * replicas % hosts):
         raise ValueError(f"hosts must be >= 1 and divide the {k * replicas} devices of {k} stages × {replicas} replicas, got {hosts}")
+    if parallel_micro_batches < 1 or costs.batch_size // replicas % parallel_micro_batches:
+        raise ValueError(f"parallel_micro_batches must be >= 1 and divide a replica's batch ({costs.batch_size // replicas}), "
+                         f"got {parallel_micro_batches}")
     n_parts = len(costs.forward_s)
     if not 1 <= k <= n_parts:
         raise ValueError(f"stages must be between 1 and the model's {n_parts} blocks, got {k}")
@@ -283,9 +292,11 @@ def predict(costs: PartCosts, k: int, *, cut: Sequence[int] | None = None, defau
     def stage_seconds(full: list[float], micro: list[float], parts: int) -> list[float]:  # per stage, on 1/parts of the batch
         return [sum(costs.at_fraction(full[j], micro[j], parts) for j in range(bounds[i], bounds[i + 1])) for i in range(k)]
 
-    forward = stage_seconds(costs.forward_s, costs.micro_forward_s, d)  # a replica's share of the batch
-    backward = stage_seconds(costs.backward_s, costs.micro_backward_s, d)
-    compute = [f + b for f, b in zip(forward, backward)]
+    m = parallel_micro_batches
+    # A stage's compute on a replica's share of the batch, in m parts.
+    part_forward = stage_seconds(costs.forward_s, costs.micro_forward_s, d * m)
+    part_backward = stage_seconds(costs.backward_s, costs.micro_backward_s, d * m)
+    compute = [m * (f + b) for f, b in zip(part_forward, part_backward)]
     micro_forward = stage_seconds(costs.forward_s, costs.micro_forward_s, d * micro_batches)
     micro_backward = stage_seconds(costs.backward_s, costs.micro_backward_s, d * micro_batches)
     cuts = [bounds[i] - 1 for i in range(1, k)]  # the part after which each cut sits
@@ -313,9 +324,9 @@ def predict(costs: PartCosts, k: int, *, cut: Sequence[int] | None = None, defau
         return [sum(cut_s[c] for c in (s - 1, s) if 0 <= c < k - 1) for s in range(k)]
 
     parallel = max(max(w + r, m) for w, r, m in zip(work, reduce_s, messages(crossing)))
-    backward_reduced = [b + e for b, e in zip(backward, exposed)]
-    pipelined = steady_step(pipelined_program(forward, backward_reduced, on_link(crossing)), k)
-    pipelined_ds = steady_step(pipelined_program(forward, backward_reduced, on_link(crossing_ds)), k)
+    reduced_backward = [b + e / m for b, e in zip(part_backward, exposed)]  # the all-reduce, once a batch, spread over its parts
+    pipelined = m * steady_step(pipelined_program(part_forward, reduced_backward, on_link([n / m for n in crossing])), k)
+    pipelined_ds = m * steady_step(pipelined_program(part_forward, reduced_backward, on_link([n / m for n in crossing_ds])), k)
     on_link_micro = on_link([n / micro_batches for n in crossing])
     pipeline = steady_step(one_f_one_b_program(micro_forward, micro_backward, on_link_micro, micro_batches), k) + max(reduce_s)
     gpipe = steady_step(gpipe_program(micro_forward, micro_backward, on_link_micro, micro_batches), k) + max(reduce_s)
@@ -333,7 +344,7 @@ def predict(costs: PartCosts, k: int, *, cut: Sequence[int] | None = None, defau
         pipelined_ds_speedup=serial / pipelined_ds, pipeline_speedup=serial / pipeline, gpipe_speedup=serial / gpipe,
         ddp_speedup=serial / ddp, sph_speedup=sph, bytes_per_step=2 * sum(crossing), bytes_per_step_ds=2 * sum(crossing_ds),
         ddp_allreduce_bytes=allreduce, aux_bytes_per_stage=aux_bytes, replicas=d, allreduce_bytes_per_device=reduced if d > 1 else None,
-        hosts=hosts, placement=placement,
+        hosts=hosts, placement=placement, parallel_micro_batches=m,
     )
 
 
@@ -417,7 +428,7 @@ def _best_cut(step: Sequence[float], regress: Sequence[float], own: Sequence[flo
 def plan(model: nn.Module, input_shape: Sequence[int], stages: Sequence[int], *, link: str | None = None,
          batch_size: int = 128, micro_batches: int = 4, parallel_share: float = 0.5, dataset_size: int = 50_000,
          method: str = "penalty", aux: str | None = None, repeats: int = 5, replicas: Sequence[int] = (1,),
-         hosts: int | None = None) -> tuple[PartCosts, list[Prediction]]:
+         hosts: int | None = None, parallel_micro_batches: int = 1) -> tuple[PartCosts, list[Prediction]]:
     """Measures ``model`` once and predicts every K in ``stages`` × D in ``replicas`` (see the
     module's documentation): for the fastest cut, and for ``lpfast train``'s default cut where that
     is another; on ``hosts`` machines, in each placement where the layout has stages and replicas."""
@@ -438,8 +449,11 @@ def plan(model: nn.Module, input_shape: Sequence[int], stages: Sequence[int], *,
             raise ValueError(f"stages must be between 1 and the model's {n_blocks} blocks, got {k}")
     partition(described, 1, input_shape)  # a shape the model cannot take is a one-line error here
     costs = measure(model, input_shape, batch_size=batch_size, micro_batches=micro_batches, repeats=repeats)
+    if parallel_micro_batches < 1 or any(batch_size // d % parallel_micro_batches for d in replicas):
+        raise ValueError(f"parallel_micro_batches ({parallel_micro_batches}) must be >= 1 and divide every replica's batch "
+                         f"({sorted({batch_size // d for d in replicas})})")
     options = dict(link=rate, micro_batches=micro_batches, parallel_share=parallel_share, dataset_size=dataset_size, method=method, aux=aux,
-                   hosts=hosts)
+                   hosts=hosts, parallel_micro_batches=parallel_micro_batches)
     predictions = []
     for k in stages:
         default = partition(described, k, input_shape).blocks_per_stage
@@ -472,6 +486,8 @@ def as_table(costs: PartCosts, predictions: Sequence[Prediction], *, link: str |
              + "; "
              f"link {link or 'none (messages free)'}"
              + (f" between {predictions[0].hosts} machines of adjacent ranks (free within one)" if predictions and predictions[0].hosts else "")
+             + (f"; parallel steps in {predictions[0].parallel_micro_batches} parts"
+                if predictions and predictions[0].parallel_micro_batches > 1 else "")
              + ".", "",
              f"| K × D | cut (blocks per stage) | parallel epoch | the same, pipelined λ | pipelined λ with DS | 1F1B epoch | GPipe epoch "
              f"| DDP epoch on K·D | SPH run ({parallel_share:.2f} parallel) | bytes/step | with DS | all-reduce/step per device (by stage) "

@@ -70,6 +70,22 @@ def test_a_micro_batch_costs_what_was_measured_at_its_size():
     assert predict(costs, 2, cut=[2, 2], link=None, replicas=2).pipelined_step_s == pytest.approx(2 * half)
 
 
+def test_a_parallel_step_in_parts_costs_its_parts():
+    # Parts at the measured 3 samples: where a part costs its share (0.25 + 0.5 s a block), 4 parts
+    # cost what one batch does; with a fixed cost per call (0.5 + 1 s a block) they cost twice it.
+    for micro, step in (((0.25, 0.5), 6.0), ((0.5, 1.0), 12.0)):
+        p = predict(synthetic(micro=micro), 2, cut=[2, 2], link=None, parallel_micro_batches=4)
+        assert p.pipelined_step_s == pytest.approx(step) and p.parallel_step_s == pytest.approx(step)
+        assert p.parallel_micro_batches == 4
+    # On a slow link a part's message is a quarter of the batch's: the two-step cycle of output,
+    # last stage, gradient and first stage (lpfast.timeline) is 1.5 + 3 + 1.5 + 3 s a part, 18 s a
+    # batch as in one part; the bytes a step are the batch's.
+    p = predict(synthetic(), 2, link=6144 / 12.0, parallel_micro_batches=4)
+    assert p.pipelined_step_s == pytest.approx(18.0) and p.bytes_per_step == 2 * 12 * 128 * 4
+    with pytest.raises(ValueError, match=r"parallel_micro_batches must be >= 1 and divide a replica's batch \(6\), got 4"):
+        predict(synthetic(), 2, link=None, replicas=2, parallel_micro_batches=4)
+
+
 @pytest.mark.parametrize("bucket_s, step_s", [(2.0, 6.0), (5.0, 8.0)])
 def test_ddp_overlaps_a_bucket_with_the_backward_that_follows_it(bucket_s, step_s):
     # The last block holds 1 MiB, DDP's first bucket: ready after the first 1 s of the 4 s backward
@@ -182,7 +198,7 @@ def test_bytes_and_memory_are_what_layer_parallel_sends_and_holds(method, ds):
 def test_plan_command_writes_its_predictions(tmp_path):
     out = tmp_path / "plan.json"
     result = subprocess.run([sys.executable, "-m", "lpfast", "plan", "--model", "mnist_resnet", "--input-shape", "1,28,28", "--stages", "2,4",
-                             "--batch-size", "16", "--repeats", "1", "--link", "1gbit", "--replicas", "1,2", "--hosts", "2", "--out", str(out)],
+                             "--batch-size", "16", "--repeats", "1", "--link", "1gbit", "--replicas", "1,2", "--hosts", "2", "--parallel-micro-batches", "2", "--out", str(out)],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     record = json.loads(out.read_text())
@@ -197,7 +213,8 @@ def test_plan_command_writes_its_predictions(tmp_path):
             for placement in placements:
                 mine = [p for p in record["predictions"] if p["stages"] == k and p["replicas"] == d and p["placement"] == placement]
                 assert mine[0]["fastest"] and any(p["default"] for p in mine) and len(mine) == (1 if mine[0]["default"] else 2)
-                assert all(sum(p["cut"]) == 8 and p["parallel_speedup"] > 0 and p["hosts"] == 2 for p in mine)
+                assert all(sum(p["cut"]) == 8 and p["parallel_speedup"] > 0 and p["hosts"] == 2 and p["parallel_micro_batches"] == 2
+                           for p in mine)
                 assert (mine[0]["allreduce_bytes_per_device"] is None) == (d == 1)
     assert "| 4 × 1 |" in result.stdout and "| 2 × 2 (a stage's replicas on one machine, --placement replicas-together) |" in result.stdout
     assert "Best on 4 device(s): " in result.stdout and "Best on 8 device(s): 4 stages × 2 replicas" in result.stdout
