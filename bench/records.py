@@ -253,7 +253,7 @@ def planned_rows(records: list[dict], folder: Path) -> tuple[str, list[Planned]]
     speed-ups over its backprop on one device: the block and cut costs of ``plan-<model>-<dataset>.json``
     beside the records (measured on one core; on a device of a share of a core, each takes
     1/share as long) put through :func:`lpfast.plan.predict` for each row's layout, cut,
-    micro-batches, placement and link (two machines of half the devices each, as ``--slow-link``
+    micro-batches, parallel parts, placement and link (two machines of half the devices each, as ``--slow-link``
     makes them). The plan file's name and the rows; none where the plan or the baseline is missing.
     The looped schedules, ψ and stored λ's filtered messages are not planned."""
     first = records[0]
@@ -281,7 +281,8 @@ def planned_rows(records: list[dict], folder: Path) -> tuple[str, list[Planned]]
         k = r["workers"] // replicas
         cut = config.get("stage_blocks") or default_cut(plan, first["dataset"], k)
         p = predict(costs, k, cut=cut, micro_batches=config.get("micro_batches", 4), replicas=replicas,
-                    placement=config.get("placement", "stages-together"), **on_link)
+                    placement=config.get("placement", "stages-together"), parallel_micro_batches=config.get("parallel_micro_batches", 1),
+                    **on_link)
         if family_ in ("gpipe", "1f1b"):
             predicted, measured, what = p.gpipe_speedup if family_ == "gpipe" else p.pipeline_speedup, over_one[kind], "epoch"
         else:

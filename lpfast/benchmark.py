@@ -32,7 +32,7 @@ Presets (rows; ``+SPH`` where ``--parallel-epochs`` is given):
 Row modifiers (``--rows penalty+ds+seed1``): ``kN`` (N stages or workers instead of ``--workers``),
 ``dN`` (N replicas of the K stages, on K·N workers), ``rt`` (``--placement replicas-together``),
 ``oneprocess`` (every stage in one process: the numbers of K workers, for accuracy-only rows), ``ds``, ``net``, ``pipe`` (``--aux pipelined``), ``lr0.1``, ``rn`` (``--restore-norms``), ``nopredict`` (``--no-predict-weights``), ``seedN`` (another seed),
-``pmbM`` (``--parallel-micro-batches M``), ``gsG`` (``--gradient-shrink G``), ``wuE`` (``--warmup-epochs E``:
+``pmbM`` (``--parallel-micro-batches M``; without it a row's parallel steps take whole batches), ``gsG`` (``--gradient-shrink G``), ``wuE`` (``--warmup-epochs E``:
 the learning rate's linear warm-up), ``swN`` (``--serial-warmup N``: N epochs of backprop before the parallel ones), ``awN`` / ``adN`` (``--aux-width N`` / ``--aux-depth N`` of ``net``'s ψ),
 ``shareF`` (F of the epochs parallel, rounded; ``share1``: the parallel phase alone), ``cutA-B``
 (blocks per stage, ``--stage-blocks A,B``: e.g. the cut ``lpfast plan`` finds fastest).
@@ -189,8 +189,9 @@ def row(kind: str, workers: int, parallel_epochs: int | None, micro_batches: int
                                           ["--method", "penalty", "--stages", str(stages), "--parallel-epochs", "0",
                                            "--micro-batches", str(micro_batches), "--serial-schedule", base], workers, 1)
     elif base in ("penalty", "al"):
-        # Stored λ unless a modifier says otherwise (pipe, net): the rows keep their meaning whatever lpfast train's default.
-        options = ["--method", base, "--stages", str(workers), "--aux", "store"]
+        # Stored λ on whole batches unless a modifier says otherwise (pipe, net, pmbM): the rows keep
+        # their meaning whatever lpfast train's defaults.
+        options = ["--method", base, "--stages", str(workers), "--aux", "store", "--parallel-micro-batches", "1"]
         name, procs, threads = f"{base}{'+SPH' if parallel_epochs is not None else ''} K={workers}", workers * replicas, 1
         if replicas > 1:
             name += f" × {replicas} replicas"

@@ -96,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     _option(train, "micro_batches", "micro-batches per batch in the serial phase's pipeline across workers", type=int)
     _option(train, "parallel_micro_batches", "parts each stage's parallel step works through its batch in (one optimizer "
             "step; on a CPU a smaller working set stays in cache; with --aux pipelined the parts follow one another down the "
-            "pipeline, so stage k's gradient is at most ceil((K-1-k)/M) steps late)", type=int)
+            "pipeline, so stage k's gradient is at most ceil((K-1-k)/M) steps late; None: with --aux pipelined the fewest parts "
+            "that leave every stage at most one step late, 1 at K=2, 4 at K=4, 8 at K=8 for a replica's batch of 128; otherwise 1)", type=int)
     _option(train, "serial_schedule", "the serial phase's pipeline schedule across workers (torch.distributed.pipelining)",
             choices=SERIAL_SCHEDULES)
     _option(train, "ds_factor", "down-sampling factor s of what crosses a cut in the parallel phase (s×s average pooling)", type=int)
@@ -107,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     _option(train, "ds_mode", "how the receiver up-samples", choices=DS_MODES)
     _option(train, "store_ds_factor", "keep λ and μ down-sampled by this factor", type=int)
     _option(train, "aux", "auxiliary variables (None: pipelined with --method penalty, store with al): per-sample store, a small network per cut predicting them from the image, or the "
-            "previous stage's output one step earlier (pipelined: backprop with stage k's gradient K-1-k steps late)", choices=AUX_KINDS)
+            "previous stage's output one step earlier (pipelined: backprop with stage k's gradient late, K-1-k steps on whole batches)", choices=AUX_KINDS)
     _option(train, "predict_weights", "with --aux pipelined: run each stage's forward on the weights its late gradient will "
             "be applied to, extrapolated along SGD's momentum (None: on with --aux pipelined)", action=argparse.BooleanOptionalAction)
     _option(train, "gradient_shrink", "with --aux pipelined: g in (0, 1]; each stage backpropagates g times the gradient it "
@@ -171,7 +172,9 @@ def train_command(args: argparse.Namespace) -> None:
     trainer = Trainer(config, args.out, resume=args.resume)
     if trainer.rank == 0:
         replicas = f" × {config.replicas} replicas (each on 1/{config.replicas} of the data)" if config.replicas > 1 else ""
-        parallel = (f", {config.method} with {config.stages} stages {trainer.lp.plan.blocks_per_stage}{replicas} on {workers} worker(s)"
+        parts = (f", parallel steps in {config.parallel_micro_batches} parts"
+                 if config.parallel_micro_batches > 1 and config.parallel_epochs != 0 else "")
+        parallel = (f", {config.method} with {config.stages} stages {trainer.lp.plan.blocks_per_stage}{replicas}{parts} on {workers} worker(s)"
                     if trainer.lp else "")
         if trainer.data_parallel:
             parallel = f", data-parallel backprop (DDP) on {workers} workers"
@@ -249,8 +252,8 @@ def add_plan_parser(sub) -> None:
                            "each K × D is then predicted in both --placement's (default: every device a machine of its own)")
     plan.add_argument("--batch-size", type=int, default=128)
     plan.add_argument("--micro-batches", type=int, default=4, help="micro-batches of the serial phase's pipeline")
-    plan.add_argument("--parallel-micro-batches", type=int, default=1,
-                      help="parts each stage's parallel step works through its batch in (lpfast train's --parallel-micro-batches)")
+    plan.add_argument("--parallel-micro-batches", type=int, default=None,
+                      help="parts each stage's parallel step works through its batch in (default: lpfast train's for each K and λ)")
     plan.add_argument("--parallel-share", type=float, default=0.5, help="share of the SPH run's epochs that are parallel")
     plan.add_argument("--dataset-size", type=int, default=50_000, help="training samples N (for the λ memory)")
     plan.add_argument("--method", choices=PARALLEL_METHODS, default="penalty", help="al keeps μ beside λ")

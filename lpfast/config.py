@@ -9,6 +9,7 @@ from lpfast.filters import WIRE_DTYPES, DsFilter
 from lpfast.mesh import PLACEMENTS
 from lpfast.models import TORCHVISION_PREFIX, TORCHVISION_RESNETS, build_model
 from lpfast.parallel import AUX_KINDS, DEFAULT_LOCAL_LOSS, METHODS as PARALLEL_METHODS, default_aux
+from lpfast.pipelined import required_default_parts
 from lpfast.precision import PRECISIONS
 from lpfast.serial import SCHEDULES as SERIAL_SCHEDULES, STAGES_PER_WORKER
 
@@ -45,7 +46,10 @@ class TrainConfig:
     the same; shorter weights turn further per step in the serial epochs). ``parallel_micro_batches`` M makes each
     stage's parallel step work through its batch in M parts (one optimizer step; batch norm per
     part): on a CPU the smaller working set stays in cache; with pipelined λ the parts follow one
-    another down the pipeline, so stage k's gradient is at most ceil((K-1-k)/M) steps late.
+    another down the pipeline, so stage k's gradient is at most ceil((K-1-k)/M) steps late. None:
+    with pipelined λ the fewest parts that leave every stage at most one step late
+    (:func:`lpfast.pipelined.default_parts`: 1 at K=2, 4 at K=4, 8 at K=8 for a replica's batch of
+    128), otherwise 1.
     ``ds_factor``, ``wire_dtype``, ``ds_mode``: the DS filter of what crosses a cut in the
     parallel phase (None wire dtype: the compute dtype); ``store_ds_factor`` keeps λ and μ
     down-sampled.
@@ -112,7 +116,7 @@ class TrainConfig:
     parallel_blocks: int = 1
     restore_norms: bool = False
     micro_batches: int = 1
-    parallel_micro_batches: int = 1
+    parallel_micro_batches: int | None = None
     serial_schedule: str = "1f1b"
     ds_factor: int = 1
     wire_dtype: str | None = None
@@ -244,6 +248,9 @@ class TrainConfig:
         if self.stages > 1 and replica_batch % self.micro_batches:
             raise ValueError(f"micro_batches ({self.micro_batches}) must divide a replica's batch ({replica_batch}): "
                              "the serial pipeline splits every batch into equal micro-batches")
+        if self.parallel_micro_batches is None:
+            pipelined = self.method != "serial" and self.aux == "pipelined"
+            object.__setattr__(self, "parallel_micro_batches", required_default_parts(self.stages, replica_batch) if pipelined else 1)
         if self.parallel_micro_batches < 1 or replica_batch % self.parallel_micro_batches:
             raise ValueError(f"parallel_micro_batches ({self.parallel_micro_batches}) must be >= 1 and divide a replica's batch "
                              f"({replica_batch})")
@@ -324,7 +331,8 @@ class TrainConfig:
             raise ValueError(f"unknown config fields {sorted(unknown)}")
         if data.get("stage_blocks") is not None:
             data = {**data, "stage_blocks": tuple(data["stage_blocks"])}
-        return cls(**data)
+        # A run saved before the field existed took whole batches, whatever the default is now.
+        return cls(**{"parallel_micro_batches": 1, **data})
 
     def differences(self, other: "TrainConfig") -> dict[str, tuple]:
         """Fields (other than where the run executes) whose values differ: ``{name: (self, other)}``."""

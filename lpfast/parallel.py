@@ -22,7 +22,7 @@ from lpfast.auxvars import STORE_LOCATIONS, AuxStore, StoredAux
 from lpfast.describe import check_description, describe
 from lpfast.filters import DsFilter
 from lpfast.localheads import LocalHead
-from lpfast.pipelined import PipelinedPhase
+from lpfast.pipelined import PipelinedPhase, default_parts
 from lpfast.precision import Precision
 from lpfast.serial import SCHEDULES, LocalPipeline, TorchPipeline
 from lpfast.stages import Partition, Stage, partition, split
@@ -80,9 +80,10 @@ class LayerParallel:
       previous stage's output on that same batch, computed one step earlier in a pipelined
       forward, and the λ-step is closed form, so each stage backpropagates the next one's input
       gradient through the weights its forward used (:mod:`lpfast.pipelined`): backprop whose
-      stage k's gradient is K-1-k steps late. No store, augmentation works, nothing to initialise;
-      the penalty method only, without local heads, store filter or norm restoring; a wire filter
-      puts the DS filter into the network at each cut, both ways (:mod:`lpfast.pipelined`). ``end_epoch``
+      stage k's gradient is late, K-1-k steps on whole batches, at most one in :meth:`step`'s
+      default parts. No store, augmentation works, nothing to initialise; the penalty method
+      only, without local heads, store filter or norm restoring; a wire filter puts the DS
+      filter into the network at each cut, both ways (:mod:`lpfast.pipelined`). ``end_epoch``
       (or :meth:`drain`) finishes the batches in flight. ``predict_weights`` runs each stage's
       forward on the weights its late gradient will be applied to, extrapolated along SGD's
       momentum (needs torch.optim.SGD with momentum; None: on where the optimizer is that).
@@ -400,7 +401,7 @@ class LayerParallel:
     # ------------------------------------------------------------------ training
 
     def step(self, x: Tensor, y: Tensor, idx: Tensor | None = None, flips: Tensor | None = None, *,
-             micro_batches: int = 1) -> dict[int, Tensor]:
+             micro_batches: int | None = None) -> dict[int, Tensor]:
         """One parallel step on the batch ``(x, y)`` of sample indices ``idx`` (which stored λ and
         auxiliary networks need; pipelined λ does not); ``flips`` marks the
         samples whose image ``x`` holds mirrored left to right, whose stored λ and μ are then
@@ -411,7 +412,11 @@ class LayerParallel:
         CPU keep a stage's activations in cache. With ``aux="pipelined"`` the parts enter the
         pipeline one after another and each stage steps once the batch's last part is through it,
         so stage k's gradient is at most ceil((K-1-k)/M) steps late instead of K-1-k
-        (:mod:`lpfast.pipelined`).
+        (:mod:`lpfast.pipelined`). None: with pipelined λ the fewest parts that leave every stage
+        at most one step late (:func:`lpfast.pipelined.default_parts`: 1 at K=2, beyond the
+        smallest divisor of the batch from K−1 to 2(K−1); a batch that the parts in flight do not
+        divide, a ragged last one, drains the pipeline and goes whole where none divides it),
+        otherwise 1.
 
         Returns each owned stage's local loss over the batch (a detached 0-dim tensor: read it only
         when needed, a read synchronises with the device)."""
@@ -421,7 +426,8 @@ class LayerParallel:
             raise RuntimeError(f"this worker holds stages {self.own}, looped for the serial schedule; the parallel phase "
                                "runs one stage on each worker: train this layout with serial_step")
         if self.pipelined is not None:
-            return self._pipelined_step(x, y, flips, micro_batches)
+            return self._pipelined_step(x, y, flips, self._default_parts(y.numel()) if micro_batches is None else micro_batches)
+        micro_batches = 1 if micro_batches is None else micro_batches
         if idx is None:
             raise ValueError(f"aux={self.aux_kind!r} keeps λ per training sample: pass the batch's sample indices idx")
         batch = idx.numel()
@@ -434,6 +440,18 @@ class LayerParallel:
         self._phase = "parallel"
         self.steps += 1
         return losses
+
+    def _default_parts(self, batch: int) -> int:
+        """Pipelined λ's parts for a batch of ``batch`` samples: those of the batches in flight where
+        they divide it, else :func:`~lpfast.pipelined.default_parts` (whole batches where it finds
+        none: a ragged last batch), the pipeline drained first where that changes them."""
+        phase = self.pipelined
+        if not phase.empty and batch % phase.parts == 0:
+            return phase.parts
+        parts = default_parts(self.num_stages, batch) or 1
+        if not phase.empty and parts != phase.parts:
+            self.drain()
+        return parts
 
     def _pipelined_step(self, x: Tensor, y: Tensor, flips: Tensor | None, micro_batches: int) -> dict[int, Tensor]:
         if flips is not None:

@@ -15,26 +15,26 @@ At the closed-form λ-step (λ_new = λ - g/β) the per-sample penalty (β/2)·�
 θ-gradient g·J_{φ_c}: exactly stage c+1's input gradient backpropagated through stage c, whatever
 β is. So stage c backpropagates g through the graph of its forward, with the weights that forward
 used (kept for the K-1-c optimizer steps in between, as PipeDream's weight stashing does). The
-parallel phase becomes backprop in which stage c's gradient is K-1-c steps late (as in decoupled
-parallel backpropagation, Huo et al. 2018): no per-sample store, the images may be augmented, and
-β, μ and local heads have nothing left to do. Stage k holds K-k batches' activations.
+parallel phase becomes backprop in which stage c's gradient is K-1-c steps late on whole batches (as
+in decoupled parallel backpropagation, Huo et al. 2018; fewer in parts, below): no per-sample
+store, the images may be augmented, and β, μ and local heads have nothing left to do. Stage k holds K-k batches' activations.
 
 A late gradient with momentum trains slower than a fresh one (on the CIFAR-10 proxy of
 bench/results/narrative.md, one step late for the first stage raised the train loss by 12% after 3 epochs).
 With ``predict_weights`` (the default where the optimizer is SGD with momentum) stage k's forward runs on the weights it is expected to have when the
-batch's gradient is applied, K-1-k steps on: θ - (K-1-k)·lr·v, v the SGD momentum buffer
+batch's gradient is applied, n steps on: θ - n·lr·v (n = K-1-k on whole batches), v the SGD momentum buffer
 (SpecTrain, Chen et al. 2018; linear weight prediction, Kosson et al. 2020).
 With ``gradient_shrink`` g < 1 every stage but the last backpropagates g times the gradient it
 receives (and so passes g times its input gradient on): stage k's gradient is scaled by g^(K-1-k),
-the later a gradient the smaller its step (gradient shrinking; Zhuang et al.'s fully decoupled
-training, FDG). Weight decay is not scaled.
+on whole batches the later a gradient the smaller its step (gradient shrinking; Zhuang et al.'s
+fully decoupled training, FDG). Weight decay is not scaled.
 
 With ``micro_batches`` M > 1 a batch enters the pipeline as M equal parts, one a step of the
 pipeline, and every stage adds up the gradients of the batch's parts (each part's loss weighted by
 its share of the batch) for one optimizer step once the batch's last part is through it
 (PipeDream-2BW's double-buffered weights): stage k's gradient is then at most ceil((K-1-k)/M)
-optimizer steps late instead of K-1-k, one step whatever K is once M >= K-1. Batch norm
-normalises each part by its own statistics.
+optimizer steps late instead of K-1-k, one step whatever K is once M >= K-1, the default
+(:func:`default_parts`). Batch norm normalises each part by its own statistics.
 
 With a DS filter (``wire``) the cut carries its wire form both ways: stage k sends encode(φ_k),
 stage k+1 trains on decode(received), and the gradient it sends back is the one with respect to
@@ -67,6 +67,30 @@ from lpfast.precision import Precision
 from lpfast.replicas import GradientAverage, Reduction
 from lpfast.stages import Stage
 from lpfast.transport import Pending, Transport
+
+
+def default_parts(stages: int, batch: int) -> int | None:
+    """The parts pipelined λ sends a batch of ``batch`` samples in through ``stages`` stages by
+    default: the fewest that leave every stage at most one optimizer step late, the smallest
+    divisor of the batch from K-1 to 2(K-1) (1 at K <= 2, where every stage is one step late
+    already; 4 at K=4 and 8 at K=8 for a batch of 128). None where the batch has no such divisor
+    (parts would shrink toward single samples). On the K=8 proxy of bench/results/narrative.md
+    (ResNet-20, 20 000 CIFAR-10 images, 12 epochs) whole batches ended 8.3 points under backprop
+    and 8 parts level with backprop in the same 16-image parts."""
+    if stages <= 2:
+        return 1
+    return next((m for m in range(stages - 1, 2 * (stages - 1) + 1) if batch % m == 0), None)
+
+
+def required_default_parts(stages: int, batch: int) -> int:
+    """:func:`default_parts`, or a ValueError that says how to choose a batch it can split."""
+    parts = default_parts(stages, batch)
+    if parts is None:
+        raise ValueError(f"pipelined λ at {stages} stages sends each batch in {stages - 1} to {2 * (stages - 1)} equal parts by "
+                         f"default (every stage then at most one step late), and a replica's batch of {batch} has no such divisor: "
+                         f"choose a batch size whose share per replica a number in that range divides, or set "
+                         f"--parallel-micro-batches M (parallel_micro_batches; 1: whole batches)")
+    return parts
 
 
 class _InFlight:
@@ -102,9 +126,17 @@ class PipelinedPhase:
         self._sizes: list[int] = []  # sizes of the parts (a batch is one part or several), in the order they entered
         self._parts = 1  # parts a batch comes in, the same for every batch of one fill: part p ends a batch where p % parts == parts - 1
         self._accumulated: dict[int, dict[str, Tensor]] = {s: {} for s in self.own}  # the batch's gradient so far (stages < K-1)
+        # The loss scale (fp16) the batch's gradient so far was taken at, per stage: a batch's parts
+        # may be backpropagated across two steps, with the scale changed between them.
+        self._accumulated_at: dict[int, float] = {}
         self._labels: deque[Tensor] = deque()  # on the last stage's worker: labels of batches not yet trained on
         self._in_flight: dict[int, deque[_InFlight]] = {s: deque() for s in self.own}
         self._next_input: dict[int, Pending] = {}
+
+    @property
+    def parts(self) -> int:
+        """The parts each batch in flight came in."""
+        return self._parts
 
     @property
     def empty(self) -> bool:
@@ -130,6 +162,16 @@ class PipelinedPhase:
 
     def _ends_batch(self, part: int) -> bool:
         return part % self._parts == self._parts - 1
+
+    def _at_current_scale(self, s: int, gradients: Sequence[Tensor]) -> None:
+        """Brings stage ``s``'s gradient so far (``gradients``, taken at the loss scale recorded for it)
+        to the scale this part's backward takes, so that the batch's sum is unscaled by one scale."""
+        scale = self.precision.loss_scale
+        taken = self._accumulated_at.get(s, scale)
+        if taken != scale:
+            for g in gradients:
+                g.mul_(scale / taken)
+        self._accumulated_at[s] = scale
 
     def _advance(self, x: Tensor | None, y: Tensor | None, stage_time: dict[int, float], loss_sum: dict[int, Tensor]) -> dict[int, Tensor]:
         """One step of the pipeline, the part ``x``/``y`` entering (None while draining)."""
@@ -220,6 +262,7 @@ class PipelinedPhase:
     def _backward(self, s: int, part: int, grad: Tensor) -> None:
         done = self._in_flight[s].popleft()
         batch_gradient = self._accumulated[s]
+        self._at_current_scale(s, list(batch_gradient.values()))
         ends = self._ends_batch(part)
         if ends:  # the earlier parts' sum accumulates into the last part's stash, whose hooks then average the batch's gradient
             for name, w in done.weights.items():
@@ -241,6 +284,7 @@ class PipelinedPhase:
         s = self.num_stages - 1
         if part % self._parts == 0:  # the batch's first part: its gradient starts from zero
             self.optimizers[s].zero_grad(set_to_none=True)
+        self._at_current_scale(s, [p.grad for p in self.stages[s].parameters() if p.grad is not None])
         received, inp = self._input(inp)
         ends = self._ends_batch(part)
         # The parameters' .grad sums the batch's parts: averaged once, during the last part's backward.

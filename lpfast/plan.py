@@ -12,7 +12,8 @@ predicts for each K from the cost model of ALGORITHM.md §8:
   time its messages take on the link where that is longer (no message waits on another stage's
   compute; a link is full duplex, and a middle stage's two neighbours share its link);
 - with pipelined λ (``--aux pipelined``; no work at the cuts, an output forward and an input
-  gradient back per cut, the gradient a step after the output) and with pipelined λ and DS (s=2,
+  gradient back per cut, the gradient a step after the output; in ``lpfast train``'s default parts
+  at K > 2 unless ``--parallel-micro-batches`` says otherwise) and with pipelined λ and DS (s=2,
   bfloat16 wire: messages an eighth of the size), and the serial phase's pipelines of M
   micro-batches (``torch.distributed.pipelining``'s 1F1B, the serial phase's default, and GPipe):
   the steady step of each schedule's order of compute, sends and waits played out on the link
@@ -59,6 +60,7 @@ from lpfast.describe import describe
 from lpfast.localheads import LocalHead
 from lpfast.mesh import PLACEMENTS, Mesh, check_layout
 from lpfast.parallel import default_aux
+from lpfast.pipelined import required_default_parts
 from lpfast.replicas import DEFAULT_BUCKET_BYTES
 from lpfast.stages import balanced_split, partition
 from lpfast.timeline import gpipe_program, one_f_one_b_program, pipelined_program, steady_step
@@ -234,7 +236,7 @@ class Prediction:
     allreduce_bytes_per_device: list[int] | None = None  # with replicas: per stage, what each of its devices all-reduces a step
     hosts: int | None = None  # machines of adjacent ranks joined by the link (None: each device its own)
     placement: str = "stages-together"
-    parallel_micro_batches: int = 1  # the parts pipelined λ sends each batch in
+    parallel_micro_batches: int = 1  # the parts pipelined λ sends a replica's batch in
 
     @property
     def devices(self) -> int:
@@ -244,7 +246,7 @@ class Prediction:
 def predict(costs: PartCosts, k: int, *, cut: Sequence[int] | None = None, default_cut: Sequence[int] | None = None,
             link: float | None, micro_batches: int = 4, parallel_share: float = 0.5, dataset_size: int = 50_000,
             method: str = "penalty", aux: str | None = None, replicas: int = 1, hosts: int | None = None,
-            placement: str = "stages-together", parallel_micro_batches: int = 1) -> Prediction:
+            placement: str = "stages-together", parallel_micro_batches: int | None = None) -> Prediction:
     """The §8 prediction for ``k`` stages cut into ``cut`` blocks per stage (None: the fastest cut)
     from measured ``costs``; ``default_cut`` is the one ``lpfast train`` makes; ``link`` in bytes per
     second (None: free); ``aux``: ``"store"`` or ``"pipelined"`` λ for the SPH run and the memory
@@ -268,13 +270,14 @@ def predict(costs: PartCosts, k: int, *, cut: Sequence[int] | None = None, defau
     With ``parallel_micro_batches`` M > 1 each stage's parallel step works through a replica's batch
     in M parts, each part's compute as measured at its size; pipelined λ sends each part down the
     pipeline on its own (:mod:`lpfast.pipelined`): M steady steps a batch, messages of 1/M the bytes,
-    the stages' all-reduce (once a batch) spread over the parts."""
+    the stages' all-reduce (once a batch) spread over the parts. None: ``lpfast train``'s defaults,
+    :func:`lpfast.pipelined.default_parts` for pipelined λ and whole batches for stored λ."""
     if aux not in (None, "store", "pipelined") or (aux == "pipelined" and method != "penalty"):
         raise ValueError(f"aux must be 'store' or 'pipelined' (pipelined with the penalty method only), got {aux!r} with {method!r}")
     check_layout(k, replicas, placement)
     if hosts is not None and (hosts < 1 or k * replicas % hosts):
         raise ValueError(f"hosts must be >= 1 and divide the {k * replicas} devices of {k} stages × {replicas} replicas, got {hosts}")
-    if parallel_micro_batches < 1 or costs.batch_size // replicas % parallel_micro_batches:
+    if parallel_micro_batches is not None and (parallel_micro_batches < 1 or costs.batch_size // replicas % parallel_micro_batches):
         raise ValueError(f"parallel_micro_batches must be >= 1 and divide a replica's batch ({costs.batch_size // replicas}), "
                          f"got {parallel_micro_batches}")
     n_parts = len(costs.forward_s)
@@ -292,11 +295,13 @@ def predict(costs: PartCosts, k: int, *, cut: Sequence[int] | None = None, defau
     def stage_seconds(full: list[float], micro: list[float], parts: int) -> list[float]:  # per stage, on 1/parts of the batch
         return [sum(costs.at_fraction(full[j], micro[j], parts) for j in range(bounds[i], bounds[i + 1])) for i in range(k)]
 
-    m = parallel_micro_batches
-    # A stage's compute on a replica's share of the batch, in m parts.
+    # A stage's compute on a replica's share of the batch in stored λ's parts, and in pipelined λ's.
+    stored_m = 1 if parallel_micro_batches is None else parallel_micro_batches
+    m = required_default_parts(k, costs.batch_size // d) if parallel_micro_batches is None else parallel_micro_batches
+    compute = [stored_m * (f + b) for f, b in zip(stage_seconds(costs.forward_s, costs.micro_forward_s, d * stored_m),
+                                                 stage_seconds(costs.backward_s, costs.micro_backward_s, d * stored_m))]
     part_forward = stage_seconds(costs.forward_s, costs.micro_forward_s, d * m)
     part_backward = stage_seconds(costs.backward_s, costs.micro_backward_s, d * m)
-    compute = [m * (f + b) for f, b in zip(part_forward, part_backward)]
     micro_forward = stage_seconds(costs.forward_s, costs.micro_forward_s, d * micro_batches)
     micro_backward = stage_seconds(costs.backward_s, costs.micro_backward_s, d * micro_batches)
     cuts = [bounds[i] - 1 for i in range(1, k)]  # the part after which each cut sits
@@ -314,7 +319,8 @@ def predict(costs: PartCosts, k: int, *, cut: Sequence[int] | None = None, defau
     stage_parts = [range(bounds[i], bounds[i + 1]) for i in range(k)]
     reduced = [int(2 * (d - 1) / d * sum(costs.part_parameter_bytes[j] for j in parts)) for parts in stage_parts]
     reduce_s = [load * seconds(n) for load, n in zip(reduce_load, reduced)]
-    exposed = [_exposed_allreduce(costs, parts, d, lambda n, load=load: load * seconds(n)) for parts, load in zip(stage_parts, reduce_load)]
+    # Pipelined λ averages a batch's gradient during its last part's backward (1/m of it).
+    exposed = [_exposed_allreduce(costs, parts, d, d * m, lambda n, load=load: load * seconds(n)) for parts, load in zip(stage_parts, reduce_load)]
 
     def on_link(sizes: list[float]) -> list[float]:  # per cut: its message one way (full duplex)
         return [load * seconds(n) for load, n in zip(cut_load, sizes)]
@@ -323,7 +329,7 @@ def predict(costs: PartCosts, k: int, *, cut: Sequence[int] | None = None, defau
         cut_s = on_link(sizes)
         return [sum(cut_s[c] for c in (s - 1, s) if 0 <= c < k - 1) for s in range(k)]
 
-    parallel = max(max(w + r, m) for w, r, m in zip(work, reduce_s, messages(crossing)))
+    parallel = max(max(w + r, sent) for w, r, sent in zip(work, reduce_s, messages(crossing)))
     reduced_backward = [b + e / m for b, e in zip(part_backward, exposed)]  # the all-reduce, once a batch, spread over its parts
     pipelined = m * steady_step(pipelined_program(part_forward, reduced_backward, on_link([n / m for n in crossing])), k)
     pipelined_ds = m * steady_step(pipelined_program(part_forward, reduced_backward, on_link([n / m for n in crossing_ds])), k)
@@ -374,18 +380,18 @@ def _link_loads(k: int, d: int, hosts: int | None, placement: str) -> tuple[list
     return cut, reduce, ddp
 
 
-def _exposed_allreduce(costs: PartCosts, parts: range, d: int, seconds) -> float:
-    """Seconds a stage's gradient all-reduce over ``d`` replicas adds after its backward: going
-    through its ``parts`` as the backward does (last first, each at 1/d of the batch), a bucket leaves
-    once it holds :data:`~lpfast.replicas.DEFAULT_BUCKET_BYTES` (or the stage's first part is done)
-    and the bucket before it has gone."""
+def _exposed_allreduce(costs: PartCosts, parts: range, d: int, fraction: int, seconds) -> float:
+    """Seconds a stage's gradient all-reduce over ``d`` replicas adds after the backward it rides
+    on: going through its ``parts`` as the backward does (last first, each on 1/``fraction`` of the
+    batch), a bucket leaves once it holds :data:`~lpfast.replicas.DEFAULT_BUCKET_BYTES` (or the
+    stage's first part is done) and the bucket before it has gone."""
     if d == 1:
         return 0.0
     share = 2 * (d - 1) / d
     clock = sent = 0.0
     bucket = 0
     for part in reversed(parts):
-        clock += costs.at_fraction(costs.backward_s[part], costs.micro_backward_s[part], d)
+        clock += costs.at_fraction(costs.backward_s[part], costs.micro_backward_s[part], fraction)
         bucket += costs.part_parameter_bytes[part]
         if bucket >= DEFAULT_BUCKET_BYTES or part == parts.start:
             sent = max(sent, clock) + seconds(share * bucket)
@@ -428,7 +434,7 @@ def _best_cut(step: Sequence[float], regress: Sequence[float], own: Sequence[flo
 def plan(model: nn.Module, input_shape: Sequence[int], stages: Sequence[int], *, link: str | None = None,
          batch_size: int = 128, micro_batches: int = 4, parallel_share: float = 0.5, dataset_size: int = 50_000,
          method: str = "penalty", aux: str | None = None, repeats: int = 5, replicas: Sequence[int] = (1,),
-         hosts: int | None = None, parallel_micro_batches: int = 1) -> tuple[PartCosts, list[Prediction]]:
+         hosts: int | None = None, parallel_micro_batches: int | None = None) -> tuple[PartCosts, list[Prediction]]:
     """Measures ``model`` once and predicts every K in ``stages`` × D in ``replicas`` (see the
     module's documentation): for the fastest cut, and for ``lpfast train``'s default cut where that
     is another; on ``hosts`` machines, in each placement where the layout has stages and replicas."""
@@ -449,7 +455,7 @@ def plan(model: nn.Module, input_shape: Sequence[int], stages: Sequence[int], *,
             raise ValueError(f"stages must be between 1 and the model's {n_blocks} blocks, got {k}")
     partition(described, 1, input_shape)  # a shape the model cannot take is a one-line error here
     costs = measure(model, input_shape, batch_size=batch_size, micro_batches=micro_batches, repeats=repeats)
-    if parallel_micro_batches < 1 or any(batch_size // d % parallel_micro_batches for d in replicas):
+    if parallel_micro_batches is not None and (parallel_micro_batches < 1 or any(batch_size // d % parallel_micro_batches for d in replicas)):
         raise ValueError(f"parallel_micro_batches ({parallel_micro_batches}) must be >= 1 and divide every replica's batch "
                          f"({sorted({batch_size // d for d in replicas})})")
     options = dict(link=rate, micro_batches=micro_batches, parallel_share=parallel_share, dataset_size=dataset_size, method=method, aux=aux,
@@ -486,8 +492,6 @@ def as_table(costs: PartCosts, predictions: Sequence[Prediction], *, link: str |
              + "; "
              f"link {link or 'none (messages free)'}"
              + (f" between {predictions[0].hosts} machines of adjacent ranks (free within one)" if predictions and predictions[0].hosts else "")
-             + (f"; parallel steps in {predictions[0].parallel_micro_batches} parts"
-                if predictions and predictions[0].parallel_micro_batches > 1 else "")
              + ".", "",
              f"| K × D | cut (blocks per stage) | parallel epoch | the same, pipelined λ | pipelined λ with DS | 1F1B epoch | GPipe epoch "
              f"| DDP epoch on K·D | SPH run ({parallel_share:.2f} parallel) | bytes/step | with DS | all-reduce/step per device (by stage) "
@@ -496,15 +500,16 @@ def as_table(costs: PartCosts, predictions: Sequence[Prediction], *, link: str |
     for p in predictions:
         reduced = ", ".join(f"{b / 1e6:.2f}" for b in p.allreduce_bytes_per_device) + " MB" if p.allreduce_bytes_per_device else "-"
         lines.append(
-            f"| {_layout_label(p)} | {_cut_label(p)} | {p.parallel_speedup:.2f}x | {p.pipelined_speedup:.2f}x | {p.pipelined_ds_speedup:.2f}x | "
+            f"| {_layout_label(p)} | {_cut_label(p)} | {p.parallel_speedup:.2f}x | {p.pipelined_speedup:.2f}x{_parts(p)} | "
+            f"{p.pipelined_ds_speedup:.2f}x{_parts(p)} | "
             f"{p.pipeline_speedup:.2f}x | {p.gpipe_speedup:.2f}x | {p.ddp_speedup:.2f}x | {p.sph_speedup:.2f}x | {p.bytes_per_step / 1e6:.2f} MB | "
             f"{p.bytes_per_step_ds / 1e6:.2f} MB | {reduced} | {p.ddp_allreduce_bytes / 1e6:.2f} MB | "
             + ", ".join(f"{b / 1e9:.2f} GB" for b in p.aux_bytes_per_stage) + " |")
     lines += ["", "Speed-ups over backprop on one device; data loading left out. K × D: K stages × D replicas on K·D devices (bytes/step: "
-              "what one replica sends across its cuts). Where the fastest cut is not lpfast train's default, pass it as --stage-blocks.", ""]
+              "what one replica sends across its cuts; pipelined λ in parts: each batch down the pipeline in that many parts). Where the fastest cut is not lpfast train's default, pass it as --stage-blocks.", ""]
     for devices, (p, ds) in best_layouts(predictions).items():
         placed = f", {_PLACED[p.placement]}" if _placed(p) else ""
-        layout = f"{p.stages} stages × {p.replicas} replicas{placed} (cut {','.join(map(str, p.cut))}){', with DS' if ds else ''}"
+        layout = f"{p.stages} stages × {p.replicas} replicas{placed} (cut {','.join(map(str, p.cut))}){', with DS' if ds else ''}{_parts(p)}"
         lines.append(f"Best on {devices} device(s): {layout}: {p.pipelined_ds_speedup if ds else p.pipelined_speedup:.2f}x, "
                      f"DDP {p.ddp_speedup:.2f}x.")
     return "\n".join(lines)
@@ -516,6 +521,10 @@ _PLACED = {"stages-together": "a replica's stages on one machine", "replicas-tog
 def _placed(p: Prediction) -> bool:
     """Whether the placement changes what crosses the link: stages and replicas on several machines."""
     return p.hosts is not None and p.stages > 1 and p.replicas > 1
+
+
+def _parts(p: Prediction) -> str:
+    return f" ({p.parallel_micro_batches} parts)" if p.parallel_micro_batches > 1 else ""
 
 
 def _layout_label(p: Prediction) -> str:

@@ -670,14 +670,16 @@ def test_row_modifiers_and_errors():
     assert name.endswith("lr warm-up 1.5 epochs, 1 serial warm-up epoch")
     assert options[-4:] == ["--warmup-epochs", "1.5", "--serial-warmup", "1"]
     assert row("penalty+pipe+k8+nopredict", 2, 15, 4, 30)[1][-1] == "--no-predict-weights"
-    # A row keeps its λ whatever lpfast train's default: stored unless a modifier says otherwise.
+    # A row keeps its λ whatever lpfast train's default: stored unless a modifier says otherwise, and
+    # whole batches unless pmbM says otherwise (pipelined λ at K > 2 takes parts by default).
     from lpfast.cli import _config_from_args, build_parser
 
-    def aux(kind):
+    def config(kind):
         args = build_parser().parse_args(["train", "--epochs", "30", *row(kind, 2, 15, 4, 30)[1], "--out", "x"])
-        return _config_from_args(args).aux
+        return _config_from_args(args)
 
-    assert (aux("penalty"), aux("al+ds"), aux("penalty+pipe"), aux("penalty+net")) == ("store", "store", "pipelined", "net")
+    assert [config(kind).aux for kind in ("penalty", "al+ds", "penalty+pipe", "penalty+net")] == ["store", "store", "pipelined", "net"]
+    assert [config(kind).parallel_micro_batches for kind in ("penalty+pipe+k4", "penalty+pipe+k4+pmb4")] == [1, 4]
     name, options, _, _ = row("1f1b+cut3-6", 2, None, 4, 30)
     assert name == "pipeline 1F1B K=2, 4 micro-batches, cut 3+6" and options[-2:] == ["--stage-blocks", "3,6"]
     # kN sets the row's stages; oneprocess runs them in one process (the numbers K workers give).

@@ -11,6 +11,8 @@ from lpfast.describe import describe
 from lpfast.filters import DsFilter
 from lpfast.models import mnist_resnet
 from lpfast.parallel import LayerParallel
+from lpfast.pipelined import default_parts
+from lpfast.precision import LossScaler
 from lpfast.stages import partition, split
 from lpfast.trainer import Trainer
 from test_parallel import run_both_ways, small_data
@@ -94,6 +96,51 @@ def test_batches_in_parts_step_each_stage_once_a_batch_on_the_weights_of_each_pa
         lp.step(*batches[0], micro_batches=5)
 
 
+def test_by_default_pipelined_lambda_takes_the_fewest_parts_that_leave_every_stage_one_step_late():
+    assert [default_parts(k, 128) for k in (1, 2, 3, 4, 6, 8)] == [1, 1, 2, 4, 8, 8]  # K-1 rounded up to a divisor
+    assert default_parts(8, 100) == 10 and default_parts(4, 127) is None  # none from K-1 to 2(K-1): no default
+    assert [TrainConfig(method="penalty", stages=k).parallel_micro_batches for k in (2, 4, 8)] == [1, 4, 8]
+    assert TrainConfig(method="penalty", stages=4, replicas=2, batch_size=128).parallel_micro_batches == 4  # of a replica's 64
+    assert TrainConfig(method="penalty", stages=4, aux="store").parallel_micro_batches == 1
+    assert TrainConfig(method="penalty", stages=4, parallel_micro_batches=1).parallel_micro_batches == 1
+    with pytest.raises(ValueError, match="a replica's batch of 127 has no such divisor"):
+        TrainConfig(method="penalty", stages=4, batch_size=127)
+    # A run saved before the option existed took whole batches, and resumes so.
+    saved = TrainConfig(method="penalty", stages=4).to_dict()
+    del saved["parallel_micro_batches"]
+    assert TrainConfig.from_dict(saved).parallel_micro_batches == 1
+    lp = LayerParallel(mnist_resnet(depth=4, width=4), optimizer=sgd, stages=3, input_shape=(1, 28, 28))
+    lp.step(torch.rand(12, 1, 28, 28), torch.arange(12) % 10)
+    assert lp.pipelined.parts == 2 and all(late <= 1 for late in (lp.pipelined._steps_late(s, p) for s in range(3) for p in range(4)))
+    lp.step(torch.rand(6, 1, 28, 28), torch.arange(6) % 10)  # the parts in flight divide a smaller batch: it takes them
+    assert lp.pipelined.parts == 2 and not lp.pipelined.empty
+    lp.step(torch.rand(7, 1, 28, 28), torch.arange(7) % 10)  # a ragged batch none divides: drained, then whole
+    assert lp.pipelined.parts == 1 and lp.steps == 3
+
+
+def test_a_loss_scale_changed_between_a_batchs_parts_unscales_the_whole_batch_by_one_scale():
+    # At K=4 in 4 parts a batch's first part is backpropagated one call of step before its other
+    # parts; a loss scale changed in between (fp16's backs off on an overflow) must not count that
+    # part at the other scale. A float32 network under a loss scale: powers of two scale exactly.
+    train, _ = small_data(n_train=60)
+    batches = [(train.images[i:i + 12] / 255, train.labels[i:i + 12]) for i in range(0, 60, 12)]
+
+    def trained(scales):
+        torch.manual_seed(0)
+        model = mnist_resnet(depth=4, width=4)
+        lp = LayerParallel(model, optimizer=sgd, stages=4, input_shape=(1, 28, 28), predict_weights=False)
+        lp.precision.scaler = LossScaler(torch.device("cpu"))
+        for (x, y), scale in zip(batches, scales):
+            lp.precision.scaler.scale = scale
+            lp.step(x, y, micro_batches=4)
+        lp.drain()
+        return model.state_dict()
+
+    steady, changing = trained([2.0**10] * 5), trained([2.0**10, 2.0**12, 2.0**8, 2.0**12, 2.0**10])
+    for name, value in steady.items():
+        torch.testing.assert_close(changing[name], value, rtol=0, atol=0, msg=name)
+
+
 def test_a_part_is_late_by_the_batch_ends_between_its_forward_and_its_batchs_step():
     def late(k, m, s, part):
         lp = LayerParallel(mnist_resnet(depth=4, width=4), optimizer=sgd, stages=k, input_shape=(1, 28, 28))
@@ -117,7 +164,7 @@ def test_each_stage_takes_backprops_gradient_with_the_weights_of_its_forward(k, 
     lp = LayerParallel(model, optimizer=sgd, stages=k, dataset_size=60, input_shape=(1, 28, 28), aux="pipelined",
                        predict_weights=False, wire_filter=wire, gradient_shrink=shrink)
     for b, (x, y) in enumerate(batches):
-        losses = lp.step(x, y, torch.arange(12 * b, 12 * b + 12))
+        losses = lp.step(x, y, torch.arange(12 * b, 12 * b + 12), micro_batches=1)  # whole batches, as the reference
         assert bool(losses) == (b >= k - 1)  # the last stage trains once the pipeline is full
     with pytest.raises(RuntimeError, match="drain"):
         lp.state_dict()
@@ -272,7 +319,7 @@ def test_predicted_weights_are_the_weights_extrapolated_along_the_momentum(monke
 
     monkeypatch.setattr("lpfast.pipelined.functional_call", spy)
     for b in range(4):
-        lp.step(x[12 * b:12 * b + 12], y[12 * b:12 * b + 12], torch.arange(12 * b, 12 * b + 12))
+        lp.step(x[12 * b:12 * b + 12], y[12 * b:12 * b + 12], torch.arange(12 * b, 12 * b + 12), micro_batches=1)
     assert any(checked) and not all(checked)  # from the first step on which a stage has momentum
     with pytest.raises(ValueError, match="momentum"):
         LayerParallel(mnist_resnet(depth=4, width=4), optimizer=lambda p: torch.optim.Adam(p), stages=2, dataset_size=8,
