@@ -17,12 +17,14 @@ At the closed-form λ-step (λ_new = λ - g/β) the per-sample penalty (β/2)·�
 used (kept for the K-1-c optimizer steps in between, as PipeDream's weight stashing does). The
 parallel phase becomes backprop in which stage c's gradient is K-1-c steps late on whole batches (as
 in decoupled parallel backpropagation, Huo et al. 2018; fewer in parts, below): no per-sample
-store, the images may be augmented, and β, μ and local heads have nothing left to do. Stage k holds K-k batches' activations.
+store, the images may be augmented, and β, μ and local heads have nothing left to do. Stage k holds
+K-k batches' activations.
 
 A late gradient with momentum trains slower than a fresh one (on the CIFAR-10 proxy of
 bench/results/narrative.md, one step late for the first stage raised the train loss by 12% after 3 epochs).
-With ``predict_weights`` (the default where the optimizer is SGD with momentum) stage k's forward runs on the weights it is expected to have when the
-batch's gradient is applied, n steps on: θ - n·lr·v (n = K-1-k on whole batches), v the SGD momentum buffer
+With ``predict_weights`` (the default where the optimizer is SGD with momentum) stage k's forward
+runs on the weights it is expected to have when the batch's gradient is applied, n steps on:
+θ - n·lr·v (n = K-1-k on whole batches), v the SGD momentum buffer
 (SpecTrain, Chen et al. 2018; linear weight prediction, Kosson et al. 2020).
 With ``gradient_shrink`` g < 1 every stage but the last backpropagates g times the gradient it
 receives (and so passes g times its input gradient on): stage k's gradient is scaled by g^(K-1-k),
@@ -160,6 +162,9 @@ class PipelinedPhase:
             trained += self._advance(part_x, part_y, stage_time, loss_sum).values()
         return {self.num_stages - 1: sum(trained) / len(trained)} if trained else {}
 
+    def _starts_batch(self, part: int) -> bool:
+        return part % self._parts == 0
+
     def _ends_batch(self, part: int) -> bool:
         return part % self._parts == self._parts - 1
 
@@ -282,7 +287,7 @@ class PipelinedPhase:
 
     def _train_last(self, part: int, inp: Tensor, y: Tensor) -> Tensor:
         s = self.num_stages - 1
-        if part % self._parts == 0:  # the batch's first part: its gradient starts from zero
+        if self._starts_batch(part):  # the batch's gradient starts from zero
             self.optimizers[s].zero_grad(set_to_none=True)
         self._at_current_scale(s, [p.grad for p in self.stages[s].parameters() if p.grad is not None])
         received, inp = self._input(inp)
